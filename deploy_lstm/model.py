@@ -1,0 +1,701 @@
+"""Scriptable drop-in replacements for ``torch.nn.LSTM`` and ``torch.nn.LSTMCell``.
+
+Everything here compiles with ``torch.jit.script``: static loops over layers,
+directions and time, ``typing`` annotations where TorchScript needs them.  The
+parameters carry ``nn.LSTM``'s names, order, shapes and initialisation, so
+state dicts move both ways unchanged.
+
+The time loop is written the way a fused kernel works: the input projection of
+every step is one matmul before the loop, and each step does one ``addmm`` for
+all four gates of the recurrence.
+"""
+
+# No `from __future__ import annotations`: TorchScript must see real annotation
+# objects on the class (string annotations such as "List[Tensor]" fail to resolve).
+import math
+import numbers
+import warnings
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .errors import LSTMInputError
+
+__all__ = ["LSTM", "LSTMCell", "lstm_direction"]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``str(dtype)`` that also works in TorchScript, where a dtype is an int."""
+    if not torch.jit.is_scripting():
+        return str(dtype)
+    if dtype == torch.float32:
+        return "torch.float32"
+    if dtype == torch.float64:
+        return "torch.float64"
+    if dtype == torch.float16:
+        return "torch.float16"
+    if dtype == torch.bfloat16:
+        return "torch.bfloat16"
+    if dtype == torch.int64:
+        return "torch.int64"
+    if dtype == torch.int32:
+        return "torch.int32"
+    if dtype == torch.bool:
+        return "torch.bool"
+    return "dtype code " + str(int(dtype))
+
+
+def _value_checks_enabled() -> bool:
+    """False while tracing or exporting, where data-dependent checks cannot run."""
+    if torch.jit.is_scripting():
+        enabled = True
+    else:
+        enabled = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+    return enabled
+
+
+def lstm_direction(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    bias: Optional[Tensor],
+    w_hr: Optional[Tensor],
+    mask: Optional[Tensor],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Run one direction of one layer over a whole time-major sequence.
+
+    Args:
+        x: (T, N, I) input.
+        h: (N, P) initial hidden state (P = proj_size or hidden_size).
+        c: (N, H) initial cell state.
+        w_ih, w_hh: (4H, I) and (4H, P) weights, gates in nn.LSTM order i, f, g, o.
+        bias: (4H,) sum of both biases, or None.
+        w_hr: (P, H) projection, or None.
+        mask: (T, N, 1) bool, True where a step is inside its sequence, or None.
+        reverse: run from the last step to the first.
+
+    Returns:
+        (output (T, N, P), h_n (N, P), c_n (N, H)).  Where ``mask`` is False the
+        output is zero and the state is carried unchanged, so the forward
+        direction stops at each sequence's end and the reverse direction starts
+        at each sequence's own last step.
+    """
+    T, N, I = x.size(0), x.size(1), x.size(2)
+    x2 = x.reshape(T * N, I)
+    if bias is not None:
+        xw = torch.addmm(bias, x2, w_ih.t())  # (T*N, 4H)
+    else:
+        xw = torch.mm(x2, w_ih.t())
+    xw = xw.view(T, N, -1)  # (T, N, 4H)
+    w_hh_t = w_hh.t()  # (P, 4H)
+    outputs: List[Tensor] = []
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        gates = torch.addmm(xw[t], h, w_hh_t)  # (N, 4H)
+        ingate, forgetgate, cellgate, outgate = gates.chunk(4, 1)
+        c_new = torch.addcmul(
+            torch.sigmoid(forgetgate) * c, torch.sigmoid(ingate), torch.tanh(cellgate)
+        )  # (N, H)
+        h_new = torch.sigmoid(outgate) * torch.tanh(c_new)  # (N, H)
+        if w_hr is not None:
+            h_new = torch.mm(h_new, w_hr.t())  # (N, P)
+        if mask is not None:
+            m = mask[t]  # (N, 1)
+            h = torch.where(m, h_new, h)
+            c = torch.where(m, c_new, c)
+        else:
+            h = h_new
+            c = c_new
+        outputs.append(h)
+    if reverse:
+        outputs.reverse()
+    out = torch.stack(outputs)  # (T, N, P)
+    if mask is not None:
+        out = out.masked_fill(mask.logical_not(), 0.0)
+    return out, h, c
+
+
+class LSTM(nn.Module):
+    r"""Drop-in, scriptable replacement for :class:`torch.nn.LSTM`.
+
+    Same constructor, defaults, argument checks, parameter names/shapes/order and
+    initialisation as ``nn.LSTM``.  ``forward`` also takes ``lengths``: the
+    scriptable, exportable form of a packed batch.
+
+    Args:
+        input_size: features of the input.
+        hidden_size: features of the cell state (and of ``h`` when ``proj_size=0``).
+        num_layers: stacked layers.
+        bias: use ``bias_ih``/``bias_hh``.
+        batch_first: input and output are (N, T, F) instead of (T, N, F).
+        dropout: dropout on the output of each layer but the last, in training.
+        bidirectional: add a reverse direction to every layer.
+        proj_size: project ``h`` to this size (LSTMP); 0 disables.
+        device, dtype: factory arguments for the parameters.
+    """
+
+    __constants__ = [
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "num_directions",
+        "_weights_per_cell",
+    ]
+
+    __jit_unused_properties__ = ["all_weights"]
+
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    proj_size: int
+    num_directions: int
+    _weights_per_cell: int
+    _flat_weights: List[Tensor]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        # The same checks, in the same order, with the same messages as nn.RNNBase.
+        if (
+            not isinstance(dropout, numbers.Number)
+            or not 0 <= dropout <= 1
+            or isinstance(dropout, bool)
+        ):
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the "
+                "probability of an element being zeroed"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so "
+                "non-zero dropout expects num_layers greater than 1, but got "
+                f"dropout={dropout} and num_layers={num_layers}",
+                stacklevel=2,
+            )
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        if not isinstance(batch_first, bool):
+            raise TypeError(
+                f"batch_first should be of type bool, got: {type(batch_first).__name__}"
+            )
+        if not isinstance(input_size, int):
+            raise TypeError(
+                f"input_size should be of type int, got: {type(input_size).__name__}"
+            )
+        if input_size <= 0:
+            raise ValueError("input_size must be greater than zero")
+        if not isinstance(hidden_size, int):
+            raise TypeError(
+                f"hidden_size should be of type int, got: {type(hidden_size).__name__}"
+            )
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError(
+                "proj_size should be a positive integer or zero to disable projections"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.num_directions = 2 if bidirectional else 1
+        self._weights_per_cell = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
+
+        factory = {"device": device, "dtype": dtype}
+        real_hidden = proj_size if proj_size > 0 else hidden_size
+        gate_size = 4 * hidden_size
+        names: List[str] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else real_hidden * self.num_directions
+            for direction in range(self.num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = [
+                    ("weight_ih" + sfx, (gate_size, layer_input)),
+                    ("weight_hh" + sfx, (gate_size, real_hidden)),
+                ]
+                if bias:
+                    shapes += [("bias_ih" + sfx, (gate_size,)), ("bias_hh" + sfx, (gate_size,))]
+                if proj_size > 0:
+                    shapes += [("weight_hr" + sfx, (proj_size, hidden_size))]
+                for name, shape in shapes:
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(name)
+        self._flat_weights_names = names
+        self._init_flat_weights()
+        self.reset_parameters()
+
+    # -- parameters, kept in step with nn.RNNBase --------------------------------
+
+    def _init_flat_weights(self) -> None:
+        self._flat_weights = [getattr(self, name) for name in self._flat_weights_names]
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        names = self.__dict__.get("_flat_weights_names")
+        if names is not None and attr in names and "_flat_weights" in self.__dict__:
+            self._flat_weights[names.index(attr)] = value  # type: ignore[call-overload]
+        super().__setattr__(attr, value)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        ret = super()._apply(fn, recurse)
+        self._init_flat_weights()
+        return ret
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTM does."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """No-op kept for API compatibility with nn.LSTM (which uses it for cuDNN)."""
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        k = self._weights_per_cell
+        names = self._flat_weights_names
+        return [[getattr(self, n) for n in names[i : i + k]] for i in range(0, len(names), k)]
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        return s.format(**self.__dict__)
+
+    # -- conversion ----------------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM) -> "LSTM":
+        """A ``deploy_lstm.LSTM`` with ``lstm``'s configuration, weights, device,
+        dtype and training flag."""
+        if not isinstance(lstm, nn.LSTM):
+            raise TypeError(f"expected a torch.nn.LSTM, got {type(lstm).__name__}")
+        w = lstm.weight_ih_l0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nn.LSTM already warned about dropout
+            new = cls(**_config_of(lstm), device=w.device, dtype=w.dtype)
+        new.load_state_dict(lstm.state_dict(), strict=True)
+        return new.train(lstm.training)
+
+    def to_torch(self) -> nn.LSTM:
+        """The equivalent ``torch.nn.LSTM`` with the same weights, device, dtype and flag."""
+        w = self.weight_ih_l0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lstm = nn.LSTM(**_config_of(self), device=w.device, dtype=w.dtype)
+        lstm.load_state_dict(self.state_dict(), strict=True)
+        return lstm.train(self.training)
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-serialisable) that rebuild this module."""
+        return _config_of(self)
+
+    # -- forward ---------------------------------------------------------------------
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tuple[Tensor, Tensor]] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        """Run the LSTM, like ``nn.LSTM.forward``.
+
+        Args:
+            input: (T, N, input_size), or (N, T, input_size) with ``batch_first``,
+                or unbatched (T, input_size).  In eager mode a ``PackedSequence``
+                is also accepted and gives a ``PackedSequence`` output.
+            hx: optional (h_0, c_0), each (num_layers * num_directions, N, size)
+                with size = proj_size or hidden_size for h_0, hidden_size for c_0
+                (2-D without N for unbatched input).  Zeros when omitted.
+            lengths: optional int64 (N,) lengths of a right-padded batch, each in
+                1..T.  The result equals ``nn.LSTM`` on
+                ``pack_padded_sequence(input, lengths, enforce_sorted=False)``
+                padded back to T: zeros past each length, ``h_n``/``c_n`` at each
+                sequence's last step.
+
+        Returns:
+            (output, (h_n, c_n)) with ``nn.LSTM``'s shapes.
+
+        Raises:
+            LSTMInputError: the input, state or lengths do not fit the module.
+        """
+        if not torch.jit.is_scripting():
+            if isinstance(input, PackedSequence):
+                return self._forward_packed(input, hx, lengths)
+        if input.dim() != 2 and input.dim() != 3:
+            raise LSTMInputError(
+                f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead"
+            )
+        is_batched = input.dim() == 3
+        if is_batched:
+            x = input.transpose(0, 1) if self.batch_first else input  # (T, N, I)
+        else:
+            x = input.unsqueeze(1)  # (T, 1, I)
+        if torch.jit.is_scripting():
+            weights = self._flat_weights
+        else:
+            weights = [getattr(self, name) for name in self._flat_weights_names]
+        self._check_input(x, input, weights[0])
+        T, N = x.size(0), x.size(1)
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        num_states = self.num_layers * self.num_directions
+
+        if hx is None:
+            h0 = torch.zeros(num_states, N, real_hidden, dtype=x.dtype, device=x.device)
+            c0 = torch.zeros(num_states, N, self.hidden_size, dtype=x.dtype, device=x.device)
+        else:
+            h0, c0 = hx
+            want = 3 if is_batched else 2
+            if h0.dim() != want or c0.dim() != want:
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                raise LSTMInputError(
+                    f"For {kind} input, hx and cx should also be {want}-D but got "
+                    f"({h0.dim()}-D, {c0.dim()}-D) tensors"
+                )
+            if not is_batched:
+                h0 = h0.unsqueeze(1)
+                c0 = c0.unsqueeze(1)
+            self._check_state(h0, (num_states, N, real_hidden), 0, x)
+            self._check_state(c0, (num_states, N, self.hidden_size), 1, x)
+
+        mask: Optional[Tensor] = None
+        if lengths is not None:
+            mask = self._lengths_mask(lengths, T, N, is_batched, x.device)
+
+        output, h_n, c_n = self._forward_time_major(x, h0, c0, weights, mask)
+
+        if is_batched:
+            if self.batch_first:
+                output = output.transpose(0, 1)
+        else:
+            output = output.squeeze(1)
+            h_n = h_n.squeeze(1)
+            c_n = c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+    def _forward_time_major(
+        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], mask: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """(T, N, I) input and (L*D, N, *) states in; output and final states out."""
+        k = self._weights_per_cell
+        h_n: List[Tensor] = []
+        c_n: List[Tensor] = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outs: List[Tensor] = []
+            for direction in range(self.num_directions):
+                idx = layer * self.num_directions + direction
+                base = idx * k
+                bias: Optional[Tensor] = None
+                if self.bias:
+                    bias = weights[base + 2] + weights[base + 3]
+                w_hr: Optional[Tensor] = None
+                if self.proj_size > 0:
+                    w_hr = weights[base + k - 1]
+                out, h, c = lstm_direction(
+                    layer_input,
+                    h0[idx],
+                    c0[idx],
+                    weights[base],
+                    weights[base + 1],
+                    bias,
+                    w_hr,
+                    mask,
+                    direction == 1,
+                )
+                outs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            layer_output = outs[0] if self.num_directions == 1 else torch.cat(outs, 2)
+            if self.dropout > 0.0 and self.training and layer < self.num_layers - 1:
+                layer_output = F.dropout(layer_output, self.dropout, True)
+            layer_input = layer_output
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+    # -- checks ------------------------------------------------------------------------
+
+    def _check_input(self, x: Tensor, input: Tensor, weight: Tensor) -> None:
+        if input.dtype != weight.dtype:
+            raise LSTMInputError(
+                f"RNN input dtype ({_dtype_name(input.dtype)}) does not match weight dtype "
+                f"({_dtype_name(weight.dtype)}). Convert input: "
+                f"input.to({_dtype_name(weight.dtype)}), or convert model: "
+                f"model.to({_dtype_name(input.dtype)})"
+            )
+        if torch.jit.is_tracing():
+            return  # sizes are traced values here; comparing them would only warn
+        if input.size(-1) != self.input_size:
+            raise LSTMInputError(
+                "input.size(-1) must be equal to input_size. Expected "
+                f"{self.input_size}, got {input.size(-1)} (input of shape {list(input.size())})"
+            )
+        if x.size(1) == 0:
+            raise LSTMInputError(
+                f"LSTM: expected a batch of at least one sequence, got an empty batch "
+                f"(input of shape {list(input.size())})"
+            )
+        if x.size(0) == 0:
+            raise LSTMInputError(
+                f"LSTM: expected a sequence length of at least 1, got 0 "
+                f"(input of shape {list(input.size())})"
+            )
+
+    def _check_state(
+        self, state: Tensor, expected: Tuple[int, int, int], which: int, x: Tensor
+    ) -> None:
+        if state.size() != expected:
+            raise LSTMInputError(
+                f"Expected hidden[{which}] size {expected}, got {list(state.size())}"
+            )
+        if state.dtype != x.dtype:
+            raise LSTMInputError(
+                f"Expected hidden[{which}] of dtype {_dtype_name(x.dtype)} (the input's), "
+                f"got {_dtype_name(state.dtype)}"
+            )
+        if state.device != x.device:
+            raise LSTMInputError(
+                f"Expected hidden[{which}] on {x.device} (the input's device), "
+                f"got {state.device}"
+            )
+
+    def _lengths_mask(
+        self, lengths: Tensor, T: int, N: int, is_batched: bool, device: torch.device
+    ) -> Tensor:
+        """Check ``lengths`` and turn it into a (T, N, 1) bool mask of valid steps."""
+        if lengths.dtype != torch.int64:
+            raise LSTMInputError(
+                f"lengths must be an int64 tensor, got {_dtype_name(lengths.dtype)}"
+            )
+        if not is_batched and lengths.dim() == 0:
+            lengths = lengths.unsqueeze(0)
+        if lengths.dim() != 1 or lengths.size(0) != N:
+            raise LSTMInputError(
+                f"lengths must have shape ({N},), one length per sequence, "
+                f"got shape {list(lengths.size())}"
+            )
+        if _value_checks_enabled():
+            lo = int(lengths.min())
+            hi = int(lengths.max())
+            if lo < 1 or hi > T:
+                raise LSTMInputError(
+                    f"lengths must lie in 1..{T} (the sequence length), got values "
+                    f"from {lo} to {hi}"
+                )
+        steps = torch.arange(T, device=device, dtype=torch.int64).unsqueeze(1)  # (T, 1)
+        return (steps < lengths.to(device).unsqueeze(0)).unsqueeze(2)  # (T, N, 1)
+
+    @torch.jit.unused
+    def _forward_packed(
+        self,
+        input: PackedSequence,
+        hx: Optional[Tuple[Tensor, Tensor]],
+        lengths: Optional[Tensor],
+    ) -> Tuple[PackedSequence, Tuple[Tensor, Tensor]]:
+        """Eager-only: PackedSequence in, PackedSequence out, as nn.LSTM does."""
+        if lengths is not None:
+            raise LSTMInputError(
+                "lengths cannot be given with a PackedSequence input: it carries its own"
+            )
+        padded, lens = pad_packed_sequence(input, batch_first=self.batch_first)
+        output, (h_n, c_n) = self.forward(padded, hx, lens.to(torch.int64))
+        output = output.transpose(0, 1) if self.batch_first else output  # (T, N, F)
+        if input.sorted_indices is not None:
+            output = output.index_select(1, input.sorted_indices)
+            lens = lens.index_select(0, input.sorted_indices.cpu())
+        packed = pack_padded_sequence(output, lens, enforce_sorted=True)
+        out = PackedSequence(
+            packed.data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
+        )
+        return out, (h_n, c_n)
+
+
+def _config_of(lstm: nn.Module) -> dict:
+    """Constructor arguments of an ``nn.LSTM`` or ``deploy_lstm.LSTM``."""
+    return {
+        "input_size": int(lstm.input_size),
+        "hidden_size": int(lstm.hidden_size),
+        "num_layers": int(lstm.num_layers),
+        "bias": bool(lstm.bias),
+        "batch_first": bool(lstm.batch_first),
+        "dropout": float(lstm.dropout),
+        "bidirectional": bool(lstm.bidirectional),
+        "proj_size": int(lstm.proj_size),
+    }
+
+
+class LSTMCell(nn.Module):
+    r"""Drop-in, scriptable replacement for :class:`torch.nn.LSTMCell`.
+
+    Args:
+        input_size: features of the input.
+        hidden_size: features of ``h`` and ``c``.
+        bias: use ``bias_ih``/``bias_hh``.
+        device, dtype: factory arguments for the parameters.
+    """
+
+    __constants__ = ["input_size", "hidden_size", "bias"]
+
+    input_size: int
+    hidden_size: int
+    bias: bool
+    bias_ih: Optional[Tensor]
+    bias_hh: Optional[Tensor]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTMCell does."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        return s if self.bias else s + ", bias=False"
+
+    @classmethod
+    def from_torch(cls, cell: nn.LSTMCell) -> "LSTMCell":
+        """A ``deploy_lstm.LSTMCell`` with ``cell``'s weights, device, dtype and flag."""
+        if not isinstance(cell, nn.LSTMCell):
+            raise TypeError(f"expected a torch.nn.LSTMCell, got {type(cell).__name__}")
+        w = cell.weight_ih
+        new = cls(cell.input_size, cell.hidden_size, cell.bias, device=w.device, dtype=w.dtype)
+        new.load_state_dict(cell.state_dict(), strict=True)
+        return new.train(cell.training)
+
+    def to_torch(self) -> nn.LSTMCell:
+        """The equivalent ``torch.nn.LSTMCell``."""
+        w = self.weight_ih
+        cell = nn.LSTMCell(
+            self.input_size, self.hidden_size, self.bias, device=w.device, dtype=w.dtype
+        )
+        cell.load_state_dict(self.state_dict(), strict=True)
+        return cell.train(self.training)
+
+    def forward(
+        self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """One step: (N, input_size) or (input_size,) in, (h', c') out.
+
+        Raises:
+            LSTMInputError: the input or state does not fit the cell.
+        """
+        if input.dim() != 1 and input.dim() != 2:
+            raise LSTMInputError(
+                f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead"
+            )
+        if input.dtype != self.weight_ih.dtype:
+            raise LSTMInputError(
+                f"LSTMCell: input dtype ({_dtype_name(input.dtype)}) does not match weight "
+                f"dtype ({_dtype_name(self.weight_ih.dtype)})"
+            )
+        if input.size(-1) != self.input_size:
+            raise LSTMInputError(
+                f"LSTMCell: Expected input with {self.input_size} features, got "
+                f"{input.size(-1)} (input of shape {list(input.size())})"
+            )
+        is_batched = input.dim() == 2
+        x = input if is_batched else input.unsqueeze(0)  # (N, I)
+        N = x.size(0)
+        if N == 0:
+            raise LSTMInputError("LSTMCell: expected a batch of at least one, got 0")
+        if hx is None:
+            h = torch.zeros(N, self.hidden_size, dtype=x.dtype, device=x.device)
+            c = torch.zeros(N, self.hidden_size, dtype=x.dtype, device=x.device)
+        else:
+            h, c = hx
+            for idx, value in enumerate([h, c]):
+                if value.dim() != input.dim():
+                    raise LSTMInputError(
+                        f"LSTMCell: Expected hx[{idx}] to be {input.dim()}D like the input, "
+                        f"got {value.dim()}D instead"
+                    )
+                want = [N, self.hidden_size] if is_batched else [self.hidden_size]
+                if list(value.size()) != want:
+                    raise LSTMInputError(
+                        f"LSTMCell: Expected hx[{idx}] of shape {want}, got {list(value.size())}"
+                    )
+                if value.dtype != x.dtype:
+                    raise LSTMInputError(
+                        f"LSTMCell: Expected hx[{idx}] of dtype {_dtype_name(x.dtype)}, got "
+                        f"{_dtype_name(value.dtype)}"
+                    )
+            if not is_batched:
+                h = h.unsqueeze(0)
+                c = c.unsqueeze(0)
+        bias: Optional[Tensor] = None
+        b_ih = self.bias_ih
+        b_hh = self.bias_hh
+        if b_ih is not None and b_hh is not None:
+            bias = b_ih + b_hh
+        _, h1, c1 = lstm_direction(
+            x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh, bias, None, None, False
+        )
+        if not is_batched:
+            return h1.squeeze(0), c1.squeeze(0)
+        return h1, c1

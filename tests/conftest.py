@@ -1,0 +1,101 @@
+"""Shared, general test helpers: tolerances and the nn.LSTM oracle.
+
+Helpers are fixtures (not imports from conftest) so test files need no
+``sys.path`` assumptions.  The fixtures are session-scoped so Hypothesis tests can
+use them too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+# Max abs difference allowed against the nn.LSTM oracle (rtol 0: absolute only).
+TOLERANCES: Dict[torch.dtype, Dict[str, float]] = {
+    torch.float32: {"atol": 1e-5, "rtol": 0.0},
+    torch.float64: {"atol": 1e-10, "rtol": 0.0},
+}
+
+
+@pytest.fixture(scope="session")
+def tol() -> Callable[[torch.dtype], Dict[str, float]]:
+    """``tol(dtype)`` -> kwargs for ``torch.testing.assert_close``."""
+    return lambda dtype: TOLERANCES[dtype]
+
+
+def _run(
+    module: nn.Module,
+    x: Tensor,
+    hx: Optional[Tuple[Tensor, Tensor]],
+    lengths: Optional[Tensor],
+    oracle: bool,
+    seed: int,
+) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+    """Forward + backward of a random linear functional of (output, h_n, c_n).
+
+    Returns (values, grads): values of output/h_n/c_n; grads of input, h0, c0 and
+    every parameter by name.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    if hx is not None:
+        hx = tuple(t.detach().clone().requires_grad_(True) for t in hx)  # type: ignore[assignment]
+    module.zero_grad(set_to_none=True)
+    batch_first = bool(getattr(module, "batch_first", False))
+    if oracle and lengths is not None:
+        # nn.LSTM on a packed batch, padded back to the full length T.
+        T = x.size(1) if batch_first else x.size(0)
+        packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+        out_p, (h_n, c_n) = module(packed, hx)
+        output, _ = pad_packed_sequence(out_p, batch_first=batch_first, total_length=T)
+    elif lengths is not None:
+        output, (h_n, c_n) = module(x, hx, lengths)
+    else:
+        output, (h_n, c_n) = module(x, hx)
+    values = {"output": output, "h_n": h_n, "c_n": c_n}
+    gen = torch.Generator().manual_seed(seed)
+    loss = sum(
+        (v * torch.randn(v.shape, generator=gen, dtype=v.dtype)).sum() for v in values.values()
+    )
+    loss.backward()
+    grads = {"input": x.grad}
+    if hx is not None:
+        grads["h0"] = hx[0].grad
+        grads["c0"] = hx[1].grad
+    for name, p in module.named_parameters():
+        grads[name] = p.grad
+    return {k: v.detach() for k, v in values.items()}, grads
+
+
+@pytest.fixture(scope="session")
+def assert_lstm_parity() -> Callable[..., None]:
+    """``assert_lstm_parity(ours, ref, x, hx=None, lengths=None)``.
+
+    Runs ``ours(x, hx, lengths)`` and the oracle ``ref`` (an ``nn.LSTM`` with the
+    same weights; packed with ``enforce_sorted=False`` when ``lengths`` is given),
+    then compares output, h_n, c_n and the gradients of input, h0, c0 and every
+    parameter by name, at the tolerance of ``x.dtype``.
+    """
+
+    def check(
+        ours: nn.Module,
+        ref: nn.LSTM,
+        x: Tensor,
+        hx: Optional[Tuple[Tensor, Tensor]] = None,
+        lengths: Optional[Tensor] = None,
+        seed: int = 0,
+    ) -> None:
+        got_v, got_g = _run(ours, x, hx, lengths, oracle=False, seed=seed)
+        want_v, want_g = _run(ref, x, hx, lengths, oracle=True, seed=seed)
+        kw = TOLERANCES[x.dtype]
+        for key in want_v:
+            torch.testing.assert_close(got_v[key], want_v[key], **kw, msg=lambda m, k=key: f"{k}: {m}")
+        assert sorted(got_g) == sorted(want_g), "gradient keys differ"
+        for key in want_g:
+            assert got_g[key] is not None, f"no gradient for {key}"
+            torch.testing.assert_close(got_g[key], want_g[key], **kw, msg=lambda m, k=key: f"grad {k}: {m}")
+
+    return check

@@ -1,0 +1,118 @@
+// Run a TorchScript deploy_lstm.LSTM (saved with torch.jit.save) from C++.
+//
+// The model's configuration is read from the scripted module itself: the
+// `__constants__` of deploy_lstm.LSTM (input_size, hidden_size, num_layers,
+// bias, batch_first, bidirectional, proj_size) are visible through
+// torch::jit::Module::attr, and the dtype is that of `weight_ih_l0`.  No sidecar
+// file is needed.  Every input is checked against that configuration before the
+// model runs, so a bad input gives an InputError naming expected and got.
+#pragma once
+
+#include <torch/script.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace deploy_lstm {
+
+// The file is missing, is not a TorchScript archive, or is not a deploy_lstm.LSTM.
+class ModelLoadError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// An input, state or lengths tensor does not fit the model.
+class InputError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+struct LstmConfig {
+  int64_t input_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 1;
+  bool bias = true;
+  bool batch_first = false;
+  bool bidirectional = false;
+  int64_t proj_size = 0;
+  c10::ScalarType dtype = c10::ScalarType::Float;  // of the weights
+
+  int64_t num_directions() const { return bidirectional ? 2 : 1; }
+  // Features of h (and of each direction of the output): proj_size or hidden_size.
+  int64_t real_hidden() const { return proj_size > 0 ? proj_size : hidden_size; }
+  // "input_size=8 hidden_size=16 ..." for logs.
+  std::string to_string() const;
+};
+
+using LstmState = std::pair<torch::Tensor, torch::Tensor>;  // (h, c)
+
+struct LstmOutput {
+  torch::Tensor output;  // (T, N, D*P), (N, T, D*P) if batch_first, (T, D*P) unbatched
+  torch::Tensor h_n;     // (L*D, N, P), (L*D, P) unbatched
+  torch::Tensor c_n;     // (L*D, N, H), (L*D, H) unbatched
+};
+
+class LstmStream;
+
+class LstmRunner {
+ public:
+  // Loads a TorchScript archive on the CPU, in eval mode.  Throws ModelLoadError.
+  explicit LstmRunner(const std::string& path);
+
+  const LstmConfig& config() const { return config_; }
+  const std::string& path() const { return path_; }
+
+  // One whole batch, like nn.LSTM.forward(input, (h0, c0)) plus optional lengths.
+  //   input:   (T, N, input_size), (N, T, input_size) if batch_first, or (T, input_size)
+  //   state:   (h0, c0), shapes as in LstmOutput::h_n / c_n; zeros when omitted
+  //   lengths: int64 (N,), each in 1..T, for a right-padded batch (batched input only)
+  // Throws InputError when anything does not fit the model.
+  LstmOutput run(const torch::Tensor& input, const std::optional<LstmState>& state = std::nullopt,
+                 const std::optional<torch::Tensor>& lengths = std::nullopt);
+
+  // A stream over this model that carries (h, c) from one chunk to the next.
+  // Unidirectional models only (the reverse direction needs the whole sequence).
+  LstmStream stream(const std::optional<LstmState>& initial_state = std::nullopt);
+
+ private:
+  friend class LstmStream;
+  int64_t batch_size(const torch::Tensor& input) const;  // 0 for unbatched input
+  void check_input(const torch::Tensor& input) const;
+  void check_state(const LstmState& state, const torch::Tensor& input) const;
+  void check_lengths(const torch::Tensor& lengths, const torch::Tensor& input) const;
+
+  std::string path_;
+  torch::jit::Module module_;
+  LstmConfig config_;
+};
+
+// Runs a long sequence chunk by chunk: concatenating the outputs of push() along
+// the time axis equals one LstmRunner::run over the whole sequence.  Not
+// thread-safe; use one stream per sequence.  The runner must outlive the stream.
+class LstmStream {
+ public:
+  // Runs `chunk` (same layout as LstmRunner::run input) from the carried state
+  // and keeps the final state for the next call.  The batch size (or
+  // batchedness) must stay the same until reset().  Throws InputError.
+  LstmOutput push(const torch::Tensor& chunk);
+
+  // Forgets the carried state: the next push() starts from `initial_state`
+  // (zeros when omitted) and may use a new batch size.
+  void reset(const std::optional<LstmState>& initial_state = std::nullopt);
+
+  // The carried (h, c), if any chunk has been pushed or an initial state given.
+  const std::optional<LstmState>& state() const { return state_; }
+  int64_t steps() const { return steps_; }  // time steps pushed since reset
+
+ private:
+  friend class LstmRunner;
+  LstmStream(LstmRunner* runner, std::optional<LstmState> initial_state);
+
+  LstmRunner* runner_;
+  std::optional<LstmState> state_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace deploy_lstm

@@ -182,6 +182,9 @@ class LSTM(nn.Module):
     ) -> None:
         super().__init__()
         # The same checks, in the same order, with the same messages as nn.RNNBase.
+        # Fix: nn.RNNBase runs float(dropout) before its checks, so e.g. dropout=None
+        # raises float()'s TypeError and dropout="a" its ValueError; match that.
+        float(dropout)
         if (
             not isinstance(dropout, numbers.Number)
             or not 0 <= dropout <= 1
@@ -487,7 +490,9 @@ class LSTM(nn.Module):
     def _check_state(
         self, state: Tensor, expected: Tuple[int, int, int], which: int, x: Tensor
     ) -> None:
-        if state.size() != expected:
+        # Fix: while tracing, sizes are traced values and this comparison only emits a
+        # TracerWarning (as _check_input already knew); the trace fixes the shapes anyway.
+        if not torch.jit.is_tracing() and state.size() != expected:
             raise LSTMInputError(
                 f"Expected hidden[{which}] size {expected}, got {list(state.size())}"
             )
@@ -512,7 +517,9 @@ class LSTM(nn.Module):
             )
         if not is_batched and lengths.dim() == 0:
             lengths = lengths.unsqueeze(0)
-        if lengths.dim() != 1 or lengths.size(0) != N:
+        # Fix: the batch-size comparison only emits a TracerWarning while tracing (see
+        # _check_state); the rank check is static and stays.
+        if lengths.dim() != 1 or (not torch.jit.is_tracing() and lengths.size(0) != N):
             raise LSTMInputError(
                 f"lengths must have shape ({N},), one length per sequence, "
                 f"got shape {list(lengths.size())}"

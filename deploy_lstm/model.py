@@ -15,7 +15,7 @@ all four gates of the recurrence.
 import math
 import numbers
 import warnings
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,11 @@ def _value_checks_enabled() -> bool:
     else:
         enabled = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
     return enabled
+
+
+# Set only while an exporter traces the model (eager Python, never in TorchScript):
+# a callable (module, x, h0, c0, weights, lengths) -> (output, h_n, c_n).
+_EXPORT_LAYERS: Optional[Callable[..., Tuple[Tensor, Tensor, Tensor]]] = None
 
 
 def lstm_direction(
@@ -409,7 +414,10 @@ class LSTM(nn.Module):
         if lengths is not None:
             mask = self._lengths_mask(lengths, T, N, is_batched, x.device)
 
-        output, h_n, c_n = self._forward_time_major(x, h0, c0, weights, mask)
+        if torch.jit.is_scripting():
+            output, h_n, c_n = self._forward_time_major(x, h0, c0, weights, mask)
+        else:
+            output, h_n, c_n = self._forward_eager(x, h0, c0, weights, mask, lengths)
 
         if is_batched:
             if self.batch_first:
@@ -419,6 +427,22 @@ class LSTM(nn.Module):
             h_n = h_n.squeeze(1)
             c_n = c_n.squeeze(1)
         return output, (h_n, c_n)
+
+    @torch.jit.unused
+    def _forward_eager(
+        self,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        weights: List[Tensor],
+        mask: Optional[Tensor],
+        lengths: Optional[Tensor],
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        if _EXPORT_LAYERS is not None:
+            # An exporter is tracing the model (deploy_lstm.onnx_export.export_layers):
+            # it supplies a graph-friendly implementation of the layer stack.
+            return _EXPORT_LAYERS(self, x, h0, c0, weights, lengths)
+        return self._forward_time_major(x, h0, c0, weights, mask)
 
     def _forward_time_major(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], mask: Optional[Tensor]

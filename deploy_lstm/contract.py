@@ -1,0 +1,151 @@
+"""The I/O contract of an exported LSTM: names, shapes, dynamic axes, dtypes.
+
+Declared once here and used by the exporter, the runtime wrapper, validation,
+the CLI and the C++/serving code paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Dict, List, Optional, Tuple, Union
+
+INPUT = "input"
+H0 = "h0"
+C0 = "c0"
+LENGTHS = "lengths"
+OUTPUT = "output"
+HN = "hn"
+CN = "cn"
+BATCH = "batch"
+SEQUENCE = "sequence"
+
+#: metadata_props keys written into every exported ONNX file
+META_CONFIG = "deploy_lstm.config"
+META_VERSION = "deploy_lstm.version"
+META_TORCH = "torch.version"
+META_IO = "deploy_lstm.io"
+
+Dim = Union[int, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig:
+    """Constructor arguments of an LSTM (the ``nn.LSTM`` vocabulary)."""
+
+    input_size: int  # features per step of the input
+    hidden_size: int  # features of the cell state c
+    num_layers: int = 1  # stacked layers
+    bias: bool = True  # bias_ih/bias_hh present
+    batch_first: bool = False  # (N, T, F) instead of (T, N, F)
+    dropout: float = 0.0  # between layers, training only
+    bidirectional: bool = False  # add a reverse direction per layer
+    proj_size: int = 0  # LSTMP projection of h; 0 = none
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def real_hidden_size(self) -> int:
+        """Features of h: proj_size when projecting, else hidden_size."""
+        return self.proj_size if self.proj_size > 0 else self.hidden_size
+
+    @property
+    def num_states(self) -> int:
+        """First dimension of h0/c0/hn/cn: num_layers * num_directions."""
+        return self.num_layers * self.num_directions
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "LSTMConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"unknown LSTM config keys {sorted(unknown)}; expected {sorted(fields)}")
+        return cls(**d)
+
+    @classmethod
+    def of(cls, lstm: object) -> "LSTMConfig":
+        """The configuration of an ``nn.LSTM`` or ``deploy_lstm.LSTM``."""
+        return cls(
+            input_size=int(lstm.input_size),  # type: ignore[attr-defined]
+            hidden_size=int(lstm.hidden_size),  # type: ignore[attr-defined]
+            num_layers=int(lstm.num_layers),  # type: ignore[attr-defined]
+            bias=bool(lstm.bias),  # type: ignore[attr-defined]
+            batch_first=bool(lstm.batch_first),  # type: ignore[attr-defined]
+            dropout=float(lstm.dropout),  # type: ignore[attr-defined]
+            bidirectional=bool(lstm.bidirectional),  # type: ignore[attr-defined]
+            proj_size=int(lstm.proj_size),  # type: ignore[attr-defined]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: a name, a shape (str = dynamic axis), a dtype."""
+
+    name: str
+    shape: Tuple[Dim, ...]
+    dtype: str  # numpy dtype name: "float32", "float64", "int64"
+
+    def dynamic_axes(self) -> Dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+@dataclasses.dataclass(frozen=True)
+class IOSpec:
+    inputs: Tuple[TensorSpec, ...]
+    outputs: Tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> List[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> List[str]:
+        return [t.name for t in self.outputs]
+
+    def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
+        """``torch.onnx.export(dynamic_axes=...)`` for every tensor with one."""
+        return {t.name: t.dynamic_axes() for t in self.inputs + self.outputs if t.dynamic_axes()}
+
+    def input(self, name: str) -> Optional[TensorSpec]:
+        return next((t for t in self.inputs if t.name == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "IOSpec":
+        d = json.loads(text)
+
+        def specs(items: List[Dict]) -> Tuple[TensorSpec, ...]:
+            return tuple(TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items)
+
+        return cls(specs(d["inputs"]), specs(d["outputs"]))
+
+
+def lstm_io(config: LSTMConfig, lengths: bool = False, dtype: str = "float32") -> IOSpec:
+    """The graph inputs/outputs of a bare exported LSTM.
+
+    ``input``/``output`` follow ``batch_first``; ``h0``/``c0``/``hn``/``cn`` are
+    (num_layers * num_directions, batch, size) as in ``nn.LSTM``.
+    """
+    seq_batch: Tuple[Dim, Dim] = (BATCH, SEQUENCE) if config.batch_first else (SEQUENCE, BATCH)
+    S, P, H = config.num_states, config.real_hidden_size, config.hidden_size
+    out_features = config.num_directions * P
+    inputs = [
+        TensorSpec(INPUT, seq_batch + (config.input_size,), dtype),
+        TensorSpec(H0, (S, BATCH, P), dtype),
+        TensorSpec(C0, (S, BATCH, H), dtype),
+    ]
+    if lengths:
+        inputs.append(TensorSpec(LENGTHS, (BATCH,), "int64"))
+    outputs = [
+        TensorSpec(OUTPUT, seq_batch + (out_features,), dtype),
+        TensorSpec(HN, (S, BATCH, P), dtype),
+        TensorSpec(CN, (S, BATCH, H), dtype),
+    ]
+    return IOSpec(tuple(inputs), tuple(outputs))

@@ -25,7 +25,12 @@ std::string dtype_str(c10::ScalarType t) {
   }
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+// The first line of a c10 message, without miniz's generic advice about corrupted checkpoints.
+std::string first_line(const std::string& s) {
+  std::string line = s.substr(0, s.find('\n'));
+  const std::size_t advice = line.find(" This is an internal miniz error.");
+  return advice == std::string::npos ? line : line.substr(0, advice);
+}
 
 c10::IValue constant(const torch::jit::Module& m, const std::string& name, const std::string& path) {
   if (!m.hasattr(name)) {
@@ -169,11 +174,16 @@ void LstmRunner::check_lengths(const torch::Tensor& lengths, const torch::Tensor
   }
 }
 
-LstmOutput LstmRunner::run(const torch::Tensor& input, const std::optional<LstmState>& state,
-                           const std::optional<torch::Tensor>& lengths) {
+void LstmRunner::validate(const torch::Tensor& input, const std::optional<LstmState>& state,
+                          const std::optional<torch::Tensor>& lengths) const {
   check_input(input);
   if (state) check_state(*state, input);
   if (lengths) check_lengths(*lengths, input);
+}
+
+LstmOutput LstmRunner::run(const torch::Tensor& input, const std::optional<LstmState>& state,
+                           const std::optional<torch::Tensor>& lengths) {
+  validate(input, state, lengths);
 
   c10::InferenceMode guard;
   std::vector<c10::IValue> args;

@@ -140,6 +140,8 @@ int run(const Args& args) {
   std::optional<torch::Tensor> lengths;
   if (args.lengths) lengths = to_tensor(deploy_lstm::read_npy(*args.lengths));
 
+  runner.validate(input, state, lengths);  // whole-input messages, also in --chunk mode
+
   deploy_lstm::LstmOutput out;
   int64_t chunks = 1;
   t0 = std::chrono::steady_clock::now();
@@ -169,8 +171,9 @@ int run(const Args& args) {
   if (state) std::cout << "  h0: " << describe(state->first) << "  c0: " << describe(state->second);
   if (lengths) std::cout << "  lengths: " << describe(*lengths);
   std::cout << "\noutput: " << describe(out.output) << "  h_n: " << describe(out.h_n) << "  c_n: " << describe(out.c_n)
-            << "\ntime:   load " << load_ms << " ms, run " << run_ms << " ms (first run, includes TorchScript warm-up)";
-  if (args.chunk > 0) std::cout << " (" << chunks << " chunks of up to " << args.chunk << " steps)";
+            << "\ntime:   load " << load_ms << " ms, run " << run_ms << " ms";
+  if (args.chunk > 0) std::cout << " in " << chunks << " chunks of up to " << args.chunk << " steps";
+  std::cout << " (first run: includes TorchScript warm-up)";
   std::cout << "\nwrote:  " << (dir / "output.npy").string() << ", " << (dir / "hn.npy").string() << ", "
             << (dir / "cn.npy").string() << "\n";
   return 0;

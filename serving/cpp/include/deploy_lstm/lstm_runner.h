@@ -72,6 +72,10 @@ class LstmRunner {
   LstmOutput run(const torch::Tensor& input, const std::optional<LstmState>& state = std::nullopt,
                  const std::optional<torch::Tensor>& lengths = std::nullopt);
 
+  // The checks run() does, without running: throws InputError naming expected and got.
+  void validate(const torch::Tensor& input, const std::optional<LstmState>& state = std::nullopt,
+                const std::optional<torch::Tensor>& lengths = std::nullopt) const;
+
   // A stream over this model that carries (h, c) from one chunk to the next.
   // Unidirectional models only (the reverse direction needs the whole sequence).
   LstmStream stream(const std::optional<LstmState>& initial_state = std::nullopt);

@@ -1,0 +1,425 @@
+"""The C++ runtime (serving/cpp): build it once, run the real binary, compare with Python.
+
+The session fixture configures and builds ``deploy_lstm_run`` with cmake + Ninja
+against the libtorch inside the installed torch wheel.  Every test exports a
+scripted model, writes ``.npy`` inputs, runs the binary through ``subprocess``
+and compares its ``.npy`` outputs with the eager ``deploy_lstm.LSTM`` and with
+``torch.nn.LSTM`` holding the same weights.  Never skipped: libtorch comes with
+the wheel, and cmake/ninja are installed from PyPI when missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import sysconfig
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import deploy_lstm
+
+pytestmark = [
+    pytest.mark.slow,
+    # nn.LSTM itself (the oracle) warns when proj_size > 0; nothing of ours.
+    pytest.mark.filterwarnings(
+        "ignore:LSTM with projections is not supported with oneDNN:UserWarning"
+    ),
+]
+
+REPO = Path(__file__).resolve().parents[1]
+CPP_DIR = REPO / "serving" / "cpp"
+EXPORT_SCRIPT = REPO / "export" / "export_torchscript.py"
+BUILD_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 120
+
+
+# -- build ---------------------------------------------------------------------------
+
+
+def _build_tools() -> Tuple[str, str]:
+    """Paths of cmake and ninja; installed from PyPI into this interpreter if missing."""
+    cmake, ninja = shutil.which("cmake"), shutil.which("ninja")
+    if cmake and ninja:
+        return cmake, ninja
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "cmake", "ninja"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"cmake/ninja missing and `pip install cmake ninja` failed:\n{proc.stderr[-3000:]}")
+    scripts = Path(sysconfig.get_path("scripts"))
+    cmake = cmake or shutil.which("cmake", path=str(scripts))
+    ninja = ninja or shutil.which("ninja", path=str(scripts))
+    if not (cmake and ninja):
+        pytest.fail(f"installed cmake and ninja from PyPI but cannot find them in {scripts}")
+    return cmake, ninja
+
+
+@pytest.fixture(scope="session")
+def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Configure and build serving/cpp once per session; the path of deploy_lstm_run."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.fail("no C++ compiler on PATH (need g++ or clang++ with C++17)")
+    cmake, ninja = _build_tools()
+    build = tmp_path_factory.mktemp("cpp-build")
+    steps = [
+        [
+            cmake, "-S", str(CPP_DIR), "-B", str(build), "-G", "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={ninja}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        ],
+        [cmake, "--build", str(build), "--target", "deploy_lstm_run", "-j", "2"],
+    ]
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        if proc.returncode != 0:
+            pytest.fail(
+                f"C++ build step failed ({' '.join(cmd)}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+    path = build / "deploy_lstm_run"
+    assert path.is_file(), f"build succeeded but {path} is missing"
+    return path
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def exporter() -> ModuleType:
+    """export/export_torchscript.py imported as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("export_torchscript", EXPORT_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli(binary: Path, *args: object) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(binary), *map(str, args)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    # Never a crash: abort/segfault show up as a negative return code.
+    assert proc.returncode >= 0, f"killed by signal {-proc.returncode}:\n{proc.stderr}"
+    assert "terminate called" not in proc.stderr, proc.stderr
+    return proc
+
+
+def run_ok(binary: Path, model: Path, inputs: Dict[str, np.ndarray], out: Path, *extra: object) -> Dict[str, Tensor]:
+    """Write ``inputs`` (input, and optionally h0, c0, lengths) as .npy, run, read outputs."""
+    out.mkdir(parents=True, exist_ok=True)
+    args: List[object] = [model]
+    for name, arr in inputs.items():
+        path = out / f"in_{name}.npy"
+        np.save(path, arr)
+        args += [path] if name == "input" else [f"--{name}", path]
+    proc = run_cli(binary, *args, "--out", out / "result", *extra)
+    assert proc.returncode == 0, f"deploy_lstm_run failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "output:" in proc.stdout and "time:" in proc.stdout, proc.stdout
+    return {k: torch.from_numpy(np.load(out / "result" / f"{k}.npy")) for k in ("output", "hn", "cn")}
+
+
+def make_model(tmp: Path, exporter: ModuleType, dtype: torch.dtype = torch.float32, seed: int = 0,
+               **cfg: object) -> Tuple[deploy_lstm.LSTM, Path]:
+    torch.manual_seed(seed)
+    model = deploy_lstm.LSTM(**cfg, dtype=dtype).eval()  # type: ignore[arg-type]
+    path = exporter.export_torchscript(model, tmp / "model.pt")
+    return model, path
+
+
+def reference(module: nn.Module, x: Tensor, hx: Optional[Tuple[Tensor, Tensor]],
+              lengths: Optional[Tensor]) -> Dict[str, Tensor]:
+    """Eager outputs; an nn.LSTM with lengths runs on the packed batch, padded back to T."""
+    with torch.no_grad():
+        if isinstance(module, deploy_lstm.LSTM):
+            output, (h_n, c_n) = module(x, hx, lengths)
+        elif lengths is not None:
+            bf = module.batch_first
+            T = x.size(1) if bf else x.size(0)
+            packed = pack_padded_sequence(x, lengths, batch_first=bf, enforce_sorted=False)
+            out_p, (h_n, c_n) = module(packed, hx)
+            output, _ = pad_packed_sequence(out_p, batch_first=bf, total_length=T)
+        else:
+            output, (h_n, c_n) = module(x, hx)
+    return {"output": output, "hn": h_n, "cn": c_n}
+
+
+def random_inputs(model: deploy_lstm.LSTM, T: int, N: Optional[int], state: bool, lengths: bool,
+                  seed: int = 1) -> Dict[str, Tensor]:
+    """input (and h0/c0/lengths) for ``model``; N=None gives unbatched input."""
+    g = torch.Generator().manual_seed(seed)
+    dt = model.weight_ih_l0.dtype
+    I, LD = model.input_size, model.num_layers * model.num_directions
+    P = model.proj_size or model.hidden_size
+    batch = () if N is None else (N,)
+    shape = (*batch, T, I) if model.batch_first and N is not None else (T, *batch, I)
+    feeds = {"input": torch.randn(shape, generator=g, dtype=dt)}
+    if state:
+        feeds["h0"] = torch.randn((LD, *batch, P), generator=g, dtype=dt)
+        feeds["c0"] = torch.randn((LD, *batch, model.hidden_size), generator=g, dtype=dt)
+    if lengths:
+        assert N is not None
+        lens = torch.randint(1, T + 1, (N,), generator=g, dtype=torch.int64)
+        lens[0] = T  # at least one full-length sequence
+        feeds["lengths"] = lens
+    return feeds
+
+
+def max_errors(got: Dict[str, Tensor], want: Dict[str, Tensor]) -> Dict[str, float]:
+    return {k: (got[k] - want[k]).abs().max().item() for k in want}
+
+
+def check_against_python(got: Dict[str, Tensor], model: deploy_lstm.LSTM, feeds: Dict[str, Tensor],
+                         tol: Dict[str, float]) -> Dict[str, float]:
+    hx = (feeds["h0"], feeds["c0"]) if "h0" in feeds else None
+    lens = feeds.get("lengths")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch_lstm = model.to_torch().eval()
+    oracle = reference(torch_lstm, feeds["input"], hx, lens)
+    for name, module in [("deploy_lstm eager", model), ("torch.nn.LSTM", torch_lstm)]:
+        want = reference(module, feeds["input"], hx, lens)
+        for key in want:
+            assert got[key].dtype == want[key].dtype, f"{key} vs {name}: dtype {got[key].dtype} != {want[key].dtype}"
+            torch.testing.assert_close(got[key], want[key], **tol, msg=lambda m, k=key, n=name: f"{k} vs {n}: {m}")
+    return max_errors(got, oracle)
+
+
+# -- parity: the binary against eager deploy_lstm and nn.LSTM ------------------------------
+
+# (id, constructor config, dtype, T, N (None: unbatched), with h0/c0, with lengths).
+# Shapes are unlike export's validation batch (T=7, N=3): scripting fixes none.
+CASES = [
+    ("uni", dict(input_size=5, hidden_size=7), torch.float32, 11, 4, False, False),
+    ("2layers-state", dict(input_size=5, hidden_size=7, num_layers=2), torch.float32, 9, 2, True, False),
+    ("bidir-2layers-lengths", dict(input_size=6, hidden_size=8, num_layers=2, bidirectional=True),
+     torch.float32, 13, 5, False, True),
+    ("proj-batch_first-state", dict(input_size=4, hidden_size=9, num_layers=2, proj_size=3, batch_first=True),
+     torch.float32, 10, 3, True, False),
+    ("bidir-proj-batch_first-lengths-state",
+     dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=2, batch_first=True),
+     torch.float32, 12, 4, True, True),
+    ("no-bias-unbatched-state", dict(input_size=3, hidden_size=5, bias=False), torch.float32, 8, None, True, False),
+    ("float64-bidir-proj-lengths-state",
+     dict(input_size=5, hidden_size=8, num_layers=2, bidirectional=True, proj_size=4),
+     torch.float64, 14, 3, True, True),
+]
+
+
+@pytest.mark.parametrize("name,cfg,dtype,T,N,state,lengths", CASES, ids=[c[0] for c in CASES])
+def test_matches_python(binary: Path, exporter: ModuleType, tmp_path: Path, tol, name: str, cfg: dict,
+                        dtype: torch.dtype, T: int, N: Optional[int], state: bool, lengths: bool) -> None:
+    model, path = make_model(tmp_path, exporter, dtype, **cfg)
+    feeds = random_inputs(model, T, N, state, lengths)
+    got = run_ok(binary, path, {k: v.numpy() for k, v in feeds.items()}, tmp_path)
+    errs = check_against_python(got, model, feeds, tol(dtype))
+    print(f"{name}: max abs error vs nn.LSTM {errs}")
+
+
+# -- streaming: --chunk K equals one whole run ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg,T,N,K",
+    [
+        (dict(input_size=5, hidden_size=8, num_layers=2, proj_size=3), 13, 3, 4),  # uneven last chunk
+        (dict(input_size=5, hidden_size=8, num_layers=2, batch_first=True), 12, 2, 5),
+        (dict(input_size=4, hidden_size=6), 9, None, 2),  # unbatched
+        (dict(input_size=4, hidden_size=6), 6, 2, 1),  # one step at a time
+        (dict(input_size=4, hidden_size=6), 6, 2, 100),  # one chunk
+    ],
+    ids=["2layers-proj-state", "batch_first", "unbatched", "K=1", "K>T"],
+)
+def test_stream_chunks_equal_whole_run(binary: Path, exporter: ModuleType, tmp_path: Path, tol, cfg: dict,
+                                       T: int, N: Optional[int], K: int) -> None:
+    model, path = make_model(tmp_path, exporter, **cfg)
+    feeds = random_inputs(model, T, N, state=True, lengths=False)
+    arrays = {k: v.numpy() for k, v in feeds.items()}
+    whole = run_ok(binary, path, arrays, tmp_path / "whole")
+    chunked = run_ok(binary, path, arrays, tmp_path / "chunked", "--chunk", K)
+    for key in whole:
+        torch.testing.assert_close(chunked[key], whole[key], atol=1e-6, rtol=0.0, msg=lambda m, k=key: f"{k}: {m}")
+    check_against_python(chunked, model, feeds, tol(torch.float32))
+
+
+def test_stream_rejects_bidirectional(binary: Path, exporter: ModuleType, tmp_path: Path) -> None:
+    model, path = make_model(tmp_path, exporter, input_size=3, hidden_size=4, bidirectional=True)
+    np.save(tmp_path / "x.npy", np.zeros((6, 2, 3), np.float32))
+    proc = run_cli(binary, path, tmp_path / "x.npy", "--chunk", 2, "--out", tmp_path / "o")
+    assert proc.returncode == 1
+    assert "streaming in chunks needs a unidirectional model" in proc.stderr
+
+
+# -- export script ----------------------------------------------------------------------------
+
+
+def test_export_script_from_nn_lstm_state_dict(binary: Path, tmp_path: Path, tol) -> None:
+    """The copy-me script: an nn.LSTM checkpoint (nested keys) -> TorchScript -> C++ == nn.LSTM."""
+    torch.manual_seed(3)
+    lstm = nn.LSTM(6, 10, num_layers=2, batch_first=True, proj_size=4)
+    torch.save({f"encoder.lstm.{k}": v for k, v in lstm.state_dict().items()}, tmp_path / "ckpt.pt")
+    cmd = [sys.executable, str(EXPORT_SCRIPT), str(tmp_path / "out" / "lstm.pt"), "--input-size", "6",
+           "--hidden-size", "10", "--num-layers", "2", "--batch-first", "--proj-size", "4",
+           "--state-dict", str(tmp_path / "ckpt.pt"), "--prefix", "encoder.lstm."]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lstm.pt"], "temp file left behind"
+    x = torch.randn(5, 17, 6)
+    got = run_ok(binary, tmp_path / "out" / "lstm.pt", {"input": x.numpy()}, tmp_path)
+    want = reference(lstm.eval(), x, None, None)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], **tol(torch.float32))
+
+
+def test_export_rejects_non_lstm(exporter: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="expected a deploy_lstm.LSTM or torch.nn.LSTM, got Linear"):
+        exporter.export_torchscript(nn.Linear(2, 3), tmp_path / "m.pt")
+
+
+# -- errors: clear message, exit status 1 (2 for bad arguments), never a crash ---------------------
+
+
+@pytest.fixture
+def lstm_file(exporter: ModuleType, tmp_path: Path) -> Path:
+    """A float32 model with input_size=5, hidden_size=7, 2 layers."""
+    return make_model(tmp_path, exporter, input_size=5, hidden_size=7, num_layers=2)[1]
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+GOOD = np.zeros((6, 2, 5), np.float32)
+
+BAD_INPUTS = [
+    ("wrong-feature-size", lambda p: np.save(p, np.zeros((6, 2, 4), np.float32)),
+     "the last dimension must be input_size=5"),
+    ("rank-4", lambda p: np.save(p, np.zeros((6, 2, 1, 5), np.float32)), "got rank 4 input of shape (6, 2, 1, 5)"),
+    ("rank-1", lambda p: np.save(p, np.zeros((5,), np.float32)), "got rank 1 input of shape (5,)"),
+    ("float64-into-float32", lambda p: np.save(p, GOOD.astype(np.float64)),
+     "expected input of dtype float32 (the model's), got float64"),
+    ("int64-input", lambda p: np.save(p, GOOD.astype(np.int64)),
+     "expected input of dtype float32 (the model's), got int64"),
+    ("empty-T", lambda p: np.save(p, np.zeros((0, 2, 5), np.float32)), "T must be at least 1"),
+    ("not-npy", lambda p: _write_bytes(p, b"hello, I am text\n"), "not a .npy file: bad magic"),
+    ("truncated", lambda p: _write_bytes(p, _npy_bytes(GOOD)[:-7]), "needs 240 data bytes, got 233"),
+    ("trailing-bytes", lambda p: _write_bytes(p, _npy_bytes(GOOD) + b"xx"), "extra bytes after the 240 data bytes"),
+    ("big-endian", lambda p: np.save(p, GOOD.astype(">f4")), "big-endian data is not supported"),
+    ("float16", lambda p: np.save(p, GOOD.astype(np.float16)), "unsupported .npy dtype '<f2'"),
+    ("fortran-order", lambda p: np.save(p, np.asfortranarray(GOOD)), "Fortran-order .npy arrays are not supported"),
+    ("garbled-header", lambda p: _write_bytes(p, _npy_bytes(GOOD).replace(b"'shape': (6, 2, 5)", b"'shape': [6, 2, 5]")),
+     "malformed .npy header: 'shape' is not a tuple"),
+    ("header-cut", lambda p: _write_bytes(p, _npy_bytes(GOOD)[:40]), "header shorter than its declared"),
+    ("missing", lambda p: None, "cannot open .npy file"),
+]
+
+
+@pytest.mark.parametrize("make,message", [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input(binary: Path, lstm_file: Path, tmp_path: Path, make, message: str) -> None:
+    path = tmp_path / "x.npy"
+    make(path)
+    proc = run_cli(binary, lstm_file, path, "--out", tmp_path / "o")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.startswith("error: ")
+    assert not (tmp_path / "o").exists(), "no outputs on failure"
+
+
+BAD_STATE = [
+    ("h0-wrong-batch", {"h0": np.zeros((2, 3, 7), np.float32), "c0": np.zeros((2, 2, 7), np.float32)},
+     "expected h0 of shape (2, 2, 7)"),
+    ("c0-wrong-dtype", {"h0": np.zeros((2, 2, 7), np.float32), "c0": np.zeros((2, 2, 7))},
+     "expected c0 of dtype float32 (the model's), got float64"),
+    ("lengths-out-of-range", {"lengths": np.array([6, 0], np.int64)}, "expected lengths in 1..T=6, got values from 0 to 6"),
+    ("lengths-wrong-count", {"lengths": np.array([6, 1, 2], np.int64)}, "expected lengths of shape (2,)"),
+    ("lengths-float", {"lengths": np.array([6.0, 1.0])}, "expected lengths of dtype int64, got float64"),
+    # --chunk checks the whole input and state first: the message names the input, not a chunk.
+    ("h0-wrong-batch-chunked", {"h0": np.zeros((2, 3, 7), np.float32), "c0": np.zeros((2, 2, 7), np.float32),
+                                "chunk": 4}, "expected h0 of shape (2, 2, 7) (num_layers * num_directions, N, "
+                                             "proj_size or hidden_size) for input of shape (6, 2, 5)"),
+]
+
+
+@pytest.mark.parametrize("extra,message", [c[1:] for c in BAD_STATE], ids=[c[0] for c in BAD_STATE])
+def test_bad_state_or_lengths(binary: Path, lstm_file: Path, tmp_path: Path, extra, message: str) -> None:
+    np.save(tmp_path / "x.npy", GOOD)
+    args: List[object] = []
+    for name, arr in extra.items():
+        if name == "chunk":
+            args += ["--chunk", arr]
+            continue
+        np.save(tmp_path / f"{name}.npy", arr)
+        args += [f"--{name}", tmp_path / f"{name}.npy"]
+    proc = run_cli(binary, lstm_file, tmp_path / "x.npy", *args, "--out", tmp_path / "o")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stderr
+
+
+def _not_an_lstm(path: Path) -> None:
+    torch.jit.save(torch.jit.script(nn.Linear(5, 3)), str(path))
+
+
+BAD_MODELS = [
+    ("missing", lambda p: None, "model file not found"),
+    ("text-file", lambda p: p.write_text("not a model"), "as a TorchScript archive"),
+    ("torch-save-state-dict", lambda p: torch.save(nn.LSTM(5, 7).state_dict(), p), "as a TorchScript archive"),
+    ("torchscript-not-lstm", _not_an_lstm, "is TorchScript but not a deploy_lstm.LSTM: it has no 'input_size'"),
+    ("directory", lambda p: p.mkdir(), "model path is a directory"),
+]
+
+
+@pytest.mark.parametrize("make,message", [c[1:] for c in BAD_MODELS], ids=[c[0] for c in BAD_MODELS])
+def test_bad_model(binary: Path, tmp_path: Path, make, message: str) -> None:
+    model = tmp_path / "model.pt"
+    make(model)
+    np.save(tmp_path / "x.npy", GOOD)
+    proc = run_cli(binary, model, tmp_path / "x.npy", "--out", tmp_path / "o")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.startswith("error: ")
+
+
+BAD_ARGS = [
+    ([], "expected MODEL.pt and INPUT.npy, got 0 positional arguments"),
+    (["m.pt"], "got 1 positional arguments"),
+    (["m.pt", "x.npy", "--bogus"], "unknown option --bogus"),
+    (["m.pt", "x.npy", "--chunk"], "--chunk needs a value"),
+    (["m.pt", "x.npy", "--chunk", "0"], "--chunk expects a positive integer, got '0'"),
+    (["m.pt", "x.npy", "--chunk", "3x"], "--chunk expects a positive integer, got '3x'"),
+    (["m.pt", "x.npy", "--h0", "h.npy"], "--h0 and --c0 must be given together"),
+    (["m.pt", "x.npy", "--chunk", "2", "--lengths", "l.npy"], "--chunk cannot be combined with --lengths"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_ARGS, ids=[" ".join(a) or "none" for a, _ in BAD_ARGS])
+def test_bad_arguments_print_usage(binary: Path, args: List[str], message: str) -> None:
+    proc = run_cli(binary, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "usage: deploy_lstm_run MODEL.pt INPUT.npy" in proc.stderr
+
+
+def test_help(binary: Path) -> None:
+    proc = run_cli(binary, "--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: deploy_lstm_run")

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -503,6 +504,9 @@ def export_onnx(
         del proto.metadata_props[:]
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
+        _lstm_weights_as_initializers(proto)
+        if io_meta is not None:
+            _stamp_io(proto, contract.IOSpec.from_json(io_meta))
         _check_dynamic(proto, dynamic_axes)
         final_tmp = tmpdir / "final"
         final_tmp.mkdir()
@@ -522,7 +526,8 @@ def export_onnx(
     except ExportError:
         raise
     except Exception as e:  # keep the cause, say what failed
-        raise ExportError(f"ONNX export with the {exporter} exporter (opset {opset}) failed: {e}") from e
+        cause = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the dynamo exporter colours its text
+        raise ExportError(f"ONNX export with the {exporter} exporter (opset {opset}) failed: {cause}") from e
     finally:
         model.train(was_training)
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -534,6 +539,49 @@ def _tensor_bytes(t: onnx.TensorProto) -> int:
     for d in t.dims:
         n *= d
     return n * max(1, onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
+
+
+def _lstm_weights_as_initializers(proto: onnx.ModelProto) -> None:
+    """Make every LSTM node's W, R, B an initializer, not a Constant node.
+
+    The TorchScript exporter folds them into Constant nodes; onnxruntime's
+    quantize_dynamic only turns an LSTM into DynamicQuantizeLSTM when W and R are
+    initializers.
+    """
+    g = proto.graph
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and len(n.output) == 1}
+    wanted = {name for n in g.node if n.op_type == "LSTM" for name in n.input[1:4] if name in consts}
+    for name in wanted:
+        node = consts[name]
+        attr = next((a for a in node.attribute if a.name == "value"), None)
+        if attr is None:
+            continue
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(attr.t)
+        tensor.name = name
+        g.initializer.append(tensor)
+        g.node.remove(node)
+
+
+def _stamp_io(proto: onnx.ModelProto, io: contract.IOSpec) -> None:
+    """Write the contract's shapes on the graph inputs/outputs.
+
+    The TorchScript exporter loses static feature sizes behind a Loop (it names
+    them like 'Transposeoutput_dim_2'); the contract knows them.
+    """
+    specs = {t.name: t for t in io.inputs + io.outputs}
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        spec = specs.get(vi.name)
+        if spec is None:
+            continue
+        shape = vi.type.tensor_type.shape
+        if len(shape.dim) != len(spec.shape):
+            raise ExportError(f"exported {vi.name!r} has rank {len(shape.dim)}; the contract says {spec.shape}")
+        for d, want in zip(shape.dim, spec.shape):
+            if isinstance(want, int):
+                d.dim_value = want
+            else:
+                d.dim_param = want
 
 
 def _check_dynamic(proto: onnx.ModelProto, dynamic_axes: Dict[str, Dict[int, str]]) -> None:
@@ -559,7 +607,8 @@ def _quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
+            warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"The feature will be removed\. Please remove usage of this function", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=r".*scan.*prototype.*")
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used", category=UserWarning)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -291,7 +292,9 @@ Runner = Callable[[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]], Ar
 
 def _torch_reference(lstm: torch.nn.LSTM) -> Runner:
     def run(x, h0, c0, lengths):  # type: ignore[no-untyped-def]
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch notes that oneDNN lacks projections and falls back: not our concern here
+            warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
             xt, h, c = torch.from_numpy(x), torch.from_numpy(h0), torch.from_numpy(c0)
             if lengths is None:
                 out, (hn, cn) = lstm(xt, (h, c))

@@ -270,11 +270,14 @@ def forecast(
     *,
     num_layers: Optional[int] = None,
     hidden_size: Optional[int] = None,
+    one_step: bool = False,
 ) -> np.ndarray:
     """Forecast ``steps`` values after ``history``, feeding each forecast back in.
 
     The whole history goes through the model in one call from a zero state; then
     each further call takes one step (T = 1) and the state of the call before.
+    With ``one_step`` the history also goes in one step per call, so a model
+    exported for a fixed sequence length of 1 serves too (same result).
 
     Args:
         model: a ``Forecaster`` (eager or ``torch.jit.script``-ed) or a step
@@ -284,6 +287,7 @@ def forecast(
         steps: values to forecast, >= 1.
         num_layers, hidden_size: state size for a step function; read from a
             module, or from the shipped config when not given.
+        one_step: feed the history one step per call (T = 1 throughout).
 
     Returns:
         float32 (steps,) or (N, steps), matching ``history``.
@@ -300,7 +304,11 @@ def forecast(
     layers, hidden = _state_size(model, num_layers, hidden_size)
     step = as_step(model)
     h, c = zero_state(x.shape[0], layers, hidden)
-    y, h, c = step(x, h, c)
+    if one_step:
+        for t in range(x.shape[1]):
+            y, h, c = step(np.ascontiguousarray(x[:, t : t + 1, :]), h, c)  # (N, 1, 1)
+    else:
+        y, h, c = step(x, h, c)  # (N, T, 1)
     nxt = np.ascontiguousarray(y[:, -1:, :])  # (N, 1, 1)
     out: List[np.ndarray] = [nxt]
     for _ in range(steps - 1):

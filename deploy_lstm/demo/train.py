@@ -65,7 +65,7 @@ def window_loss(model: Forecaster, window: Tensor) -> Tuple[Tensor, Tensor]:
 
 def train(
     out: Path,
-    steps: int = 2500,
+    steps: int = 2000,
     batch_size: int = 64,
     lr: float = 3e-3,
     seed: int = 0,
@@ -169,6 +169,7 @@ def train(
             "val_naive_rmse": rmse["naive"],
             "val_seasonal_rmse": rmse["seasonal"],
             "val_mae": round(scores["model"]["mae"], 5),
+            "threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
         },
     }
@@ -184,10 +185,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line: see the module docstring."""
     p = argparse.ArgumentParser(prog="python -m deploy_lstm.demo.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="weights file (.safetensors); forecaster.json goes next to it")
-    p.add_argument("--steps", type=int, default=2500, help="optimizer steps (default 2500)")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000, as shipped)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="torch seed (default 0)")
     p.add_argument("--tiny", action="store_true", help="smoke-test run: few series, small batch, small model")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.out.suffix != ".safetensors":
         p.error(f"--out must end in .safetensors, got {args.out}")
     if args.tiny:

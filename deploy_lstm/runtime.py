@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -308,11 +309,18 @@ def _torch_reference(lstm: torch.nn.LSTM) -> Runner:
     return run
 
 
-def _module_runner(module: torch.nn.Module) -> Runner:
+def _module_runner(module: torch.nn.Module, bare: bool = True) -> Runner:
+    """A bare LSTM (``(x, (h0, c0), lengths)``) or a whole stateful model (``(x, h0, c0)``)."""
+
     def run(x, h0, c0, lengths):  # type: ignore[no-untyped-def]
-        with torch.no_grad():
-            L = torch.from_numpy(lengths) if lengths is not None else None
-            out, (hn, cn) = module(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)), L)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+            xt, h, c = torch.from_numpy(x), torch.from_numpy(h0), torch.from_numpy(c0)
+            if bare:
+                L = torch.from_numpy(lengths) if lengths is not None else None
+                out, (hn, cn) = module(xt, (h, c), L)
+            else:
+                out, hn, cn = module(xt, h, c)
         return out.numpy(), hn.numpy(), cn.numpy()
 
     return run
@@ -320,9 +328,25 @@ def _module_runner(module: torch.nn.Module) -> Runner:
 
 def _onnx_runner(session: OnnxLSTM) -> Runner:
     def run(x, h0, c0, lengths):  # type: ignore[no-untyped-def]
-        return session(x, h0, c0, lengths)
+        if session.io is not None:
+            return session(x, h0, c0, lengths)
+        outs = session.run(dict(zip(session.input_names, (x, h0, c0))))
+        return tuple(outs[n] for n in session.output_names[:3])  # type: ignore[return-value]
 
     return run
+
+
+def single_lstm(model: torch.nn.Module) -> LSTM:
+    """The one ``deploy_lstm.LSTM`` of a whole model (its configuration drives validation)."""
+    if isinstance(model, LSTM):
+        return model
+    found = [m for m in model.modules() if isinstance(m, LSTM)]
+    if len(found) != 1:
+        raise ValueError(
+            f"validate needs a deploy_lstm.LSTM or a model with exactly one inside, found {len(found)} in "
+            f"{type(model).__name__}"
+        )
+    return found[0]
 
 
 def _inputs(cfg: LSTMConfig, N: int, T: int, dtype: np.dtype, lengths: bool, rng: np.random.Generator):
@@ -340,7 +364,7 @@ def _inputs(cfg: LSTMConfig, N: int, T: int, dtype: np.dtype, lengths: bool, rng
 
 
 def validate(
-    model: LSTM,
+    model: torch.nn.Module,
     onnx_path: Optional[str | os.PathLike] = None,
     torchscript_path: Optional[str | os.PathLike] = None,
     *,
@@ -354,7 +378,9 @@ def validate(
     """Run each artifact at ``cases`` (batch, sequence) and compare with the references.
 
     Args:
-        model: the eager ``deploy_lstm.LSTM`` the artifacts were made from.
+        model: the eager ``deploy_lstm.LSTM`` the artifacts were made from, or a whole
+            model with one inside whose forward is ``(x, h0, c0) -> (y, hn, cn)``
+            (compared with the same model holding ``torch.nn.LSTM``).
         onnx_path: an exported ``.onnx`` (run on every available device in ``devices``).
         torchscript_path: a ``torch.jit.save``-d scripted model, reloaded from disk.
         cases: (batch, sequence) shapes; the defaults differ from the export example.
@@ -369,22 +395,29 @@ def validate(
     Returns:
         A report: per backend, reference and output, the worst max abs and rel error.
     """
-    cfg = LSTMConfig.of(model)
-    weight = model.weight_ih_l0
-    dtype = np.dtype(str(weight.dtype).replace("torch.", ""))
+    lstm = single_lstm(model)
+    bare = lstm is model
+    cfg = LSTMConfig.of(lstm)
+    dtype = np.dtype(str(lstm.weight_ih_l0.dtype).replace("torch.", ""))
     if atol is None:
         atol = 1e-10 if dtype == np.float64 else 1e-5
     model = model.eval()
+    if bare:
+        reference = _torch_reference(lstm.to_torch().eval())
+    else:  # the same model with torch.nn.LSTM inside
+        from .convert import restore_lstms
+
+        reference = _module_runner(restore_lstms(copy.deepcopy(model)).eval(), bare=False)
     references: Dict[str, Runner] = {
-        "deploy_lstm eager": _module_runner(model),
-        "torch.nn.LSTM": _torch_reference(model.to_torch().eval()),
+        "deploy_lstm eager": _module_runner(model, bare),
+        "torch.nn.LSTM": reference,
     }
     backends: Dict[str, Tuple[Runner, float]] = {"deploy_lstm eager": (references["deploy_lstm eager"], atol)}
     skipped: Dict[str, str] = {}
     onnx_sessions: Dict[str, OnnxLSTM] = {}
     if torchscript_path is not None:
         scripted = torch.jit.load(str(torchscript_path), map_location="cpu")
-        backends["torchscript"] = (_module_runner(scripted), atol)
+        backends["torchscript"] = (_module_runner(scripted, bare), atol)
     if onnx_path is not None:
         for device in devices:
             try:
@@ -400,6 +433,7 @@ def validate(
         backends.setdefault(name, (_onnx_runner(session), atol))
     if lengths is None:
         lengths = any(s.has_lengths for s in onnx_sessions.values())
+    lengths = lengths and bare  # a whole model takes its own inputs
     variants = [False, True] if lengths else [False]
     onnx_without_lengths = {name for name, s in onnx_sessions.items() if not s.has_lengths}
 

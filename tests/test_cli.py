@@ -1,0 +1,210 @@
+"""The deploy-lstm CLI (issue #4), run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy_lstm.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def no_partial_files(root: Path) -> bool:
+    return not any(p.name.startswith(".deploy-lstm-") or p.name.startswith(".export-") for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return out, cli("export", "--demo", "--out", str(out))
+
+
+def test_demo_exports_validates_and_forecasts(demo_export):
+    out, r = demo_export
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", "model.ts", "report.json", "weights.safetensors"]
+    assert "all checks passed" in r.stdout and "✗" not in r.stdout
+    assert "onnxruntime-cpu" in r.stdout and "torchscript" in r.stdout and "torch.nn.LSTM" in r.stdout
+    assert "forecast RMSE" in r.stdout and "naive RMSE" in r.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] and all(c["max_abs"] <= 1e-5 for c in report["checks"])
+    assert "exporting model.onnx" in r.stderr  # progress goes to stderr
+
+
+def test_validate_and_info_on_an_export(demo_export):
+    out, _ = demo_export
+    r = cli("validate", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["passed"] is True
+    r = cli("info", str(out / "model.onnx"))
+    assert r.returncode == 0, r.stderr
+    assert "input: float32 [batch, sequence, 1]" in r.stdout and "LSTM×2" in r.stdout.replace("LSTM×1", "LSTM×2")
+
+
+CONFIGS = [
+    dict(input_size=3, hidden_size=5),
+    dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True),
+    dict(input_size=2, hidden_size=6, proj_size=3, bias=False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["simple", "2l-bidir", "proj-nobias"])
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_export_nn_lstm_checkpoints(tmp_path, cfg, fmt):
+    torch.manual_seed(0)
+    ckpt = tmp_path / f"lstm.{fmt}"
+    state = nn.LSTM(**cfg).state_dict()
+    if fmt == "pt":
+        torch.save(state, ckpt)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
+    out = tmp_path / "out"
+    r = cli("export", str(ckpt), "--out", str(out), "--lengths", "--exporter", "torchscript", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["passed"] and report["config"]["proj_size"] == cfg.get("proj_size", 0)
+    assert any("lengths" in c for c in report["cases"])
+    info = json.loads(cli("info", str(out / "model.onnx"), "--json").stdout)
+    assert info["inputs"][0].startswith("input: float32 [sequence, batch,")
+
+
+def test_prefix_batch_first_quiet(tmp_path):
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.encoder = nn.Module()
+            self.encoder.rnn = nn.LSTM(4, 8, batch_first=True)
+            self.decoder = nn.LSTM(8, 8)
+
+    ckpt = tmp_path / "model.pt"
+    torch.save(Model().state_dict(), ckpt)
+    r = cli("export", str(ckpt), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "holds 2 LSTMs; pick one with --prefix" in r.stderr
+    r = cli("export", str(ckpt), "--prefix", "encoder.rnn.", "--batch-first", "--artifacts", "onnx", "--quiet", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == ""
+    assert (tmp_path / "o" / "model.onnx").is_file() and not (tmp_path / "o" / "model.ts").exists()
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["lstm"]["batch_first"] is True
+
+
+class Evil:
+    def __reduce__(self):  # a checkpoint that runs code when unpickled
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def _write_bad(tmp_path: Path, kind: str) -> list[str]:
+    ckpt = tmp_path / "ckpt.pt"
+    if kind == "missing":
+        return [str(tmp_path / "nope.pt")]
+    if kind == "corrupt":
+        ckpt.write_bytes(b"\x80\x02not really a pickle")
+    elif kind == "code":
+        torch.save({"weight": Evil()}, ckpt)
+    elif kind == "no-lstm":
+        torch.save(nn.Linear(3, 4).state_dict(), ckpt)
+    elif kind == "bad-safetensors":
+        ckpt = tmp_path / "ckpt.safetensors"
+        ckpt.write_bytes(b"garbage")
+    else:
+        torch.save(nn.LSTM(3, 5, num_layers=2).state_dict(), ckpt)
+    extra = {
+        "prefix": ["--prefix", "encoder."],
+        "contradiction": ["--num-layers", "3"],
+        "contradiction-bidir": ["--bidirectional"],
+    }.get(kind, [])
+    return [str(ckpt), *extra]
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", r"checkpoint .*nope.pt does not exist"),
+        ("corrupt", r"is not a readable torch.save file"),
+        ("code", r"refusing to load .*carries code"),
+        ("no-lstm", r"holds no LSTM: no key ends in 'weight_ih_l0'"),
+        ("bad-safetensors", r"is not a readable safetensors file"),
+        ("prefix", r"--prefix 'encoder.' matches no LSTM in the checkpoint; LSTM prefixes found: ''"),
+        ("contradiction", r"--num-layers 3 contradicts the weights, which say num_layers=2"),
+        ("contradiction-bidir", r"--bidirectional True contradicts the weights, which say bidirectional=False"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, kind, message):
+    import re
+
+    args = _write_bad(tmp_path, kind)
+    out = tmp_path / "out"
+    r = cli("export", *args, "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deploy-lstm: error: "), r.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and no_partial_files(tmp_path)
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+def test_unwritable_out_and_existing_artifacts_untouched(tmp_path):
+    ckpt = tmp_path / "lstm.pt"
+    torch.save(nn.LSTM(3, 4).state_dict(), ckpt)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("export", str(ckpt), "--out", str(blocker))
+    assert r.returncode == 2 and "exists and is not a folder" in r.stderr
+    # a failing export (bad opset) leaves an existing folder exactly as it was
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.onnx").write_text("previous")
+    r = cli("export", str(ckpt), "--out", str(out), "--opset", "5")
+    assert r.returncode == 2 and "opset 5 is not supported by the dynamo exporter; expected 18..23" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"] and (out / "model.onnx").read_text() == "previous"
+    assert no_partial_files(tmp_path)
+
+
+def test_validation_failure_exits_1(tmp_path):
+    ckpt = tmp_path / "lstm.pt"
+    torch.save(nn.LSTM(3, 4).state_dict(), ckpt)
+    r = cli("export", str(ckpt), "--out", str(tmp_path / "o"), "--atol", "1e-12", "--artifacts", "torchscript")
+    assert r.returncode == 1
+    assert "✗" in r.stdout and "FAILED" in r.stdout
+
+
+def test_version_and_help():
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("deploy-lstm 0.")
+    for cmd in ("export", "validate", "info"):
+        r = cli(cmd, "--help")
+        assert r.returncode == 0 and "example" in r.stdout
+    r = cli()
+    assert r.returncode == 2 and "COMMAND" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "script, args, made",
+    [
+        ("export_whole_model_onnx.py", ["--out", "."], "model.onnx"),
+        ("export_torchscript.py", ["lstm.ts", "--input-size", "8", "--hidden-size", "16", "--bidirectional"], "lstm.ts"),
+    ],
+)
+def test_export_scripts_users_copy(tmp_path, script, args, made):
+    path = REPO / "export" / script
+    r = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / made).is_file()
+    if made == "model.onnx":
+        assert "max abs error" in r.stdout

@@ -46,7 +46,8 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             f"expected a deploy_lstm.LSTM or torch.nn.LSTM, got {type(model).__name__}; "
             "export the LSTM submodule (the C++ runner runs LSTMs only)"
         )
-    scripted = torch.jit.script(model.eval())
+    scripted = torch.jit.script(model)
+    scripted.eval()  # the scripted copy only: the caller's module keeps its mode
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target, then rename: readers never see a half-written file.

@@ -282,6 +282,17 @@ def test_export_script_from_nn_lstm_state_dict(binary: Path, tmp_path: Path, tol
         torch.testing.assert_close(got[key], want[key], **tol(torch.float32))
 
 
+def test_dropout_model_runs_in_eval_mode(binary: Path, exporter: ModuleType, tmp_path: Path, tol) -> None:
+    """A model exported while training: the artifact and the C++ run are eval (no dropout)."""
+    torch.manual_seed(4)
+    model = deploy_lstm.LSTM(5, 7, num_layers=2, dropout=0.5)  # training mode
+    path = exporter.export_torchscript(model, tmp_path / "model.pt")
+    assert model.training, "export must not change the caller's module"
+    feeds = random_inputs(model, 9, 2, state=False, lengths=False)
+    got = run_ok(binary, path, {"input": feeds["input"].numpy()}, tmp_path)
+    check_against_python(got, model.eval(), feeds, tol(torch.float32))
+
+
 def test_export_rejects_non_lstm(exporter: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="expected a deploy_lstm.LSTM or torch.nn.LSTM, got Linear"):
         exporter.export_torchscript(nn.Linear(2, 3), tmp_path / "m.pt")

@@ -75,7 +75,9 @@ Args parse_args(int argc, char** argv) {
     } else if (a == "--out") {
       args.out = value();
     } else if (a == "--threads") {
-      args.threads = static_cast<int>(parse_positive(a, value()));
+      const int64_t threads = parse_positive(a, value());
+      if (threads > 1024) throw UsageError("--threads expects at most 1024, got " + std::to_string(threads));
+      args.threads = static_cast<int>(threads);
     } else if (a.size() > 1 && a[0] == '-') {
       throw UsageError("unknown option " + a);
     } else {

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -46,20 +45,9 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             f"expected a deploy_lstm.LSTM or torch.nn.LSTM, got {type(model).__name__}; "
             "export the LSTM submodule (the C++ runner runs LSTMs only)"
         )
-    scripted = torch.jit.script(model)
-    scripted.eval()  # the scripted copy only: the caller's module keeps its mode
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write next to the target, then rename: readers never see a half-written file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.jit.save(scripted, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # scripts in eval mode (the caller's flag is restored) and writes atomically
+    return deploy_lstm.export_torchscript(model, path)
 
 
 def validate_torchscript(path: str | os.PathLike[str], model: nn.Module, atol: float = 1e-5) -> float:

@@ -463,33 +463,23 @@ def export_onnx(
         graph.eval()  # dropout off: the artifact is for inference
         tmp = tmpdir / path.name
         with export_layers(graph, exporter, native_lstm) as kinds, _quiet_exporter():
+            common = dict(
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names) if output_names else None,
+            )
             if exporter == "dynamo":
                 torch.onnx.export(
-                    graph,
-                    args,
-                    str(tmp),
-                    dynamo=True,
-                    opset_version=opset,
-                    input_names=list(input_names),
-                    output_names=list(output_names) if output_names else None,
+                    graph, args, str(tmp), dynamo=True, **common,
                     dynamic_shapes=_dynamic_shapes(graph, input_names, dynamic_axes, len(args)),
                     custom_translation_table={torch.ops.deploy_lstm.onnx_lstm.default: _onnx_lstm_dynamo},
-                    external_data=True,
-                    optimize=True,
-                    verbose=False,
+                    external_data=True, optimize=True, verbose=False,
                 )
             else:
                 _register_torchscript_symbolic(opset)
                 torch.onnx.export(
-                    graph,
-                    args,
-                    str(tmp),
-                    dynamo=False,
-                    opset_version=opset,
-                    input_names=list(input_names),
-                    output_names=list(output_names) if output_names else None,
-                    dynamic_axes=dynamic_axes,
-                    do_constant_folding=True,
+                    graph, args, str(tmp), dynamo=False, **common,
+                    dynamic_axes=dynamic_axes, do_constant_folding=True,
                 )
         proto = onnx.load(str(tmp))
         meta = {

@@ -6,8 +6,10 @@ shapes other than the export example (T=7, N=3).
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,13 +24,13 @@ INPUT_SIZE, HIDDEN_SIZE = 5, 6
 
 @pytest.fixture(scope="session")
 def compiled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """(deploy_lstm.LSTM, nn.LSTM with the same weights, loaded package)."""
+    """(package path, nn.LSTM with the same weights, loaded package)."""
     torch.manual_seed(0)
     model = LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
     ref = torch.nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
     ref.load_state_dict(model.state_dict())
     path = export_aoti(model, tmp_path_factory.mktemp("aoti") / "model.pt2")
-    return model, ref, torch._inductor.aoti_load_package(str(path))
+    return path, ref, torch._inductor.aoti_load_package(str(path))
 
 
 @pytest.mark.parametrize("T, N", [(1, 1), (11, 4), (2, 9)])
@@ -50,3 +52,55 @@ def test_matches_nn_lstm(compiled, T: int, N: int) -> None:  # type: ignore[no-u
 def test_rejects_nn_lstm(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="expected a deploy_lstm.LSTM"):
         export_aoti(torch.nn.LSTM(2, 3), tmp_path / "m.pt2")  # type: ignore[arg-type]
+
+
+# --- the C++ runner (serving/cpp/aoti) -----------------------------------------------
+
+CPP_DIR = Path(__file__).resolve().parent.parent / "serving" / "cpp" / "aoti"
+
+
+def _write(path: Path, t: torch.Tensor) -> None:
+    """The runner's tensor file: int64 ndim, int64 dims, then the raw data."""
+    header = torch.tensor([t.dim(), *t.shape], dtype=torch.int64)
+    path.write_bytes(header.numpy().tobytes() + t.contiguous().numpy().tobytes())
+
+
+def _read(path: Path) -> torch.Tensor:
+    raw = path.read_bytes()
+    ndim = int(np.frombuffer(raw[:8], dtype=np.int64)[0])
+    dims = np.frombuffer(raw[8 : 8 + 8 * ndim], dtype=np.int64).tolist()
+    return torch.from_numpy(np.frombuffer(raw[8 + 8 * ndim :], dtype=np.float32).copy()).reshape(dims)
+
+
+@pytest.fixture(scope="session")
+def aoti_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("aoti_build")
+    for cmd in (
+        ["cmake", "-S", str(CPP_DIR), "-B", str(build), "-G", "Ninja",
+         f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
+        ["cmake", "--build", str(build), "-j", "2"],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return build / "aoti_run"
+
+
+def test_cpp_runner_matches_nn_lstm(compiled, aoti_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    package, ref, _ = compiled
+    T, N = 11, 4
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, N, INPUT_SIZE, generator=g)
+    h0 = torch.randn(2, N, HIDDEN_SIZE, generator=g)
+    c0 = torch.randn(2, N, HIDDEN_SIZE, generator=g)
+    files = []
+    for name, t in (("input", x), ("h0", h0), ("c0", c0)):
+        files.append(tmp_path / f"{name}.bin")
+        _write(files[-1], t)
+    proc = subprocess.run(
+        [str(aoti_run), str(package), *map(str, files), str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        expected, (ehn, ecn) = ref(x, (h0, c0))
+    for i, e in enumerate((expected, ehn, ecn)):
+        torch.testing.assert_close(_read(tmp_path / f"out{i}.bin"), e, atol=1e-5, rtol=0)

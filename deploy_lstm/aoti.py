@@ -8,15 +8,11 @@ in C++, ``torch::inductor::AOTIModelPackageLoader`` (see ``serving/cpp/aoti``).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
 import torch
 
 from . import contract
@@ -26,37 +22,6 @@ from .model import LSTM
 from .onnx_export import _BareLSTM, _check_target, _dynamic_shapes, _example_for, export_layers
 
 __all__ = ["export_aoti"]
-
-
-@contextlib.contextmanager
-def _bind_batch_in_scan() -> Iterator[None]:
-    """Make every scan step close over the batch size, so the batch can stay dynamic.
-
-    torch 2.13 workaround: Inductor's ``decompose_scan_to_while_loop`` pass sizes the
-    stacked outputs from symbols bound only by SymInt scan operands, so a batch symbol
-    that appears only in tensor shapes fails with ``InductorError: KeyError: s15``
-    (no upstream issue found).  A step that uses the batch SymInt gets it lifted as an
-    operand; the reshape itself is a no-op.
-    """
-    # the package re-exports the function under the module's name: fetch the module itself
-    scan_mod = importlib.import_module("torch._higher_order_ops.scan")
-
-    original = scan_mod.scan
-
-    def scan(combine_fn: Callable[..., Any], init: Any, xs: Any, **kwargs: Any) -> Any:
-        n = init[0].size(0)  # carry (h (N, H), c (N, H)): the batch SymInt
-
-        def step(carry: Any, x: Any) -> Any:
-            new_carry, y = combine_fn(carry, x)
-            return new_carry, y.reshape(n, *y.shape[1:])  # (N, H)
-
-        return original(step, init, xs, **kwargs)
-
-    scan_mod.scan = scan
-    try:
-        yield
-    finally:
-        scan_mod.scan = original
 
 
 def export_aoti(model: LSTM, path: str | os.PathLike, lengths: bool = False) -> Path:
@@ -92,7 +57,7 @@ def export_aoti(model: LSTM, path: str | os.PathLike, lengths: bool = False) -> 
     tmpdir = Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
     try:
         graph.eval()  # dropout off: the artifact is for inference
-        with export_layers(graph, "dynamo", native_lstm=False), _bind_batch_in_scan():
+        with export_layers(graph, "dynamo", native_lstm=False):
             ep = torch.export.export(graph, args, dynamic_shapes=dynamic_shapes)
         tmp = tmpdir / path.name
         torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))

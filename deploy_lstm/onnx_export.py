@@ -183,6 +183,8 @@ def _scan_direction(
     """One direction as ``torch._higher_order_ops.scan`` (exports to ONNX ``Scan``)."""
     from torch._higher_order_ops.scan import scan
 
+    n = h.size(0)  # the batch, used in the step (see the reshape below)
+
     def step(carry, xs):  # type: ignore[no-untyped-def]
         h, c = carry
         xw_t, m = xs if mask is not None else (xs, None)
@@ -196,8 +198,14 @@ def _scan_direction(
             # exact for a 0/1 mask: 1*a + 0*b == a
             h_new = m * h_new + (1.0 - m) * h
             c_new = m * c_new + (1.0 - m) * c
-            return (h_new, c_new), h_new * m
-        return (h_new, c_new), h_new.clone()
+            y = h_new * m
+        else:
+            y = h_new.clone()
+        # A no-op that makes the step use the batch size: torch 2.13's Inductor
+        # (decompose_scan_to_while_loop) sizes stacked outputs only from SymInts passed
+        # into the scan, and fails with "InductorError: KeyError: s<N>" for a dynamic
+        # batch that appears only in tensor shapes (no upstream issue found).
+        return (h_new, c_new), y.reshape(n, y.size(1))
 
     xs = (xw, mask) if mask is not None else xw
     (h, c), ys = scan(step, (h, c), xs, reverse=reverse)

@@ -60,7 +60,10 @@ def export_aoti(model: LSTM, path: str | os.PathLike, lengths: bool = False) -> 
         with export_layers(graph, "dynamo", native_lstm=False):
             ep = torch.export.export(graph, args, dynamic_shapes=dynamic_shapes)
         tmp = tmpdir / path.name
-        torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
+        metadata = {contract.META_CONFIG: cfg.to_json(), contract.META_IO: io.to_json(), contract.META_TORCH: torch.__version__}
+        torch._inductor.aoti_compile_and_package(
+            ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
+        )
         os.replace(tmp, path)
     except Exception as e:  # keep the cause, say what failed
         cause = re.sub(r"\x1b\[[0-9;]*m", "", str(e))

@@ -25,7 +25,7 @@ from .contract import LSTMConfig
 from .errors import ExportError, LSTMInputError
 from .model import LSTM
 
-ARTIFACTS = ("onnx", "torchscript")
+ARTIFACTS = ("onnx", "torchscript", "aoti")
 _KEY = re.compile(r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 
 
@@ -170,6 +170,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("give either a CHECKPOINT or --demo, not both")
     if args.quantize and "onnx" not in artifacts:
         raise UsageError("--quantize int8 needs the onnx artifact")
+    if args.demo and "aoti" in artifacts:
+        raise UsageError("--artifacts aoti is for a bare LSTM checkpoint; the demo is a whole model")
 
     whole = None
     if args.demo:
@@ -221,6 +223,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             with progress.step("exporting model.ts (TorchScript)"):
                 ts_path = export_torchscript(model, staging / "model.ts")
             files.append("model.ts")
+        aoti_path = None
+        if "aoti" in artifacts:
+            from .aoti import export_aoti
+
+            with progress.step("compiling model.pt2 (AOTInductor; about 30 s)"):
+                aoti_path = export_aoti(model, staging / "model.pt2", lengths=args.lengths)
+            files.append("model.pt2")
         extra = {}
         if args.quantize:
             from .quantize import quantize_int8
@@ -231,7 +240,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             extra["onnxruntime-int8"] = (staging / "model.int8.onnx", args.int8_atol)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         with progress.step("validating against the eager model and torch.nn.LSTM"):
-            report = validate(model, onnx_path, ts_path, atol=args.atol, extra_onnx=extra)
+            report = validate(model, onnx_path, ts_path, atol=args.atol, extra_onnx=extra, aoti_path=aoti_path)
         (staging / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         out.mkdir(parents=True, exist_ok=True)
         for name in files:  # everything is ready: move it in
@@ -303,9 +312,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     extra = {}
     if (folder / "model.int8.onnx").is_file():
         extra["onnxruntime-int8"] = (folder / "model.int8.onnx", args.int8_atol)
+    aoti_path = folder / "model.pt2"
     report = validate(
         model.eval(), onnx_path if onnx_path.is_file() else None, ts_path if ts_path.is_file() else None,
-        atol=args.atol, extra_onnx=extra,
+        atol=args.atol, extra_onnx=extra, aoti_path=aoti_path if aoti_path.is_file() else None,
     )
     _print_report(report, args)
     return 0 if report.passed else 1
@@ -392,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", action="store_true", help="add an int64 'lengths' (batch,) input for right-padded batches")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="ONNX exporter (default: dynamo)")
     p.add_argument("--opset", type=int, help="ONNX opset (dynamo 18..23, torchscript 11..20)")
-    p.add_argument("--artifacts", default="onnx,torchscript", help="comma-separated subset of onnx,torchscript (default: both)")
+    p.add_argument("--artifacts", default="onnx,torchscript", help="comma-separated subset of onnx,torchscript,aoti (default: onnx,torchscript; aoti = AOTInductor model.pt2)")
     p.add_argument("--no-native-lstm", action="store_true", help="use Scan/Loop even where the ONNX LSTM op fits")
     p.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (onnxruntime dynamic quantization)")
     p.add_argument("--atol", type=float, help="max abs error allowed (default 1e-5 float32, 1e-10 float64)")

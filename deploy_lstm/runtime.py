@@ -336,6 +336,36 @@ def _onnx_runner(session: OnnxLSTM) -> Runner:
     return run
 
 
+def _aoti_io(runner) -> Tuple[Optional[LSTMConfig], Optional[IOSpec]]:  # type: ignore[no-untyped-def]
+    meta = runner.get_metadata()
+    cfg = LSTMConfig.from_dict(json.loads(meta[contract.META_CONFIG])) if contract.META_CONFIG in meta else None
+    io = IOSpec.from_json(meta[contract.META_IO]) if contract.META_IO in meta else None
+    return cfg, io
+
+
+def _aoti_has_lengths(path: str | os.PathLike) -> bool:
+    _, io = _aoti_io(torch._inductor.aoti_load_package(str(path)))
+    return io is not None and contract.LENGTHS in io.input_names
+
+
+def _aoti_runner(path: str | os.PathLike) -> Runner:
+    """An AOTInductor package of a bare LSTM (inputs as recorded in its metadata)."""
+    runner = torch._inductor.aoti_load_package(str(path))
+    cfg, io = _aoti_io(runner)
+    has_lengths = io is not None and contract.LENGTHS in io.input_names
+
+    def run(x, h0, c0, lengths):  # type: ignore[no-untyped-def]
+        args = [torch.from_numpy(x), torch.from_numpy(h0), torch.from_numpy(c0)]
+        if has_lengths:
+            assert cfg is not None
+            N, T = (x.shape[0], x.shape[1]) if cfg.batch_first else (x.shape[1], x.shape[0])
+            args.append(torch.from_numpy(lengths if lengths is not None else np.full((N,), T, dtype=np.int64)))
+        out, hn, cn = runner(*args)
+        return out.numpy(), hn.numpy(), cn.numpy()
+
+    return run
+
+
 def single_lstm(model: torch.nn.Module) -> LSTM:
     """The one ``deploy_lstm.LSTM`` of a whole model (its configuration drives validation)."""
     if isinstance(model, LSTM):
@@ -373,6 +403,7 @@ def validate(
     atol: Optional[float] = None,
     devices: Sequence[str] = ("cpu", "cuda"),
     extra_onnx: Optional[Dict[str, Tuple[str | os.PathLike, float]]] = None,
+    aoti_path: Optional[str | os.PathLike] = None,
     seed: int = 0,
 ) -> ValidationReport:
     """Run each artifact at ``cases`` (batch, sequence) and compare with the references.
@@ -390,6 +421,7 @@ def validate(
         devices: onnxruntime devices to try; CUDA is reported as skipped, with the
             reason, where it is not available.
         extra_onnx: {backend name: (path, atol)} for more ONNX files (e.g. int8).
+        aoti_path: an AOTInductor ``.pt2`` package from ``deploy_lstm.aoti.export_aoti``.
         seed: input generator seed (random ``h0``/``c0`` and ``lengths`` included).
 
     Returns:
@@ -426,16 +458,22 @@ def validate(
                 skipped[f"onnxruntime-{device}"] = str(e)
                 continue
             onnx_sessions[f"onnxruntime-{device}"] = session
+    if aoti_path is not None:
+        backends["aotinductor"] = (_aoti_runner(aoti_path), atol)
     for name, (path, tol) in (extra_onnx or {}).items():
         onnx_sessions[name] = OnnxLSTM(path, device="cpu")
         backends[name] = (_onnx_runner(onnx_sessions[name]), tol)
     for name, session in onnx_sessions.items():
         backends.setdefault(name, (_onnx_runner(session), atol))
     if lengths is None:
-        lengths = any(s.has_lengths for s in onnx_sessions.values())
+        lengths = any(s.has_lengths for s in onnx_sessions.values()) or (
+            aoti_path is not None and _aoti_has_lengths(aoti_path)
+        )
     lengths = lengths and bare  # a whole model takes its own inputs
     variants = [False, True] if lengths else [False]
     onnx_without_lengths = {name for name, s in onnx_sessions.items() if not s.has_lengths}
+    if aoti_path is not None and not _aoti_has_lengths(aoti_path):
+        onnx_without_lengths.add("aotinductor")
 
     rng = np.random.default_rng(seed)
     worst: Dict[Tuple[str, str, str], Tuple[float, float, str]] = {}

@@ -104,3 +104,21 @@ def test_cpp_runner_matches_nn_lstm(compiled, aoti_run: Path, tmp_path: Path) ->
         expected, (ehn, ecn) = ref(x, (h0, c0))
     for i, e in enumerate((expected, ehn, ecn)):
         torch.testing.assert_close(_read(tmp_path / f"out{i}.bin"), e, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="session")
+def compiled_proj(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Projection, 2 layers, batch_first, lengths: the Scan-only configuration."""
+    torch.manual_seed(1)
+    model = LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, proj_size=4, batch_first=True).eval()
+    return model, export_aoti(model, tmp_path_factory.mktemp("aoti-proj") / "model.pt2", lengths=True)
+
+
+def test_validate_reports_the_package_against_nn_lstm(compiled_proj) -> None:  # type: ignore[no-untyped-def]
+    import deploy_lstm
+
+    model, path = compiled_proj
+    report = deploy_lstm.validate(model, aoti_path=path)
+    assert report.passed, "\n" + report.table()
+    assert {c.reference for c in report.checks if c.backend == "aotinductor"} == {"deploy_lstm eager", "torch.nn.LSTM"}
+    assert any("lengths" in c for c in report.cases)

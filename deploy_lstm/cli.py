@@ -193,7 +193,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = lstm_from_state_dict(state, args.prefix, args.batch_first, expect)
         config = {"kind": "lstm", "lstm": model.config()}
     config.update(
-        exporter=args.exporter, opset=args.opset, lengths=bool(args.lengths), native_lstm=not args.no_native_lstm,
+        exporter=args.exporter, opset=args.opset, torchscript=args.torchscript if "torchscript" in artifacts else None, lengths=bool(args.lengths), native_lstm=not args.no_native_lstm,
         artifacts=artifacts, deploy_lstm=__version__, torch=torch.__version__,
     )
 
@@ -220,8 +220,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                     )
             files.append("model.onnx")
         if "torchscript" in artifacts:
-            with progress.step("exporting model.ts (TorchScript)"):
-                ts_path = export_torchscript(model, staging / "model.ts")
+            with progress.step(f"exporting model.ts (TorchScript, {args.torchscript})"):
+                ts_path = export_torchscript(model, staging / "model.ts", fused=args.torchscript == "fused")
             files.append("model.ts")
         aoti_path = None
         if "aoti" in artifacts:
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (dynamo 18..23, torchscript 11..20)")
     p.add_argument("--artifacts", default="onnx,torchscript", help="comma-separated subset of onnx,torchscript,aoti (default: onnx,torchscript; aoti = AOTInductor model.pt2)")
     p.add_argument("--no-native-lstm", action="store_true", help="use Scan/Loop even where the ONNX LSTM op fits")
+    p.add_argument("--torchscript", choices=("fused", "loop"), default="fused",
+                   help="model.ts runs aten::lstm (fused, default: nn.LSTM's kernel) or the static time loop")
     p.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (onnxruntime dynamic quantization)")
     p.add_argument("--atol", type=float, help="max abs error allowed (default 1e-5 float32, 1e-10 float64)")
     p.add_argument("--int8-atol", type=float, default=5e-2, help="max abs error allowed for the int8 model (default 5e-2)")

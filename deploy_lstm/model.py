@@ -143,6 +143,10 @@ class LSTM(nn.Module):
         bidirectional: add a reverse direction to every layer.
         proj_size: project ``h`` to this size (LSTMP); 0 disables.
         device, dtype: factory arguments for the parameters.
+        fused: (keyword-only, not in nn.LSTM) run ``aten::lstm``, the kernel nn.LSTM
+            uses, instead of the static time loop; in eager mode and inside TorchScript.
+            Fixed when the module is scripted.  ONNX/AOTInductor export always uses
+            their own graphs, whatever this flag says.
     """
 
     __constants__ = [
@@ -156,6 +160,7 @@ class LSTM(nn.Module):
         "proj_size",
         "num_directions",
         "_weights_per_cell",
+        "fused",
     ]
 
     __jit_unused_properties__ = ["all_weights"]
@@ -170,6 +175,7 @@ class LSTM(nn.Module):
     proj_size: int
     num_directions: int
     _weights_per_cell: int
+    fused: bool
     _flat_weights: List[Tensor]
 
     def __init__(
@@ -184,6 +190,8 @@ class LSTM(nn.Module):
         proj_size: int = 0,
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
+        *,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         # The same checks, in the same order, with the same messages as nn.RNNBase.
@@ -243,6 +251,7 @@ class LSTM(nn.Module):
         self.proj_size = proj_size
         self.num_directions = 2 if bidirectional else 1
         self._weights_per_cell = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
+        self.fused = bool(fused)
 
         factory = {"device": device, "dtype": dtype}
         real_hidden = proj_size if proj_size > 0 else hidden_size
@@ -410,14 +419,14 @@ class LSTM(nn.Module):
             self._check_state(h0, (num_states, N, real_hidden), 0, x)
             self._check_state(c0, (num_states, N, self.hidden_size), 1, x)
 
-        mask: Optional[Tensor] = None
+        lens: Optional[Tensor] = None
         if lengths is not None:
-            mask = self._lengths_mask(lengths, T, N, is_batched, x.device)
+            lens = self._check_lengths(lengths, T, N, is_batched)
 
         if torch.jit.is_scripting():
-            output, h_n, c_n = self._forward_time_major(x, h0, c0, weights, mask)
+            output, h_n, c_n = self._run(x, h0, c0, weights, lens)
         else:
-            output, h_n, c_n = self._forward_eager(x, h0, c0, weights, mask, lengths)
+            output, h_n, c_n = self._forward_eager(x, h0, c0, weights, lens)
 
         if is_batched:
             if self.batch_first:
@@ -435,14 +444,47 @@ class LSTM(nn.Module):
         h0: Tensor,
         c0: Tensor,
         weights: List[Tensor],
-        mask: Optional[Tensor],
         lengths: Optional[Tensor],
     ) -> Tuple[Tensor, Tensor, Tensor]:
         if _EXPORT_LAYERS is not None:
             # An exporter is tracing the model (deploy_lstm.onnx_export.export_layers):
             # it supplies a graph-friendly implementation of the layer stack.
             return _EXPORT_LAYERS(self, x, h0, c0, weights, lengths)
+        return self._run(x, h0, c0, weights, lengths)
+
+    def _run(
+        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Time-major in and out; the static loop, or aten::lstm when ``fused``."""
+        if self.fused:
+            return self._forward_fused(x, h0, c0, weights, lengths)
+        mask: Optional[Tensor] = None
+        if lengths is not None:
+            steps = torch.arange(x.size(0), device=x.device, dtype=torch.int64).unsqueeze(1)  # (T, 1)
+            mask = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(2)  # (T, N, 1)
         return self._forward_time_major(x, h0, c0, weights, mask)
+
+    def _forward_fused(
+        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """aten::lstm, nn.LSTM's kernel; ``lengths`` through a packed batch, as nn.LSTM does."""
+        if lengths is None:
+            out, h_n, c_n = torch.lstm(
+                x, [h0, c0], weights, self.bias, self.num_layers, self.dropout,
+                self.training, self.bidirectional, False,
+            )
+            return out, h_n, c_n
+        sorted_lengths, order = torch.sort(lengths.cpu(), descending=True)
+        order = order.to(x.device)
+        data, batch_sizes = torch._pack_padded_sequence(x.index_select(1, order), sorted_lengths, False)
+        hx = [h0.index_select(1, order), c0.index_select(1, order)]
+        out, h_n, c_n = torch.lstm(
+            data, batch_sizes, hx, weights, self.bias, self.num_layers, self.dropout,
+            self.training, self.bidirectional,
+        )
+        padded, _ = torch._pad_packed_sequence(out, batch_sizes, False, 0.0, x.size(0))  # (T, N, D*P)
+        inverse = torch.argsort(order)
+        return padded.index_select(1, inverse), h_n.index_select(1, inverse), c_n.index_select(1, inverse)
 
     def _forward_time_major(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], mask: Optional[Tensor]
@@ -531,10 +573,8 @@ class LSTM(nn.Module):
                 f"got {state.device}"
             )
 
-    def _lengths_mask(
-        self, lengths: Tensor, T: int, N: int, is_batched: bool, device: torch.device
-    ) -> Tensor:
-        """Check ``lengths`` and turn it into a (T, N, 1) bool mask of valid steps."""
+    def _check_lengths(self, lengths: Tensor, T: int, N: int, is_batched: bool) -> Tensor:
+        """Check ``lengths``; return it as (N,) int64."""
         if lengths.dtype != torch.int64:
             raise LSTMInputError(
                 f"lengths must be an int64 tensor, got {_dtype_name(lengths.dtype)}"
@@ -556,8 +596,7 @@ class LSTM(nn.Module):
                     f"lengths must lie in 1..{T} (the sequence length), got values "
                     f"from {lo} to {hi}"
                 )
-        steps = torch.arange(T, device=device, dtype=torch.int64).unsqueeze(1)  # (T, 1)
-        return (steps < lengths.to(device).unsqueeze(0)).unsqueeze(2)  # (T, N, 1)
+        return lengths
 
     @torch.jit.unused
     def _forward_packed(

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -21,8 +21,12 @@ __all__ = ["export_torchscript", "load_config"]
 CONFIG_FILE = "deploy_lstm_config.json"
 
 
-def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
+def export_torchscript(model: nn.Module, path: str | os.PathLike, fused: Optional[bool] = None) -> Path:
     """Script ``model`` and save it to ``path`` atomically.
+
+    ``fused``: when given, every ``deploy_lstm.LSTM`` inside is scripted with that
+    implementation (``True``: aten::lstm, nn.LSTM's kernel; ``False``: the static
+    loop); the modules' own flags are restored afterwards.
 
     The archive carries ``deploy_lstm_config.json`` (``_extra_files``): the bare
     LSTM's configuration, or {submodule: configuration} for a whole model, so C++
@@ -45,12 +49,18 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike) -> Path:
     else:
         config = {n: LSTMConfig.of(m).__dict__ for n, m in model.named_modules() if isinstance(m, LSTM)}
     was_training = model.training
+    lstms = [m for m in model.modules() if isinstance(m, LSTM)]
+    flags = [m.fused for m in lstms]
     try:
+        for m in lstms:
+            m.fused = m.fused if fused is None else bool(fused)
         scripted = torch.jit.script(model.eval())
     except Exception as e:
         raise ExportError(f"torch.jit.script failed for {type(model).__name__}: {e}") from e
     finally:
         model.train(was_training)
+        for m, flag in zip(lstms, flags):
+            m.fused = flag
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ts", dir=path.parent)
     os.close(fd)
     try:

@@ -213,6 +213,11 @@ CASES = [
     ("float64-bidir-proj-lengths-state",
      dict(input_size=5, hidden_size=8, num_layers=2, bidirectional=True, proj_size=4),
      torch.float64, 14, 3, True, True),
+    # fused=True: the scripted module runs aten::lstm (lengths through a packed batch)
+    ("fused-bidir-proj-batch_first-lengths-state",
+     dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=2, batch_first=True, fused=True),
+     torch.float32, 12, 4, True, True),
+    ("fused-uni-unbatched", dict(input_size=3, hidden_size=5, fused=True), torch.float32, 8, None, True, False),
 ]
 
 
@@ -237,8 +242,9 @@ def test_matches_python(binary: Path, exporter: ModuleType, tmp_path: Path, tol,
         (dict(input_size=4, hidden_size=6), 9, None, 2),  # unbatched
         (dict(input_size=4, hidden_size=6), 6, 2, 1),  # one step at a time
         (dict(input_size=4, hidden_size=6), 6, 2, 100),  # one chunk
+        (dict(input_size=5, hidden_size=8, num_layers=2, fused=True), 13, 3, 4),  # aten::lstm inside
     ],
-    ids=["2layers-proj-state", "batch_first", "unbatched", "K=1", "K>T"],
+    ids=["2layers-proj-state", "batch_first", "unbatched", "K=1", "K>T", "fused"],
 )
 def test_stream_chunks_equal_whole_run(binary: Path, exporter: ModuleType, tmp_path: Path, tol, cfg: dict,
                                        T: int, N: Optional[int], K: int) -> None:

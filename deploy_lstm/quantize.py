@@ -2,9 +2,8 @@
 
 ``quantize_dynamic`` turns an ONNX ``LSTM`` node into ``com.microsoft::DynamicQuantizeLSTM``
 (int8 ``W`` and ``R``, activations quantized per call) only when ``W`` and ``R`` are
-graph initializers.  The dynamo exporter writes them as initializers; the TorchScript
-exporter writes them as ``Constant`` nodes, so those are folded into initializers
-first (here, on a copy: the export itself is left as it is).
+graph initializers.  ``export_onnx`` writes them so; ``Constant`` nodes in files from
+elsewhere are folded into initializers first (on a copy: the source file is untouched).
 """
 
 from __future__ import annotations
@@ -72,7 +71,12 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=dst.parent) as tmp:
         folded, out = Path(tmp) / "folded.onnx", Path(tmp) / dst.name
         onnx.save_model(proto, str(folded))
-        quantize_dynamic(str(folded), str(out), weight_type=QuantType.QInt8)
+        # EnableSubgraph: also quantize the recurrent MatMuls inside Scan/Loop bodies (the
+        # projection path); measured L1 uni P128 N=32 T=128: 1.65x faster than float32
+        # with it, 1.19x without (only the hoisted input projection), max abs error 3.2e-3.
+        quantize_dynamic(
+            str(folded), str(out), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
+        )
         q = onnx.load(str(out))
         have = {p.key for p in q.metadata_props}
         for p in proto.metadata_props:

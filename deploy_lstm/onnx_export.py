@@ -258,13 +258,22 @@ def _make_layers(plan: _Plan):  # type: ignore[no-untyped-def]
                 W = getattr(m, f"_onnx_W_l{layer}")
                 R = getattr(m, f"_onnx_R_l{layer}")
                 B = getattr(m, f"_onnx_B_l{layer}")
-                sl = slice(layer * D, (layer + 1) * D)
+                # Fewer glue nodes around the LSTM node: they cost per call when streaming.
+                if m.num_layers == 1:
+                    h_l, c_l = h0, c0
+                else:
+                    h_l, c_l = h0[layer * D : (layer + 1) * D], c0[layer * D : (layer + 1) * D]
                 y, y_h, y_c = torch.ops.deploy_lstm.onnx_lstm(
-                    inp, W, R, B, lengths, h0[sl], c0[sl], m.hidden_size, m.bidirectional
+                    inp, W, R, B, lengths, h_l, c_l, m.hidden_size, m.bidirectional
                 )  # y (T, D, N, H)
-                inp = y.permute(0, 2, 1, 3).reshape(y.size(0), y.size(2), D * m.hidden_size)
+                if D == 1:
+                    inp = y.squeeze(1)  # (T, N, H)
+                else:
+                    inp = y.permute(0, 2, 1, 3).reshape(y.size(0), y.size(2), D * m.hidden_size)
                 h_n.append(y_h)
                 c_n.append(y_c)
+            if m.num_layers == 1:
+                return inp, h_n[0], c_n[0]
             return inp, torch.cat(h_n), torch.cat(c_n)
         for layer in range(m.num_layers):
             mask = _float_mask(inp, lengths)

@@ -208,3 +208,29 @@ def test_export_scripts_users_copy(tmp_path, script, args, made):
     assert (tmp_path / made).is_file()
     if made == "model.onnx":
         assert "max abs error" in r.stdout
+
+
+def test_quantize_int8_is_validated_as_its_own_backend(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "lstm.pt"
+    torch.save(nn.LSTM(8, 32, num_layers=2).state_dict(), ckpt)
+    out = tmp_path / "o"
+    r = cli("export", str(ckpt), "--out", str(out), "--quantize", "int8", "--artifacts", "onnx", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    int8 = [c for c in report["checks"] if c["backend"] == "onnxruntime-int8"]
+    assert int8 and all(0 < c["max_abs"] <= c["atol"] == 5e-2 for c in int8)  # lossy, within its tolerance
+    info = json.loads(cli("info", str(out / "model.int8.onnx"), "--json").stdout)
+    assert "DynamicQuantizeLSTM" in info["operators"]
+    r = cli("validate", str(out), "--quiet")
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_bench_smoke_through_the_cli(tmp_path):
+    r = cli("bench", "--quick", "--config", "input_size=4,hidden_size=8", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    names = set(res["backends"])
+    assert {"nn.LSTM eager", "deploy_lstm torchscript (fused)", "ort: ours (dynamo)", "ort: ours int8"} <= names
+    assert all("median_ms" in v or "na" in v for case in res["cases"] for v in case["results"].values())
+    assert (tmp_path / "results.md").read_text().startswith("# deploy-lstm benchmark")

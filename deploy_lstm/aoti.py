@@ -19,7 +19,7 @@ from . import contract
 from .contract import LSTMConfig
 from .errors import ExportError
 from .model import LSTM
-from .onnx_export import _BareLSTM, _check_target, _dynamic_shapes, _example_for, export_layers
+from .onnx_export import _BareLSTM, _check_target, _dynamic_shapes, _example_for, _quiet_exporter, export_layers
 
 __all__ = ["export_aoti"]
 
@@ -57,13 +57,14 @@ def export_aoti(model: LSTM, path: str | os.PathLike, lengths: bool = False) -> 
     tmpdir = Path(tempfile.mkdtemp(prefix=".export-", dir=path.parent))
     try:
         graph.eval()  # dropout off: the artifact is for inference
-        with export_layers(graph, "dynamo", native_lstm=False):
+        with export_layers(graph, "dynamo", native_lstm=False), _quiet_exporter():
             ep = torch.export.export(graph, args, dynamic_shapes=dynamic_shapes)
         tmp = tmpdir / path.name
         metadata = {contract.META_CONFIG: cfg.to_json(), contract.META_IO: io.to_json(), contract.META_TORCH: torch.__version__}
-        torch._inductor.aoti_compile_and_package(
-            ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
-        )
+        with _quiet_exporter():
+            torch._inductor.aoti_compile_and_package(
+                ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
+            )
         os.replace(tmp, path)
     except Exception as e:  # keep the cause, say what failed
         cause = re.sub(r"\x1b\[[0-9;]*m", "", str(e))

@@ -492,8 +492,8 @@ def plot(res: Dict[str, Any], path: Path) -> Optional[Path]:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("median latency, ms (log); missing bar = n/a")
-    ax.set_title(f"deploy-lstm, {res['machine']['cpu']}, {res['settings']['threads']} threads")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"deploy-lstm, {res['machine']['cpu']}, {res['settings']['threads']} threads", pad=48)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=4)  # above the bars
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

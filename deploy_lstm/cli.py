@@ -136,12 +136,12 @@ class Progress:
 
 
 def _demo_io(model) -> Tuple[Tuple[torch.Tensor, ...], Dict[str, Dict[int, str]]]:  # type: ignore[no-untyped-def]
+    from .demo.forecaster import DYNAMIC_AXES
+
     lstm = model.lstm
     N, T = 3, 7
-    example = (torch.randn(N, T, 1), torch.zeros(lstm.num_layers, N, lstm.hidden_size), torch.zeros(lstm.num_layers, N, lstm.hidden_size))
-    axes = {"input": {0: "batch", 1: "sequence"}, "output": {0: "batch", 1: "sequence"}}
-    axes.update({n: {1: "batch"} for n in ("h0", "c0", "hn", "cn")})
-    return example, axes
+    state = torch.zeros(lstm.num_layers, N, lstm.hidden_size)
+    return (torch.randn(N, T, 1), state, state.clone()), DYNAMIC_AXES
 
 
 def _prepare_out(out: Path) -> None:
@@ -208,9 +208,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             with progress.step(f"exporting model.onnx ({args.exporter} exporter)"):
                 if whole is not None:
                     example, axes = _demo_io(whole)
+                    from .demo.forecaster import INPUT_NAMES, OUTPUT_NAMES
+
                     onnx_path = export_onnx(
-                        whole, staging / "model.onnx", example_inputs=example, input_names=["input", "h0", "c0"],
-                        output_names=["output", "hn", "cn"], dynamic_axes=axes, exporter=args.exporter,
+                        whole, staging / "model.onnx", example_inputs=example, input_names=list(INPUT_NAMES),
+                        output_names=list(OUTPUT_NAMES), dynamic_axes=axes, exporter=args.exporter,
                         opset=args.opset, native_lstm=not args.no_native_lstm,
                     )
                 else:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import contract
 from ..model import LSTM
 
 __all__ = [
@@ -52,17 +53,17 @@ __all__ = [
     "demo_report",
 ]
 
-# -- the I/O contract of the exported forecaster, declared once ----------------------
+# -- the I/O contract of the exported forecaster: deploy_lstm.contract's names --------------
 
-INPUT_NAMES = ("input", "h0", "c0")
-OUTPUT_NAMES = ("output", "hn", "cn")
+INPUT_NAMES = (contract.INPUT, contract.H0, contract.C0)
+OUTPUT_NAMES = (contract.OUTPUT, contract.HN, contract.CN)
 DYNAMIC_AXES: Dict[str, Dict[int, str]] = {
-    "input": {0: "batch_size", 1: "sequence_length"},  # (N, T, 1)
-    "h0": {1: "batch_size"},  # (num_layers, N, hidden_size)
-    "c0": {1: "batch_size"},
-    "output": {0: "batch_size", 1: "sequence_length"},  # (N, T, 1)
-    "hn": {1: "batch_size"},
-    "cn": {1: "batch_size"},
+    contract.INPUT: {0: contract.BATCH, 1: contract.SEQUENCE},  # (N, T, 1)
+    contract.H0: {1: contract.BATCH},  # (num_layers, N, hidden_size)
+    contract.C0: {1: contract.BATCH},
+    contract.OUTPUT: {0: contract.BATCH, 1: contract.SEQUENCE},  # (N, T, 1)
+    contract.HN: {1: contract.BATCH},
+    contract.CN: {1: contract.BATCH},
 }
 
 HISTORY = 96  # steps of observed signal the demo forecasts from

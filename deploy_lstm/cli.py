@@ -278,11 +278,17 @@ def _print_report(report, args: argparse.Namespace) -> None:  # type: ignore[no-
 def _demo_inference(onnx_path: Path) -> None:
     import onnxruntime as ort
 
-    from .demo.forecaster import demo_report, session_step
+    from .demo.forecaster import demo_config, demo_report, session_step
 
     print(f"\none inference through onnxruntime ({onnx_path}):")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     demo_report(session_step(session))
+    t = demo_config()["training"]
+    lo, hi = t["val_seeds"]
+    print(
+        f"over {hi - lo} held-out series (validation at training time): 12-step RMSE {t['val_rmse']:.3f}, "
+        f"repeat-last {t['val_naive_rmse']:.3f}, best seasonal lag {t['val_seasonal_rmse']:.3f}"
+    )
 
 
 # --- validate and info --------------------------------------------------------------------

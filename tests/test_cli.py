@@ -39,6 +39,7 @@ def test_demo_exports_validates_and_forecasts(demo_export):
     assert "all checks passed" in r.stdout and "✗" not in r.stdout
     assert "onnxruntime-cpu" in r.stdout and "torchscript" in r.stdout and "torch.nn.LSTM" in r.stdout
     assert "forecast RMSE" in r.stdout and "naive RMSE" in r.stdout
+    assert "over 128 held-out series" in r.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] and all(c["max_abs"] <= 1e-5 for c in report["checks"])
     assert "exporting model.onnx" in r.stderr  # progress goes to stderr

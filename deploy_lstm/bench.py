@@ -23,10 +23,8 @@ not a measurement (see :func:`machine`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
-import io
 import json
 import logging
 import os

@@ -7,8 +7,6 @@ Models are exported once per session (the fixture below) at the export example
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -1,19 +1,15 @@
 #include "deploy_lstm/lstm_runner.h"
 
+#include "deploy_lstm/npy.h"
+
 #include <filesystem>
 #include <sstream>
 
 namespace deploy_lstm {
 namespace {
 
-std::string shape_str(c10::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << "(";
-  for (std::size_t i = 0; i < sizes.size(); ++i) out << (i ? ", " : "") << sizes[i];
-  if (sizes.size() == 1) out << ",";
-  out << ")";
-  return out.str();
-}
+// One formatter for shapes, shared with the .npy code: "(2, 3)", "(5,)".
+std::string shape_str(c10::IntArrayRef sizes) { return shape_string(sizes.vec()); }
 
 std::string dtype_str(c10::ScalarType t) {
   switch (t) {

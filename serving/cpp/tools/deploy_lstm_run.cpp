@@ -120,7 +120,7 @@ deploy_lstm::NpyArray to_npy(const torch::Tensor& t) {
 }
 
 std::string describe(const torch::Tensor& t) {
-  return deploy_lstm::shape_string(std::vector<int64_t>(t.sizes().begin(), t.sizes().end())) + " " +
+  return deploy_lstm::shape_string(t.sizes().vec()) + " " +
          (t.scalar_type() == torch::kFloat32 ? "float32" : t.scalar_type() == torch::kFloat64 ? "float64" : "int64");
 }
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .errors import ConfigError
 
 INPUT = "input"
 H0 = "h0"
@@ -20,13 +22,34 @@ CN = "cn"
 BATCH = "batch"
 SEQUENCE = "sequence"
 
-#: metadata_props keys written into every exported ONNX file
-META_CONFIG = "deploy_lstm.config"
+#: metadata keys written into exported artifacts (ONNX metadata_props, AOTInductor metadata)
+META_CONFIG = "deploy_lstm.config"  # a bare LSTM's configuration (LSTMConfig JSON)
+META_LSTMS = "deploy_lstm.lstms"  # a whole model's {submodule: LSTMConfig JSON}
+META_IO = "deploy_lstm.io"  # the graph's IOSpec JSON
 META_VERSION = "deploy_lstm.version"
 META_TORCH = "torch.version"
-META_IO = "deploy_lstm.io"
+META_EXPORTER = "deploy_lstm.exporter"  # "dynamo" or "torchscript"
+META_ROUTES = "deploy_lstm.lstm_ops"  # {submodule: "native" | "scan" | "loop"}
+META_QUANTIZED = "deploy_lstm.quantized"  # "int8-dynamic" on a quantized model
 
 Dim = Union[int, str]
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """A whole model and how to call it: what a ``MODULE:CALLABLE`` model factory returns.
+
+    ``input_names``/``output_names`` name the flattened tensors of ``example_inputs``
+    and of the outputs; ``dynamic_axes`` ({name: {axis: dim name}}) marks the axes
+    that vary.  Validation varies dims whose name contains "batch" as the batch size
+    and every other dynamic dim as the sequence length.
+    """
+
+    model: Any  # torch.nn.Module
+    example_inputs: Tuple[Any, ...]  # positional arguments: tensors, or tuples/lists/dicts of them
+    input_names: Optional[List[str]] = None
+    output_names: Optional[List[str]] = None
+    dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +87,10 @@ class LSTMConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
         if unknown:
-            raise ValueError(f"unknown LSTM config keys {sorted(unknown)}; expected {sorted(fields)}")
+            raise ConfigError(f"unknown LSTM config keys {sorted(unknown)}; expected {sorted(fields)}")
+        missing = {"input_size", "hidden_size"} - set(d)
+        if missing:
+            raise ConfigError(f"an LSTM config needs {sorted(missing)}; got {sorted(d)}")
         return cls(**d)
 
     @classmethod

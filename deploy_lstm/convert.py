@@ -1,18 +1,32 @@
 """Weight conversion between ``torch.nn`` LSTMs, ``deploy_lstm`` LSTMs and ONNX.
 
-Pure functions: nothing here touches files or runtimes.
+Pure functions, but for :func:`load_checkpoint`, which reads a weights file.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from .errors import CheckpointError
 from .model import LSTM, LSTMCell
 
-__all__ = ["swap_lstms", "restore_lstms", "onnx_gate_order", "onnx_weights"]
+__all__ = [
+    "swap_lstms",
+    "restore_lstms",
+    "onnx_gate_order",
+    "from_onnx_gate_order",
+    "onnx_weights",
+    "lstm_from_state_dict",
+    "load_checkpoint",
+]
 
 
 def swap_lstms(model: nn.Module) -> nn.Module:
@@ -55,6 +69,12 @@ def onnx_gate_order(w: Tensor, hidden_size: int) -> Tensor:
     return torch.cat([i, o, f, g], dim=0)
 
 
+def from_onnx_gate_order(w: Tensor, hidden_size: int) -> Tensor:
+    """Reorder gate blocks along dim 0 from ONNX's (i, o, f, c) back to PyTorch's (i, f, g, o)."""
+    i, o, f, c = w.split(hidden_size, dim=0)
+    return torch.cat([i, f, c, o], dim=0)
+
+
 def onnx_weights(lstm: LSTM | nn.LSTM) -> Dict[int, Tuple[Tensor, Tensor, Tensor]]:
     """ONNX ``LSTM`` inputs ``W``, ``R``, ``B`` for each layer of a projection-free LSTM.
 
@@ -82,3 +102,115 @@ def onnx_weights(lstm: LSTM | nn.LSTM) -> Dict[int, Tuple[Tensor, Tensor, Tensor
                 Bs.append(w_ih.new_zeros(8 * H))
         out[layer] = (torch.stack(Ws), torch.stack(Rs), torch.stack(Bs))
     return out
+
+
+# --- checkpoints: a state dict in, an LSTM with its configuration read from the keys out --
+
+_KEY = re.compile(
+    r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$"
+)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Dict[str, Tensor]:
+    """A flat {name: tensor} from ``torch.save`` (loaded with ``weights_only=True``) or ``.safetensors``.
+
+    A ``{"state_dict": {...}}`` training checkpoint is unwrapped.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, a pickle carrying code, or
+            not a dict of tensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a .pt/.pth or .safetensors file")
+    if path.suffix == ".safetensors":
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {e}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, IndexError, ...
+        msg = str(e)
+        code = re.search(r"unsupported GLOBAL ([\w.]+)", msg, re.IGNORECASE)
+        if code:
+            raise CheckpointError(
+                f"refusing to load {path}: it is a pickle that carries code ({code.group(1)}), not just "
+                "weights; save model.state_dict() (or a .safetensors file) instead"
+            ) from None
+        why = re.search(r"Unsupported operand \d+|invalid load key[^\n]*|failed finding central directory", msg)
+        text = why.group(0) if why else (msg.splitlines()[0][:120] if msg else type(e).__name__)
+        raise CheckpointError(f"checkpoint {path} is not a readable torch.save file ({text})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # a common training-checkpoint wrapper
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} does not hold a state_dict (a dict of tensors); got {type(obj).__name__}")
+    return dict(obj)
+
+
+def lstm_prefixes(state: Mapping[str, Tensor]) -> List[str]:
+    """Key prefixes under which ``state`` holds an LSTM (``""`` for a bare one)."""
+    return sorted({m["prefix"] for k in state if (m := _KEY.match(k)) and m["kind"] == "weight_ih" and m["layer"] == "0"})
+
+
+def lstm_from_state_dict(
+    state: Mapping[str, Tensor],
+    prefix: Optional[str] = None,
+    batch_first: bool = False,
+    expect: Optional[Mapping[str, object]] = None,
+) -> LSTM:
+    """Build the ``deploy_lstm.LSTM`` whose weights ``state`` holds, in eval mode.
+
+    The configuration is read from key names and shapes: ``input_size`` and
+    ``hidden_size`` from ``weight_ih_l0``, ``num_layers`` from the highest layer,
+    ``bias``, ``bidirectional`` and ``proj_size`` from which keys exist.
+    ``batch_first`` is not in the weights: give it.
+
+    Args:
+        state: a state dict holding one LSTM, or several under different prefixes.
+        prefix: the key prefix of the LSTM to take (e.g. ``"encoder.rnn."``); needed
+            when ``state`` holds more than one.
+        expect: configuration values the caller asserts ({"num_layers": 2, ...});
+            each must agree with the weights.
+
+    Raises:
+        CheckpointError: no LSTM, several without a prefix, a prefix that matches
+            none, a contradicted expectation, or weights that do not form one LSTM.
+    """
+    prefixes = lstm_prefixes(state)
+    if prefix is None:
+        if not prefixes:
+            sample = ", ".join(list(state)[:5])
+            raise CheckpointError(f"the checkpoint holds no LSTM: no key ends in 'weight_ih_l0' (keys: {sample}...)")
+        if len(prefixes) > 1:
+            raise CheckpointError(
+                f"the checkpoint holds {len(prefixes)} LSTMs; pick one with --prefix, one of: "
+                f"{', '.join(repr(p) for p in prefixes)}"
+            )
+        prefix = prefixes[0]
+    elif prefix not in prefixes:
+        known = ", ".join(repr(p) for p in prefixes) or "none"
+        raise CheckpointError(f"--prefix {prefix!r} matches no LSTM in the checkpoint; LSTM prefixes found: {known}")
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and _KEY.match(k[len(prefix):])}
+    w = sub["weight_ih_l0"]
+    inferred = {
+        "input_size": int(w.shape[1]),
+        "hidden_size": int(w.shape[0]) // 4,
+        "num_layers": 1 + max(int(_KEY.match(k)["layer"]) for k in sub),  # type: ignore[index]
+        "bias": "bias_ih_l0" in sub,
+        "bidirectional": "weight_ih_l0_reverse" in sub,
+        "proj_size": int(sub["weight_hr_l0"].shape[0]) if "weight_hr_l0" in sub else 0,
+    }
+    for key, value in (expect or {}).items():
+        if value is not None and inferred[key] != value:
+            raise CheckpointError(f"--{key.replace('_', '-')} {value} contradicts the weights, which say {key}={inferred[key]}")
+    model = LSTM(**inferred, batch_first=batch_first, dtype=w.dtype)
+    try:
+        model.load_state_dict(sub, strict=True)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(e)
+        raise CheckpointError(f"the weights under prefix {prefix!r} do not form one nn.LSTM: {first}") from None
+    return model.eval()

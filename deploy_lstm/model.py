@@ -15,16 +15,19 @@ all four gates of the recurrence.
 import math
 import numbers
 import warnings
-from typing import Callable, List, Optional, Tuple, Union
+import dataclasses
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .contract import LSTMConfig
 from .errors import LSTMInputError
+from .recurrence import cell_step, cell_weights, length_mask, lstm_direction, project_input
 
-__all__ = ["LSTM", "LSTMCell", "lstm_direction"]
+__all__ = ["LSTM", "LSTMCell"]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -55,75 +58,6 @@ def _value_checks_enabled() -> bool:
     else:
         enabled = not (torch.jit.is_tracing() or torch.compiler.is_compiling())
     return enabled
-
-
-# Set only while an exporter traces the model (eager Python, never in TorchScript):
-# a callable (module, x, h0, c0, weights, lengths) -> (output, h_n, c_n).
-_EXPORT_LAYERS: Optional[Callable[..., Tuple[Tensor, Tensor, Tensor]]] = None
-
-
-def lstm_direction(
-    x: Tensor,
-    h: Tensor,
-    c: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    bias: Optional[Tensor],
-    w_hr: Optional[Tensor],
-    mask: Optional[Tensor],
-    reverse: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Run one direction of one layer over a whole time-major sequence.
-
-    Args:
-        x: (T, N, I) input.
-        h: (N, P) initial hidden state (P = proj_size or hidden_size).
-        c: (N, H) initial cell state.
-        w_ih, w_hh: (4H, I) and (4H, P) weights, gates in nn.LSTM order i, f, g, o.
-        bias: (4H,) sum of both biases, or None.
-        w_hr: (P, H) projection, or None.
-        mask: (T, N, 1) bool, True where a step is inside its sequence, or None.
-        reverse: run from the last step to the first.
-
-    Returns:
-        (output (T, N, P), h_n (N, P), c_n (N, H)).  Where ``mask`` is False the
-        output is zero and the state is carried unchanged, so the forward
-        direction stops at each sequence's end and the reverse direction starts
-        at each sequence's own last step.
-    """
-    T, N, I = x.size(0), x.size(1), x.size(2)
-    x2 = x.reshape(T * N, I)
-    if bias is not None:
-        xw = torch.addmm(bias, x2, w_ih.t())  # (T*N, 4H)
-    else:
-        xw = torch.mm(x2, w_ih.t())
-    xw = xw.view(T, N, -1)  # (T, N, 4H)
-    w_hh_t = w_hh.t()  # (P, 4H)
-    outputs: List[Tensor] = []
-    for s in range(T):
-        t = T - 1 - s if reverse else s
-        gates = torch.addmm(xw[t], h, w_hh_t)  # (N, 4H)
-        ingate, forgetgate, cellgate, outgate = gates.chunk(4, 1)
-        c_new = torch.addcmul(
-            torch.sigmoid(forgetgate) * c, torch.sigmoid(ingate), torch.tanh(cellgate)
-        )  # (N, H)
-        h_new = torch.sigmoid(outgate) * torch.tanh(c_new)  # (N, H)
-        if w_hr is not None:
-            h_new = torch.mm(h_new, w_hr.t())  # (N, P)
-        if mask is not None:
-            m = mask[t]  # (N, 1)
-            h = torch.where(m, h_new, h)
-            c = torch.where(m, c_new, c)
-        else:
-            h = h_new
-            c = c_new
-        outputs.append(h)
-    if reverse:
-        outputs.reverse()
-    out = torch.stack(outputs)  # (T, N, P)
-    if mask is not None:
-        out = out.masked_fill(mask.logical_not(), 0.0)
-    return out, h, c
 
 
 class LSTM(nn.Module):
@@ -423,10 +357,7 @@ class LSTM(nn.Module):
         if lengths is not None:
             lens = self._check_lengths(lengths, T, N, is_batched)
 
-        if torch.jit.is_scripting():
-            output, h_n, c_n = self._run(x, h0, c0, weights, lens)
-        else:
-            output, h_n, c_n = self._forward_eager(x, h0, c0, weights, lens)
+        output, h_n, c_n = self._run(x, h0, c0, weights, lens)
 
         if is_batched:
             if self.batch_first:
@@ -437,31 +368,16 @@ class LSTM(nn.Module):
             c_n = c_n.squeeze(1)
         return output, (h_n, c_n)
 
-    @torch.jit.unused
-    def _forward_eager(
-        self,
-        x: Tensor,
-        h0: Tensor,
-        c0: Tensor,
-        weights: List[Tensor],
-        lengths: Optional[Tensor],
-    ) -> Tuple[Tensor, Tensor, Tensor]:
-        if _EXPORT_LAYERS is not None:
-            # An exporter is tracing the model (deploy_lstm.onnx_export.export_layers):
-            # it supplies a graph-friendly implementation of the layer stack.
-            return _EXPORT_LAYERS(self, x, h0, c0, weights, lengths)
-        return self._run(x, h0, c0, weights, lengths)
-
     def _run(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]
     ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Time-major in and out; the static loop, or aten::lstm when ``fused``."""
+        """The layer stack, time-major in and out: the static loop, or aten::lstm when
+        ``fused``.  An exporter's stand-in (``tracing.py``) overrides this method."""
         if self.fused:
             return self._forward_fused(x, h0, c0, weights, lengths)
         mask: Optional[Tensor] = None
         if lengths is not None:
-            steps = torch.arange(x.size(0), device=x.device, dtype=torch.int64).unsqueeze(1)  # (T, 1)
-            mask = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(2)  # (T, N, 1)
+            mask = length_mask(x.size(0), lengths, x.device)  # (T, N, 1)
         return self._forward_time_major(x, h0, c0, weights, mask)
 
     def _forward_fused(
@@ -490,7 +406,6 @@ class LSTM(nn.Module):
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], mask: Optional[Tensor]
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """(T, N, I) input and (L*D, N, *) states in; output and final states out."""
-        k = self._weights_per_cell
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
         layer_input = x
@@ -498,24 +413,11 @@ class LSTM(nn.Module):
             outs: List[Tensor] = []
             for direction in range(self.num_directions):
                 idx = layer * self.num_directions + direction
-                base = idx * k
-                bias: Optional[Tensor] = None
-                if self.bias:
-                    bias = weights[base + 2] + weights[base + 3]
-                w_hr: Optional[Tensor] = None
-                if self.proj_size > 0:
-                    w_hr = weights[base + k - 1]
-                out, h, c = lstm_direction(
-                    layer_input,
-                    h0[idx],
-                    c0[idx],
-                    weights[base],
-                    weights[base + 1],
-                    bias,
-                    w_hr,
-                    mask,
-                    direction == 1,
+                w_ih, w_hh, bias, w_hr = cell_weights(
+                    weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0
                 )
+                xw = project_input(layer_input, w_ih, bias)  # (T, N, 4H)
+                out, h, c = lstm_direction(xw, h0[idx], c0[idx], w_hh, w_hr, mask, direction == 1)
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
@@ -625,16 +527,7 @@ class LSTM(nn.Module):
 
 def _config_of(lstm: nn.Module) -> dict:
     """Constructor arguments of an ``nn.LSTM`` or ``deploy_lstm.LSTM``."""
-    return {
-        "input_size": int(lstm.input_size),
-        "hidden_size": int(lstm.hidden_size),
-        "num_layers": int(lstm.num_layers),
-        "bias": bool(lstm.bias),
-        "batch_first": bool(lstm.batch_first),
-        "dropout": float(lstm.dropout),
-        "bidirectional": bool(lstm.bidirectional),
-        "proj_size": int(lstm.proj_size),
-    }
+    return dataclasses.asdict(LSTMConfig.of(lstm))
 
 
 class LSTMCell(nn.Module):
@@ -758,14 +651,12 @@ class LSTMCell(nn.Module):
             if not is_batched:
                 h = h.unsqueeze(0)
                 c = c.unsqueeze(0)
-        bias: Optional[Tensor] = None
         b_ih = self.bias_ih
         b_hh = self.bias_hh
+        xw = torch.mm(x, self.weight_ih.t())  # (N, 4H)
         if b_ih is not None and b_hh is not None:
-            bias = b_ih + b_hh
-        _, h1, c1 = lstm_direction(
-            x.unsqueeze(0), h, c, self.weight_ih, self.weight_hh, bias, None, None, False
-        )
+            xw = xw + (b_ih + b_hh)
+        h1, c1 = cell_step(xw, h, c, self.weight_hh.t(), None)
         if not is_batched:
             return h1.squeeze(0), c1.squeeze(0)
         return h1, c1

@@ -9,37 +9,19 @@ elsewhere are folded into initializers first (on a copy: the source file is unto
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
-__all__ = ["quantize_int8", "fold_constants"]
+from . import contract
+from .errors import ExportError
+from .exporting import atomic_path, export_errors, quiet_exporter
+from .onnx_export import fold_constants
+
+__all__ = ["quantize_int8", "QUANTIZED_LSTM"]
 
 QUANTIZED_LSTM = "DynamicQuantizeLSTM"  # com.microsoft op type onnxruntime writes
-
-
-def fold_constants(proto: onnx.ModelProto) -> int:
-    """Move top-level ``Constant`` nodes holding a tensor into graph initializers, in place.
-
-    Returns:
-        The number of constants moved.
-    """
-    graph = proto.graph
-    keep, moved = [], 0
-    for node in graph.node:
-        attrs = {a.name: a for a in node.attribute}
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and set(attrs) == {"value"}:
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(attrs["value"].t)
-            tensor.name = node.output[0]
-            graph.initializer.append(tensor)
-            moved += 1
-        else:
-            keep.append(node)
-    del graph.node[:]
-    graph.node.extend(keep)
-    return moved
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -56,33 +38,28 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         ``dst`` as a ``Path``.
 
     Raises:
-        FileNotFoundError: ``src`` does not exist.
-        ValueError: ``dst`` is not a file path in an existing folder.
+        ExportError: ``src`` is not a readable ONNX file, ``dst`` cannot be written, or
+            quantization fails.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     src, dst = Path(src), Path(dst)
     if not src.is_file():
-        raise FileNotFoundError(f"no ONNX model at {src}")
-    if dst.is_dir() or not dst.parent.is_dir():
-        raise ValueError(f"expected dst to be a file path in an existing folder, got {dst}")
-    proto = onnx.load(str(src))
-    fold_constants(proto)
-    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=dst.parent) as tmp:
-        folded, out = Path(tmp) / "folded.onnx", Path(tmp) / dst.name
+        raise ExportError(f"no ONNX model at {src}")
+    with atomic_path(dst) as tmp, export_errors(f"int8 quantization of {src}"), quiet_exporter():
+        proto = onnx.load(str(src))
+        fold_constants(proto)
+        folded = tmp.parent / "folded.onnx"
         onnx.save_model(proto, str(folded))
         # EnableSubgraph: also quantize the recurrent MatMuls inside Scan/Loop bodies (the
         # projection path); measured L1 uni P128 N=32 T=128: 1.65x faster than float32
         # with it, 1.19x without (only the hoisted input projection), max abs error 3.2e-3.
         quantize_dynamic(
-            str(folded), str(out), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
+            str(folded), str(tmp), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
         )
-        q = onnx.load(str(out))
+        q = onnx.load(str(tmp))
         have = {p.key for p in q.metadata_props}
         for p in proto.metadata_props:
             if p.key not in have:
                 q.metadata_props.add(key=p.key, value=p.value)
-        q.metadata_props.add(key="deploy_lstm.quantized", value="int8-dynamic")
-        onnx.save_model(q, str(out))
-        os.replace(out, dst)
+        q.metadata_props.add(key=contract.META_QUANTIZED, value="int8-dynamic")
+        onnx.save_model(q, str(tmp))
     return dst

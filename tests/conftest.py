@@ -99,3 +99,21 @@ def assert_lstm_parity() -> Callable[..., None]:
             torch.testing.assert_close(got_g[key], want_g[key], **kw, msg=lambda m, k=key: f"grad {k}: {m}")
 
     return check
+
+
+def _pad_past_lengths(x: Tensor, lengths: Tensor, batch_first: bool = False) -> Tensor:
+    """A copy of ``x`` whose steps past each length hold NaN, +inf and -inf (common padding)."""
+    x = x.clone()
+    fill = (float("nan"), float("inf"), float("-inf"))
+    for n, L in enumerate(lengths.tolist()):
+        if batch_first:
+            x[n, L:] = fill[n % 3]
+        else:
+            x[L:, n] = fill[n % 3]
+    return x
+
+
+@pytest.fixture(scope="session")
+def pad_past_lengths() -> Callable[..., Tensor]:
+    """``pad_past_lengths(x, lengths, batch_first=False)``: NaN/inf written past each length."""
+    return _pad_past_lengths

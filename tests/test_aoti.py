@@ -50,7 +50,7 @@ def test_matches_nn_lstm(compiled, T: int, N: int) -> None:  # type: ignore[no-u
 
 
 def test_rejects_nn_lstm(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="expected a deploy_lstm.LSTM"):
+    with pytest.raises(ExportError, match=r"is a torch.nn.LSTM.*convert it first: model = deploy_lstm.swap_lstms"):
         export_aoti(torch.nn.LSTM(2, 3), tmp_path / "m.pt2")  # type: ignore[arg-type]
 
 
@@ -122,3 +122,25 @@ def test_validate_reports_the_package_against_nn_lstm(compiled_proj) -> None:  #
     assert report.passed, "\n" + report.table()
     assert {c.reference for c in report.checks if c.backend == "aotinductor"} == {"deploy_lstm eager", "torch.nn.LSTM"}
     assert any("lengths" in c for c in report.cases)
+
+
+def test_nan_and_inf_padding_never_reach_the_result(compiled_proj, pad_past_lengths) -> None:  # type: ignore[no-untyped-def]
+    """Values past each length (NaN, inf) change nothing: the same result as nn.LSTM on a packed batch."""
+    model, path = compiled_proj
+    runner = torch._inductor.aoti_load_package(str(path))
+    N, T = 4, 9
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.tensor([9, 3, 1, 6])
+    x = pad_past_lengths(torch.randn(N, T, INPUT_SIZE, generator=g), lengths, batch_first=True)
+    h0 = torch.randn(2, N, 4, generator=g)
+    c0 = torch.randn(2, N, HIDDEN_SIZE, generator=g)
+    output, hn, cn = runner(x, h0, c0, lengths)
+    ref = model.to_torch().eval()
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out_p, (ehn, ecn) = ref(packed, (h0, c0))
+        expected, _ = torch.nn.utils.rnn.pad_packed_sequence(out_p, batch_first=True, total_length=T)
+    assert torch.isfinite(output).all() and torch.isfinite(hn).all() and torch.isfinite(cn).all()
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(hn, ehn, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cn, ecn, atol=1e-5, rtol=0)

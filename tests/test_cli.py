@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+import deploy_lstm
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +25,8 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def no_partial_files(root: Path) -> bool:
-    return not any(p.name.startswith(".deploy-lstm-") or p.name.startswith(".export-") for p in root.rglob("*"))
+    """No staging folder or temporary file (all start with '.') is left anywhere under root."""
+    return not any(p.name.startswith(".") for p in root.rglob("*"))
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +38,19 @@ def demo_export(tmp_path_factory):
 def test_demo_exports_validates_and_forecasts(demo_export):
     out, r = demo_export
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", "model.ts", "report.json", "weights.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.ts", "weights.safetensors"]
     assert "all checks passed" in r.stdout and "✗" not in r.stdout
     assert "onnxruntime-cpu" in r.stdout and "torchscript" in r.stdout and "torch.nn.LSTM" in r.stdout
-    assert "forecast RMSE" in r.stdout and "naive RMSE" in r.stdout
-    assert "over 128 held-out series" in r.stdout
-    report = json.loads((out / "report.json").read_text())
-    assert report["passed"] and all(c["max_abs"] <= 1e-5 for c in report["checks"])
+    folder = deploy_lstm.load(out)
+    assert folder.model == {"kind": "factory", "factory": "deploy_lstm.demo:export_spec"}
+    assert folder.report["passed"] and all(c["max_abs"] <= 1e-5 for c in folder.report["checks"])
+    assert {c["output"] for c in folder.report["checks"]} == {"output", "hn", "cn"}
     assert "exporting model.onnx" in r.stderr  # progress goes to stderr
+    hint = f"python -m deploy_lstm.demo --onnx {out / 'model.onnx'}"
+    assert hint in r.stdout
+    f = subprocess.run([sys.executable, *hint.split()[1:]], capture_output=True, text=True, timeout=300)
+    assert f.returncode == 0, f.stderr
+    assert "forecast RMSE" in f.stdout and "naive RMSE" in f.stdout
 
 
 def test_validate_and_info_on_an_export(demo_export):
@@ -52,7 +60,10 @@ def test_validate_and_info_on_an_export(demo_export):
     assert json.loads(r.stdout)["passed"] is True
     r = cli("info", str(out / "model.onnx"))
     assert r.returncode == 0, r.stderr
-    assert "input: float32 [batch, sequence, 1]" in r.stdout and "LSTM×2" in r.stdout.replace("LSTM×1", "LSTM×2")
+    assert "input: float32 [batch, sequence, 1]" in r.stdout
+    assert "LSTM×2" in r.stdout  # the demo's 2 layers, one native ONNX LSTM node each
+    r2 = cli("info", str(out))  # the folder: its model.onnx
+    assert r2.returncode == 0 and r2.stdout == r.stdout
 
 
 CONFIGS = [
@@ -101,7 +112,8 @@ def test_prefix_batch_first_quiet(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
     assert (tmp_path / "o" / "model.onnx").is_file() and not (tmp_path / "o" / "model.ts").exists()
-    assert json.loads((tmp_path / "o" / "config.json").read_text())["lstm"]["batch_first"] is True
+    folder = deploy_lstm.load(tmp_path / "o")
+    assert folder.config.batch_first is True and sorted(folder.artifacts) == ["onnx", "weights"]
 
 
 class Evil:
@@ -235,3 +247,89 @@ def test_bench_smoke_through_the_cli(tmp_path):
     assert {"nn.LSTM eager", "deploy_lstm torchscript (fused)", "ort: ours (dynamo)", "ort: ours int8"} <= names
     assert all("median_ms" in v or "na" in v for case in res["cases"] for v in case["results"].values())
     assert (tmp_path / "results.md").read_text().startswith("# deploy-lstm benchmark")
+
+
+# --- every subcommand with bad arguments: exit 2, one line, no traceback ------------------
+
+
+def _old_format_folder(tmp_path: Path) -> Path:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text("{}")  # what deploy-lstm wrote before manifests
+    return old
+
+
+def _tampered_folder(tmp_path: Path) -> Path:
+    model = deploy_lstm.LSTM(3, 4)
+    deploy_lstm.export_folder(model, tmp_path / "t", artifacts=["torchscript"], devices=("cpu",))
+    with open(tmp_path / "t" / "model.ts", "ab") as f:
+        f.write(b"\0")
+    return tmp_path / "t"
+
+
+def _ts_only_folder(tmp_path: Path) -> Path:
+    deploy_lstm.export_folder(deploy_lstm.LSTM(3, 4), tmp_path / "ts", artifacts=["torchscript"], devices=("cpu",))
+    return tmp_path / "ts"
+
+
+def _future_folder(tmp_path: Path) -> Path:
+    deploy_lstm.export_folder(deploy_lstm.LSTM(3, 4), tmp_path / "f", artifacts=["torchscript"], devices=("cpu",))
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (tmp_path / "f" / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path / "f"
+
+
+BAD_ARGS = {
+    "export-no-source": (lambda t: ["export", "--out", str(t / "o")], r"give a CHECKPOINT"),
+    "export-bad-artifacts": (lambda t: ["export", "--demo", "--artifacts", "onnx,pdf", "--out", str(t / "o")], r"expected a non-empty subset of onnx, torchscript, aoti"),
+    "export-model-unimportable": (lambda t: ["export", "--model", "no_such_module_xyz:make", "--out", str(t / "o")], r"cannot import 'no_such_module_xyz'"),
+    "export-model-malformed": (lambda t: ["export", "--model", "deploy_lstm.demo", "--out", str(t / "o")], r"expected a model factory as MODULE:CALLABLE"),
+    "export-model-not-callable": (lambda t: ["export", "--model", "deploy_lstm.demo:HORIZON", "--out", str(t / "o")], r"has no callable 'HORIZON'"),
+    "export-model-returns-junk": (lambda t: ["export", "--model", "deploy_lstm.demo:demo_config", "--out", str(t / "o")], r"must return a deploy_lstm.ModelSpec or \(model, example_inputs\), got dict"),
+    "export-demo-lengths": (lambda t: ["export", "--demo", "--lengths", "--out", str(t / "o")], r"--lengths is for a bare LSTM"),
+    "export-demo-aoti": (lambda t: ["export", "--demo", "--artifacts", "aoti", "--out", str(t / "o")], r"aoti artifact is for a bare LSTM"),
+    "validate-missing": (lambda t: ["validate", str(t / "nowhere")], r"is not a folder"),
+    "validate-old-format": (lambda t: ["validate", str(_old_format_folder(t))], r"has no manifest.json.*before manifests; re-export"),
+    "validate-tampered": (lambda t: ["validate", str(_tampered_folder(t))], r"model.ts does not match its checksum"),
+    "validate-future-format": (lambda t: ["validate", str(_future_folder(t))], r"export format version 99; .* reads version 1"),
+    "info-missing": (lambda t: ["info", str(t / "none.onnx")], r"does not exist"),
+    "info-not-onnx": (lambda t: ["info", str(_write(t / "x.onnx", b"garbage"))], r"is not an ONNX model"),
+    "info-folder-without-onnx": (lambda t: ["info", str(_ts_only_folder(t))], r"has no onnx artifact \(it has: torchscript, weights\)"),
+    "bench-bad-config": (lambda t: ["bench", "--config", "foo", "--out", str(t / "b")], r"expected key=value"),
+    "bench-unknown-key": (lambda t: ["bench", "--config", "input_size=4,hidden=8", "--out", str(t / "b")], r"unknown key 'hidden'"),
+    "bench-not-a-folder": (lambda t: ["bench", str(t / "nowhere"), "--out", str(t / "b")], r"is not a folder"),
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGS))
+def test_every_subcommand_bad_arguments_exit_2_without_traceback(tmp_path, case):
+    import re
+
+    make, message = BAD_ARGS[case]
+    r = cli(*make(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deploy-lstm: error: "), r.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_artifacts_get_the_umask_permissions(tmp_path):
+    """Every file of an export folder is created as open() would: 0644 under umask 022."""
+    ckpt = tmp_path / "lstm.pt"
+    torch.save(nn.LSTM(3, 4).state_dict(), ckpt)
+    out = tmp_path / "o"
+    r = subprocess.run(
+        ["sh", "-c", f"umask 022 && {sys.executable} -m deploy_lstm.cli export {ckpt} --out {out} --quantize int8 --quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
+    assert modes == {n: "0o644" for n in ("manifest.json", "model.onnx", "model.int8.onnx", "model.ts", "weights.safetensors")}

@@ -231,6 +231,20 @@ def test_matches_python(binary: Path, exporter: ModuleType, tmp_path: Path, tol,
     print(f"{name}: max abs error vs nn.LSTM {errs}")
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
+def test_nan_and_inf_padding_never_reach_the_result(binary: Path, exporter: ModuleType, tmp_path: Path, tol,
+                                                     pad_past_lengths, fused: bool) -> None:
+    cfg = dict(input_size=4, hidden_size=6, num_layers=2, bidirectional=True, proj_size=3, fused=fused)
+    model, path = make_model(tmp_path, exporter, torch.float32, **cfg)
+    feeds = random_inputs(model, 9, 4, True, True)
+    feeds["lengths"] = torch.tensor([9, 3, 1, 6])
+    feeds["input"] = pad_past_lengths(feeds["input"], feeds["lengths"])
+    assert not torch.isfinite(feeds["input"]).all()
+    got = run_ok(binary, path, {k: v.numpy() for k, v in feeds.items()}, tmp_path)
+    assert all(torch.isfinite(v).all() for v in got.values())
+    check_against_python(got, model, feeds, tol(torch.float32))
+
+
 # -- streaming: --chunk K equals one whole run ----------------------------------------------
 
 

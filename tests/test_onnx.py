@@ -76,6 +76,7 @@ def test_matches_nn_lstm_at_other_shapes(exported, cid, exporter):
     backends = {c.backend for c in report.checks}
     refs = {c.reference for c in report.checks if c.backend == "onnxruntime-cpu"}
     assert "onnxruntime-cpu" in backends and refs == {"deploy_lstm eager", "torch.nn.LSTM"}
+    assert {c.output for c in report.checks if c.backend == "onnxruntime-cpu"} == {"output", "hn", "cn"}
     # every case differs from the export example, and lengths were exercised when exported
     assert all(f"sequence={EXAMPLE_T} " not in c + " " for c in report.cases)
     assert any("lengths" in c for c in report.cases) == OnnxLSTM(path).has_lengths
@@ -173,6 +174,9 @@ class Tagger(nn.Module):
         return self.head(out)
 
 
+AXES = {"tokens": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "logits": {0: "batch", 1: "sequence"}}
+
+
 @pytest.mark.parametrize("exporter", EXPORTERS)
 def test_whole_model_exports_and_matches(tmp_path, exporter):
     torch.manual_seed(0)
@@ -186,11 +190,19 @@ def test_whole_model_exports_and_matches(tmp_path, exporter):
         example_inputs=(tokens, torch.tensor([7, 2, 5])),
         input_names=["tokens", "lengths"],
         output_names=["logits"],
-        dynamic_axes={"tokens": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "logits": {0: "batch", 1: "sequence"}},
+        dynamic_axes=AXES,
         exporter=exporter,
     )
     meta = read_metadata(path)
-    assert set(json.loads(meta[contract.META_CONFIG])) == {"rnn"}
+    assert set(json.loads(meta[contract.META_LSTMS])) == {"rnn"}
+    assert contract.META_CONFIG not in meta  # that key is a bare LSTM's
+    report = dl.validate(
+        swapped, path, example_inputs=(tokens, torch.tensor([7, 2, 5])), input_names=["tokens", "lengths"],
+        output_names=["logits"], dynamic_axes=AXES, devices=("cpu",),
+    )
+    assert report.passed, report.table()
+    assert {c.output for c in report.checks} == {"logits"}
+    assert {c.backend for c in report.checks} == {"deploy_lstm eager", "onnxruntime-cpu"}
     session = OnnxLSTM(path)
     for N, T in ((1, 1), (4, 12), (2, 30)):
         tok = torch.randint(0, 20, (N, T))
@@ -211,6 +223,7 @@ def test_runtime_fills_zero_state(exported):
     with torch.no_grad():
         ro, (rh, rc) = model.to_torch()(torch.from_numpy(x))
     np.testing.assert_allclose(out, ro.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(hn, rh.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(cn, rc.numpy(), atol=1e-5, rtol=0)
 
 
@@ -270,7 +283,9 @@ def test_failed_export_leaves_nothing(tmp_path):
             self.rnn = dl.LSTM(3, 4)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            raise RuntimeError("boom inside forward")
+            if torch.jit.is_tracing() or torch.compiler.is_compiling():  # runs eagerly, fails in the exporter
+                raise RuntimeError("boom inside forward")
+            return self.rnn(x)[0]
 
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous good model")
@@ -292,7 +307,7 @@ def test_failed_export_leaves_nothing(tmp_path):
         (lambda s: s(np.zeros((7, 2, 5), np.float32), lengths=np.array([7, 8])), r"lengths must lie in 1\.\.7.*from 7 to 8"),
         (lambda s: s(np.zeros((7, 2, 5), np.float32), lengths=np.array([7, 1], np.int32)), r"lengths of dtype int64 and shape \(2,\), got int32"),
         (lambda s: s(np.zeros((0, 2, 5), np.float32)), r"expected batch >= 1 and sequence >= 1"),
-        (lambda s: s.run({"x": np.zeros((7, 2, 5), np.float32)}), r"expected inputs \['c0', 'h0', 'input', 'lengths'\], got \['x'\]"),
+        (lambda s: s.run({"x": np.zeros((7, 2, 5), np.float32)}), r"expects inputs \['input', 'h0', 'c0', 'lengths'\], got \['x'\] \(unknown: \['x'\]\)"),
     ],
 )
 def test_runtime_input_errors(exported, call, match):
@@ -308,7 +323,7 @@ def test_lengths_given_to_a_model_without_them(exported):
 
 
 def test_missing_file():
-    with pytest.raises(FileNotFoundError, match=r"no ONNX model at .*nowhere.onnx"):
+    with pytest.raises(dl.ArtifactError, match=r"no ONNX model at .*nowhere.onnx"):
         OnnxLSTM("nowhere.onnx")
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "make_series",
     "make_batch",
     "load_demo",
+    "export_spec",
     "demo_config",
     "zero_state",
     "as_step",
@@ -207,6 +208,19 @@ def load_demo() -> Forecaster:
         assert v.shape == expected[k].shape, f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}"
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def export_spec() -> contract.ModelSpec:
+    """The demo as a model factory (``deploy-lstm export --model deploy_lstm.demo:export_spec``):
+    the trained forecaster, an example call (x, h0, c0) and its graph names and axes."""
+    model = load_demo()
+    N, T = 3, 7
+    h0, c0 = zero_state(N, model.num_layers, model.hidden_size)
+    x = torch.from_numpy(make_batch(range(N), T)[:, :, None].astype(np.float32))  # (N, T, 1)
+    return contract.ModelSpec(
+        model, (x, torch.from_numpy(h0), torch.from_numpy(c0)),
+        list(INPUT_NAMES), list(OUTPUT_NAMES), {k: dict(v) for k, v in DYNAMIC_AXES.items()},
+    )
 
 
 # -- forecasting over any step function ---------------------------------------------------

@@ -1,0 +1,333 @@
+"""Plumbing shared by every exporter (ONNX, TorchScript, AOTInductor, int8).
+
+* :func:`atomic_path`: write a file (and its sidecars) atomically, with the
+  permissions ``open()`` gives under the user's umask.
+* :func:`check_exportable`, :func:`check_target`: argument checks before any work.
+* :func:`quiet_exporter`, :func:`export_errors`: silence the exporters' chatter and
+  turn their failures into :class:`~deploy_lstm.errors.ExportError`.
+* :class:`Signature`: what a graph takes and returns -- the module to trace, its
+  example arguments (any pytree), flat input and output names, dynamic axes and the
+  I/O contract -- for a bare LSTM or a whole model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.utils._pytree as pytree
+from torch import Tensor, nn
+
+from . import contract
+from .contract import IOSpec, LSTMConfig, TensorSpec
+from .errors import ExportError
+from .model import LSTM, LSTMCell
+
+__all__ = [
+    "atomic_path",
+    "check_target",
+    "check_exportable",
+    "quiet_exporter",
+    "export_errors",
+    "BareLSTM",
+    "Signature",
+    "signature",
+    "lstm_configs",
+    "dtype_name",
+]
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+def check_target(path: Path) -> None:
+    """``path`` is a file path in an existing, writable folder."""
+    if path.is_dir():
+        raise ExportError(f"cannot write to {path}: it is a directory; give a file path such as {path / 'model.onnx'}")
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write to {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ExportError(f"cannot write to {path}: folder {path.parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, sidecars: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a fresh path to write ``path``'s content to; move it into place on success.
+
+    The yielded file does not exist yet, in a private folder beside ``path`` (same
+    file system, so the final ``os.replace`` is atomic).  Whoever writes it creates
+    it, so it gets the usual permissions.  Files named in ``sidecars`` (e.g.
+    ``model.onnx.data``) that were written beside it are moved first.  On an error
+    nothing is moved and the old ``path`` stays as it was.
+    """
+    path = Path(path)
+    check_target(path)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp = tmpdir / path.name
+        yield tmp
+        if not tmp.is_file():
+            raise ExportError(f"internal: nothing was written for {path}")
+        for name in sidecars:
+            if (tmpdir / name).exists():
+                os.replace(tmpdir / name, path.parent / name)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+def check_exportable(model: object, what: str) -> nn.Module:
+    """``model`` is a module with no unconverted ``torch.nn.LSTM``/``LSTMCell`` inside.
+
+    ``what`` completes the sentence "...whose {what}" (e.g. "export fixes the sequence length").
+    """
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.LSTM, nn.LSTMCell)) and not isinstance(m, (LSTM, LSTMCell)):
+            raise ExportError(
+                f"{name or 'the model itself'} is a torch.nn.{type(m).__name__}, whose {what}; "
+                "convert it first: model = deploy_lstm.swap_lstms(model)"
+            )
+    return model
+
+
+# --- exporter noise and failures ------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporters' chatter (progress lines, deprecation notes, TracerWarnings)."""
+    names = [
+        "torch.onnx",
+        "torch.onnx._internal.exporter._registration",
+        "torch.export",
+        "torch._export",
+        "onnxruntime.quantization",
+        "root",
+    ]
+    loggers = [logging.getLogger(n if n != "root" else None) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers[:-1]:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated.*")
+            warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"The feature will be removed\. Please remove usage of this function", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r".*scan.*prototype.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used", category=UserWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def export_errors(what: str) -> Iterator[None]:
+    """Re-raise any failure inside as ``ExportError("{what} failed: {cause}")``, cause kept."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as e:
+        cause = _ANSI.sub("", str(e))  # the dynamo exporter colours its text
+        raise ExportError(f"{what} failed: {cause}") from e
+
+
+# --- what a graph takes and returns ----------------------------------------------------------
+
+
+class BareLSTM(nn.Module):
+    """Graph signature of a bare LSTM: (input, h0, c0[, lengths]) -> (output, hn, cn)."""
+
+    def __init__(self, lstm: nn.Module) -> None:
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, input: Tensor, h0: Tensor, c0: Tensor, lengths: Optional[Tensor] = None):  # type: ignore[no-untyped-def]
+        output, (hn, cn) = self.lstm(input, (h0, c0), lengths)
+        return output, hn, cn
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"`` (numpy's name)."""
+    return str(dtype).replace("torch.", "")
+
+
+def lstm_configs(model: nn.Module) -> Dict[str, Dict[str, Any]]:
+    """{submodule name: LSTM configuration} of every ``deploy_lstm.LSTM`` (``""`` for a bare one)."""
+    return {n: dataclasses.asdict(LSTMConfig.of(m)) for n, m in model.named_modules() if isinstance(m, LSTM)}
+
+
+@dataclasses.dataclass
+class Signature:
+    """What an exported graph takes and returns."""
+
+    model: nn.Module  # the model itself
+    args: Tuple[Any, ...]  # example arguments of the graph, any pytree of tensors
+    io: IOSpec  # flat graph inputs/outputs: names, shapes (str = dynamic axis), dtypes
+    bare: Optional[LSTMConfig]  # the configuration when the model is a bare LSTM
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` (or a stand-in for it) with the graph's call signature."""
+        return BareLSTM(model) if self.bare is not None else model
+
+    @property
+    def module(self) -> nn.Module:
+        """What to call with ``args``: the model, or ``BareLSTM`` around a bare LSTM."""
+        return self.wrap(self.model)
+
+    @property
+    def input_names(self) -> List[str]:
+        return self.io.input_names
+
+    @property
+    def output_names(self) -> List[str]:
+        return self.io.output_names
+
+    def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
+        return self.io.dynamic_axes()
+
+    def dynamic_shapes(self) -> Tuple[Any, ...]:
+        """The dynamic axes as ``torch.export`` ``dynamic_shapes``, nested like ``args``."""
+        dims: Dict[str, Any] = {}
+        specs = []
+        for spec in self.io.inputs:
+            axes = spec.dynamic_axes()
+            for name in axes.values():
+                dims.setdefault(name, torch.export.Dim(_dim_identifier(name), min=1))
+            specs.append({a: dims[n] for a, n in axes.items()} or None)
+        _, tree = pytree.tree_flatten(self.args)
+        return tuple(pytree.tree_unflatten(specs, tree))
+
+
+def _dim_identifier(name: str) -> str:
+    ident = re.sub(r"\W", "_", name)
+    return ident if ident.isidentifier() else f"d_{ident}"
+
+
+def _example_for(cfg: LSTMConfig, dtype: torch.dtype, device: torch.device, lengths: bool) -> Tuple[Tensor, ...]:
+    # Odd sizes no feature dimension is likely to equal, so nothing unifies by accident.
+    N, T = 3, 7
+    shape = (N, T, cfg.input_size) if cfg.batch_first else (T, N, cfg.input_size)
+    g = torch.Generator().manual_seed(0)
+    ex: Tuple[Tensor, ...] = tuple(
+        torch.randn(*s, generator=g, dtype=dtype).to(device)
+        for s in (shape, (cfg.num_states, N, cfg.real_hidden_size), (cfg.num_states, N, cfg.hidden_size))
+    )
+    if lengths:
+        ex += (torch.tensor([T, 2, 5], dtype=torch.int64, device=device),)
+    return ex
+
+
+def signature(
+    model: nn.Module,
+    *,
+    lengths: bool = False,
+    example_inputs: Optional[Sequence[Any]] = None,
+    input_names: Optional[Sequence[str]] = None,
+    output_names: Optional[Sequence[str]] = None,
+    dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
+) -> Signature:
+    """The :class:`Signature` of a bare ``deploy_lstm.LSTM`` or of a whole model.
+
+    A bare LSTM needs nothing more: its graph is ``input``, ``h0``, ``c0``
+    [, ``lengths``] -> ``output``, ``hn``, ``cn`` (``contract.lstm_io``).  A whole
+    model needs ``example_inputs``; names default to ``input_0...``/``output_0...``
+    over the flattened inputs and outputs, and ``dynamic_axes`` ({name: {axis: dim
+    name}}) refer to those flat names.
+
+    Raises:
+        ExportError: names or axes that do not fit the model's inputs and outputs,
+            or example inputs the model does not run on (before any tracing).
+    """
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    if isinstance(model, LSTM):
+        if example_inputs is not None or input_names or output_names or dynamic_axes:
+            raise ExportError(
+                "a bare deploy_lstm.LSTM has a fixed graph signature (input, h0, c0[, lengths]); "
+                "do not pass example_inputs, names or dynamic_axes for it"
+            )
+        cfg = LSTMConfig.of(model)
+        io = contract.lstm_io(cfg, lengths=lengths, dtype=dtype_name(dtype))
+        return Signature(model, _example_for(cfg, dtype, device, lengths), io, cfg)
+    if example_inputs is None:
+        raise ExportError("a whole model needs example_inputs (a tuple of positional arguments)")
+    if lengths:
+        raise ExportError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
+    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    flat_in, _ = pytree.tree_flatten(args)
+    if not all(isinstance(t, Tensor) for t in flat_in):
+        kinds = sorted({type(t).__name__ for t in flat_in if not isinstance(t, Tensor)})
+        raise ExportError(f"example_inputs must hold only tensors (in tuples, lists or dicts), got {', '.join(kinds)}")
+    in_names = _names(input_names, len(flat_in), "input")
+    try:
+        with torch.no_grad():
+            out = _run_eval(model, args)
+    except Exception as e:
+        raise ExportError(f"the model does not run on example_inputs: {type(e).__name__}: {e}") from e
+    flat_out, _ = pytree.tree_flatten(out)
+    out_names = _names(output_names, len(flat_out), "output")
+    axes = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
+    shapes = dict(zip(in_names, (tuple(t.shape) for t in flat_in)))
+    shapes.update(zip(out_names, (tuple(t.shape) for t in flat_out)))
+    for name, spec in axes.items():
+        if name not in shapes:
+            raise ExportError(
+                f"dynamic_axes names {name!r}, which is not a graph input or output; "
+                f"inputs: {in_names}, outputs: {out_names}"
+            )
+        for axis in spec:
+            if not isinstance(axis, int) or not 0 <= axis < len(shapes[name]):
+                raise ExportError(
+                    f"dynamic_axes[{name!r}] names axis {axis!r}, but {name!r} has rank "
+                    f"{len(shapes[name])} (shape {list(shapes[name])})"
+                )
+
+    def specs(names: List[str], tensors: List[Tensor]) -> Tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(n, tuple(axes.get(n, {}).get(i, d) for i, d in enumerate(t.shape)), dtype_name(t.dtype))
+            for n, t in zip(names, tensors)
+        )
+
+    return Signature(model, args, IOSpec(specs(in_names, flat_in), specs(out_names, flat_out)), None)
+
+
+def _run_eval(model: nn.Module, args: Tuple[Any, ...]) -> Any:
+    """Run ``model`` once in eval mode and restore its flags."""
+    flags = {m: m.training for m in model.modules()}
+    try:
+        return model.eval()(*args)
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def _names(given: Optional[Sequence[str]], count: int, stem: str) -> List[str]:
+    if given is None:
+        return [f"{stem}_{i}" for i in range(count)]
+    names = list(given)
+    if len(names) != count:
+        raise ExportError(f"expected {count} {stem} names (one per flattened {stem} tensor), got {len(names)}: {names}")
+    if len(set(names)) != len(names):
+        raise ExportError(f"{stem} names must be unique, got {names}")
+    return names

@@ -1,0 +1,318 @@
+"""What an exporter traces: a copy of the model with each LSTM swapped for a stand-in.
+
+A tracer would unroll ``deploy_lstm.LSTM``'s Python time loop and freeze the
+sequence length.  So before tracing, :func:`traceable` makes a copy of the model's
+module tree (sharing every parameter, in eval mode) in which each ``LSTM`` instance
+is replaced by a stand-in that computes the same thing as a graph-friendly layer
+stack.  The caller's model is never touched, so two exports in two threads do not
+interfere, and ``model.py`` does not know that exporters exist.
+
+The stand-ins (routes):
+
+* ``native``: the ONNX ``LSTM`` operator, one node per layer, through the custom op
+  ``deploy_lstm::onnx_lstm`` that ``onnx_export.py`` translates for both exporters.
+  Used where the operator can express the layer: no projection, float32.
+* ``scan``: each direction as ``torch._higher_order_ops.scan`` (ONNX ``Scan`` through
+  the dynamo exporter; a while loop in AOTInductor).
+* ``loop``: each direction as a scripted loop (ONNX ``Loop`` through the TorchScript
+  exporter).
+
+The loop bodies call ``recurrence.py``'s cell step and mask rule, the same
+functions as the eager loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch._higher_order_ops.scan import scan
+
+from .convert import from_onnx_gate_order, onnx_weights
+from .model import LSTM
+from .recurrence import (
+    cell_step,
+    cell_weights,
+    hold_past_end,
+    length_mask,
+    lstm_direction,
+    project_input,
+    zero_past_end,
+)
+
+__all__ = ["ROUTES", "route_for", "traceable", "module_tree_copy", "with_fused", "onnx_lstm"]
+
+ROUTES = ("native", "scan", "loop")
+
+
+# --- the custom op that stands for one ONNX LSTM node --------------------------------
+
+
+@torch.library.custom_op("deploy_lstm::onnx_lstm", mutates_args=())
+def onnx_lstm(
+    x: Tensor,
+    w: Tensor,
+    r: Tensor,
+    b: Tensor,
+    sequence_lens: Optional[Tensor],
+    initial_h: Tensor,
+    initial_c: Tensor,
+    hidden_size: int,
+    bidirectional: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """ONNX ``LSTM`` (opset 7+ semantics, layout 0) computed in PyTorch.
+
+    x (T, N, I); w (D, 4H, I); r (D, 4H, H); b (D, 8H); sequence_lens (N,);
+    initial_h/c (D, N, H).  Returns Y (T, D, N, H), Y_h and Y_c (D, N, H).
+    """
+    H = hidden_size
+    mask = None if sequence_lens is None else length_mask(x.size(0), sequence_lens, x.device)
+    ys, hs, cs = [], [], []
+    for d in range(w.size(0)):
+        bias = from_onnx_gate_order(b[d, : 4 * H], H) + from_onnx_gate_order(b[d, 4 * H :], H)
+        xw = project_input(x, from_onnx_gate_order(w[d], H), bias)
+        y, h, c = lstm_direction(xw, initial_h[d], initial_c[d], from_onnx_gate_order(r[d], H), None, mask, d == 1)
+        ys.append(y)
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(ys, 1), torch.stack(hs), torch.stack(cs)
+
+
+@onnx_lstm.register_fake
+def _onnx_lstm_fake(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size, bidirectional):  # type: ignore[no-untyped-def]
+    y = x.new_empty(x.shape[0], w.shape[0], x.shape[1], hidden_size)
+    return y, initial_h.new_empty(initial_h.shape), initial_c.new_empty(initial_c.shape)
+
+
+# --- one direction as a graph loop ----------------------------------------------------
+
+
+def _scan_direction(
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], mask: Optional[Tensor], reverse: bool
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """One direction as ``scan`` over the projected input ``xw`` (T, N, 4H)."""
+    w_hh_t = w_hh.t()  # (P, 4H)
+    w_hr_t = w_hr.t() if w_hr is not None else None  # (H, P)
+    n = h.size(0)  # the batch, used in the step (see the reshape below)
+
+    def step(carry, xs):  # type: ignore[no-untyped-def]
+        h, c = carry
+        xw_t, m = xs if mask is not None else (xs, None)
+        h_new, c_new = cell_step(xw_t, h, c, w_hh_t, w_hr_t)
+        if m is not None:
+            h_new = hold_past_end(m, h_new, h)
+            c_new = hold_past_end(m, c_new, c)
+            y = zero_past_end(m, h_new)
+        else:
+            y = h_new.clone()
+        # A no-op that makes the step use the batch size: torch 2.13's Inductor
+        # (decompose_scan_to_while_loop) sizes stacked outputs only from SymInts passed
+        # into the scan, and fails with "InductorError: KeyError: s<N>" for a dynamic
+        # batch that appears only in tensor shapes (no upstream issue found).
+        return (h_new, c_new), y.reshape(n, y.size(1))
+
+    xs = (xw, mask) if mask is not None else xw
+    (h, c), ys = scan(step, (h, c), xs, reverse=reverse)
+    return ys, h, c
+
+
+@torch.jit.script
+def _loop_direction(
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Tensor, has_proj: bool, mask: Tensor
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """One direction as a scripted loop (the TorchScript exporter makes it an ONNX ``Loop``).
+
+    ``mask`` (T, N, 1) bool is always given (all True without lengths) and ``w_hr``
+    always a tensor (ignored unless ``has_proj``): a traced call into a scripted
+    function cannot pass ``None`` (the exporter writes a tensor of data type 0).
+    """
+    w_hh_t = w_hh.t()
+    w_hr_t: Optional[Tensor] = None
+    if has_proj:
+        w_hr_t = w_hr.t()
+    outputs: List[Tensor] = []
+    for t in range(xw.size(0)):
+        h_new, c_new = cell_step(xw[t], h, c, w_hh_t, w_hr_t)
+        m = mask[t]  # (N, 1)
+        h = hold_past_end(m, h_new, h)
+        c = hold_past_end(m, c_new, c)
+        outputs.append(zero_past_end(m, h))
+    return torch.stack(outputs), h, c
+
+
+# --- the stand-ins ----------------------------------------------------------------------
+
+
+class _TracedLSTM(LSTM):
+    """Base of the stand-ins: ``LSTM``'s checks and layouts, another layer stack."""
+
+    route = ""
+
+    def _layer_stack(
+        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor], direction_fn: Callable
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        D = self.num_directions
+        h_n: List[Tensor] = []
+        c_n: List[Tensor] = []
+        inp = x
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                idx = layer * D + direction
+                w_ih, w_hh, bias, w_hr = cell_weights(weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0)
+                xw = project_input(inp, w_ih, bias)  # (T, N, 4H)
+                y, h, c = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, lengths, direction == 1)
+                outs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            inp = outs[0] if D == 1 else torch.cat(outs, 2)
+        return inp, torch.stack(h_n), torch.stack(c_n)
+
+
+class _ScanLSTM(_TracedLSTM):
+    route = "scan"
+
+    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
+        mask = None if lengths is None else length_mask(x.size(0), lengths, x.device)
+
+        def direction(xw, h, c, w_hh, w_hr, _lengths, reverse):  # type: ignore[no-untyped-def]
+            return _scan_direction(xw, h, c, w_hh, w_hr, mask, reverse)
+
+        return self._layer_stack(x, h0, c0, weights, lengths, direction)
+
+
+class _LoopLSTM(_TracedLSTM):
+    route = "loop"
+
+    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
+        if lengths is None:
+            mask = torch.ones(x.size(0), x.size(1), 1, dtype=torch.bool, device=x.device)
+        else:
+            mask = length_mask(x.size(0), lengths, x.device)
+
+        def direction(xw, h, c, w_hh, w_hr, _lengths, reverse):  # type: ignore[no-untyped-def]
+            m = mask.flip(0) if reverse else mask
+            xw = xw.flip(0) if reverse else xw
+            y, h, c = _loop_direction(xw, h, c, w_hh, w_hr if w_hr is not None else w_hh, w_hr is not None, m)
+            return (y.flip(0) if reverse else y), h, c
+
+        return self._layer_stack(x, h0, c0, weights, lengths, direction)
+
+
+class _NativeLSTM(_TracedLSTM):
+    """One ``deploy_lstm::onnx_lstm`` (an ONNX ``LSTM`` node) per layer."""
+
+    route = "native"
+
+    def _prepare(self) -> None:
+        with torch.no_grad():
+            for layer, (W, R, B) in onnx_weights(self).items():
+                for kind, t in (("W", W), ("R", R), ("B", B)):
+                    self.register_buffer(f"onnx_{kind}_l{layer}", t.detach().clone(), persistent=False)
+
+    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
+        D, H = self.num_directions, self.hidden_size
+        h_n: List[Tensor] = []
+        c_n: List[Tensor] = []
+        inp = x
+        for layer in range(self.num_layers):
+            W, R, B = (getattr(self, f"onnx_{k}_l{layer}") for k in "WRB")
+            # Fewer glue nodes around the LSTM node: they cost per call when streaming.
+            if self.num_layers == 1:
+                h_l, c_l = h0, c0
+            else:
+                h_l, c_l = h0[layer * D : (layer + 1) * D], c0[layer * D : (layer + 1) * D]
+            y, y_h, y_c = torch.ops.deploy_lstm.onnx_lstm(inp, W, R, B, lengths, h_l, c_l, H, self.bidirectional)
+            # y (T, D, N, H)
+            inp = y.squeeze(1) if D == 1 else y.permute(0, 2, 1, 3).reshape(y.size(0), y.size(2), D * H)
+            h_n.append(y_h)
+            c_n.append(y_c)
+        if self.num_layers == 1:
+            return inp, h_n[0], c_n[0]
+        return inp, torch.cat(h_n), torch.cat(c_n)
+
+
+_STAND_INS = {cls.route: cls for cls in (_NativeLSTM, _ScanLSTM, _LoopLSTM)}
+
+
+def route_for(lstm: LSTM, loop: str, native_lstm: bool = True) -> str:
+    """The route an exporter takes for ``lstm``: ``native`` where the ONNX op fits, else ``loop``."""
+    if native_lstm and lstm.proj_size == 0 and lstm.weight_ih_l0.dtype == torch.float32:
+        return "native"
+    return loop
+
+
+# --- copying the module tree ------------------------------------------------------------
+
+
+def _shallow_copy(module: nn.Module, cls: Optional[type] = None) -> nn.Module:
+    """A new module object of ``cls`` (default: the same class) sharing ``module``'s
+    parameters, buffers and children; its own dicts, so changes to it stay local."""
+    cls = cls or type(module)
+    new = cls.__new__(cls)
+    new.__dict__.update(module.__dict__)
+    for key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_flat_weights"):
+        if key in module.__dict__:
+            new.__dict__[key] = copy.copy(module.__dict__[key])
+    return new
+
+
+def with_fused(lstm: LSTM, fused: bool) -> LSTM:
+    """A copy of ``lstm`` sharing its parameters, running aten::lstm (``True``) or the loop."""
+    new = _shallow_copy(lstm)
+    new.fused = fused
+    return new  # type: ignore[return-value]
+
+
+def module_tree_copy(model: nn.Module, replace: Callable[[LSTM], nn.Module]) -> nn.Module:
+    """A copy of ``model``'s module tree sharing every parameter, with each
+    ``deploy_lstm.LSTM`` replaced by ``replace(lstm)``.
+
+    A module used at several places stays one module in the copy; script modules
+    are kept as they are.  The copy is in eval mode; ``model`` is not changed.
+    """
+    memo: Dict[int, nn.Module] = {}
+
+    def visit(m: nn.Module) -> nn.Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        if isinstance(m, LSTM):
+            new = replace(m)
+        elif isinstance(m, torch.jit.ScriptModule):
+            new = m
+        else:
+            new = _shallow_copy(m)
+            new._modules = {k: (visit(c) if c is not None else None) for k, c in m._modules.items()}
+        memo[id(m)] = new
+        return new
+
+    return visit(model).eval()
+
+
+def traceable(model: nn.Module, loop: str, native_lstm: bool = True) -> Tuple[nn.Module, Dict[str, str]]:
+    """The module an exporter should trace in place of ``model``.
+
+    Args:
+        model: a ``deploy_lstm.LSTM`` or any model containing some.
+        loop: the route for what the ONNX ``LSTM`` op cannot express: ``"scan"``
+            (torch.export: the dynamo exporter, AOTInductor) or ``"loop"`` (the
+            TorchScript exporter).
+        native_lstm: use the ``native`` route where it fits.
+
+    Returns:
+        (the copy to trace, {submodule name: route}).
+    """
+    if loop not in ("scan", "loop"):
+        raise ValueError(f"unknown loop route {loop!r}; expected 'scan' or 'loop'")
+
+    def stand_in(lstm: LSTM) -> nn.Module:
+        new = _shallow_copy(lstm, _STAND_INS[route_for(lstm, loop, native_lstm)])
+        if isinstance(new, _NativeLSTM):
+            new._prepare()
+        return new
+
+    copied = module_tree_copy(model, stand_in)
+    routes = {name: m.route for name, m in copied.named_modules(remove_duplicate=False) if isinstance(m, _TracedLSTM)}
+    return copied, routes

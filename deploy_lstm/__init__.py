@@ -16,15 +16,8 @@ from typing import Any
 
 from .contract import IOSpec, LSTMConfig, ModelSpec, TensorSpec, lstm_io
 from .convert import restore_lstms, swap_lstms
-from .errors import (
-    ArtifactError,
-    CheckpointError,
-    ConfigError,
-    DeployLSTMError,
-    ExportError,
-    LSTMInputError,
-    RuntimeUnavailable,
-)
+from . import errors
+from .errors import *  # noqa: F403 -- the error family, listed once in errors.__all__
 from .model import LSTM, LSTMCell
 from .version import __version__
 
@@ -54,13 +47,7 @@ __all__ = [
     "TensorSpec",
     "ModelSpec",
     "lstm_io",
-    "DeployLSTMError",
-    "LSTMInputError",
-    "ExportError",
-    "CheckpointError",
-    "ArtifactError",
-    "ConfigError",
-    "RuntimeUnavailable",
+    *errors.__all__,
     "__version__",
     *_LAZY,
 ]

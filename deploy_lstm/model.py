@@ -34,20 +34,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
     """``str(dtype)`` that also works in TorchScript, where a dtype is an int."""
     if not torch.jit.is_scripting():
         return str(dtype)
-    if dtype == torch.float32:
-        return "torch.float32"
-    if dtype == torch.float64:
-        return "torch.float64"
-    if dtype == torch.float16:
-        return "torch.float16"
-    if dtype == torch.bfloat16:
-        return "torch.bfloat16"
-    if dtype == torch.int64:
-        return "torch.int64"
-    if dtype == torch.int32:
-        return "torch.int32"
-    if dtype == torch.bool:
-        return "torch.bool"
+    known = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool]
+    names = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "bool"]
+    for i in range(len(known)):
+        if dtype == known[i]:
+            return "torch." + names[i]
     return "dtype code " + str(int(dtype))
 
 
@@ -648,9 +639,7 @@ class LSTMCell(nn.Module):
                         f"LSTMCell: Expected hx[{idx}] of dtype {_dtype_name(x.dtype)}, got "
                         f"{_dtype_name(value.dtype)}"
                     )
-            if not is_batched:
-                h = h.unsqueeze(0)
-                c = c.unsqueeze(0)
+            h, c = (h, c) if is_batched else (h.unsqueeze(0), c.unsqueeze(0))  # (N, H)
         b_ih = self.bias_ih
         b_hh = self.bias_hh
         xw = torch.mm(x, self.weight_ih.t())  # (N, 4H)

@@ -114,11 +114,18 @@ def compiled_proj(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     return model, export_aoti(model, tmp_path_factory.mktemp("aoti-proj") / "model.pt2", lengths=True)
 
 
-def test_validate_reports_the_package_against_nn_lstm(compiled_proj) -> None:  # type: ignore[no-untyped-def]
+def test_validate_reports_the_package_against_nn_lstm(compiled_proj, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import deploy_lstm
 
     model, path = compiled_proj
+    loads = []
+    real = torch._inductor.aoti_load_package
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda p, *a, **k: loads.append(p) or real(p, *a, **k))
+    model.train()
     report = deploy_lstm.validate(model, aoti_path=path)
+    assert len(loads) == 1, f"the package was loaded {len(loads)} times"
+    assert model.training, "validate switched the caller's model to eval mode"
+    model.eval()
     assert report.passed, "\n" + report.table()
     assert {c.reference for c in report.checks if c.backend == "aotinductor"} == {"deploy_lstm eager", "torch.nn.LSTM"}
     assert any("lengths" in c for c in report.cases)

@@ -1,4 +1,4 @@
-"""AOTInductor export of a bare ``deploy_lstm.LSTM``: one ``.pt2`` package for Python or C++.
+"""AOTInductor export of a ``deploy_lstm.LSTM`` or a whole model: one ``.pt2`` package for Python or C++.
 
 The layers trace as ``scan`` (:func:`deploy_lstm.tracing.traceable` with
 ``native_lstm=False``), so the package keeps a dynamic sequence length and batch
@@ -8,56 +8,76 @@ or, in C++, ``torch::inductor::AOTIModelPackageLoader`` (see ``serving/cpp/aoti`
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
+from torch import nn
 
 from . import contract
-from .errors import ExportError
-from .exporting import atomic_path, check_exportable, export_errors, quiet_exporter, signature
-from .model import LSTM
+from .exporting import atomic_path, check_exportable, check_target, export_errors, lstm_configs, quiet_exporter, signature
 from .tracing import traceable
 from .version import __version__
 
 __all__ = ["export_aoti"]
 
 
-def export_aoti(model: LSTM, path: str | os.PathLike, lengths: bool = False) -> Path:
+def export_aoti(
+    model: nn.Module,
+    path: str | os.PathLike,
+    lengths: bool = False,
+    *,
+    example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
+    input_names: Optional[Sequence[str]] = None,
+    output_names: Optional[Sequence[str]] = None,
+    dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
+    dynamic_shapes: Optional[Any] = None,
+) -> Path:
     """Compile ``model`` with AOTInductor into a ``.pt2`` package, atomically.
 
-    The package takes ``input``, ``h0``, ``c0`` [, ``lengths``] and returns
-    ``output``, ``hn``, ``cn``, with dynamic sequence length and batch size; its
+    A bare LSTM's package takes ``input``, ``h0``, ``c0`` [, ``lengths``] and returns
+    ``output``, ``hn``, ``cn``; a whole model's takes its flattened inputs (same
+    arguments as :func:`deploy_lstm.export_onnx`).  Dynamic axes stay dynamic; the
     metadata holds the configuration and the I/O contract (``contract.META_*``).
 
     Args:
-        model: a bare ``deploy_lstm.LSTM`` (compiled in eval mode; ``model`` is not changed).
+        model: a ``deploy_lstm.LSTM`` or a model containing some (compiled in eval
+            mode; ``model`` is not changed).
         path: the ``.pt2`` file to write.
-        lengths: add the int64 ``lengths`` (batch,) input.
+        lengths: bare LSTM: add the int64 ``lengths`` (batch,) input.
 
     Returns:
         The path written.
 
     Raises:
-        ExportError: not a ``deploy_lstm.LSTM``, a path that cannot be written, or a
-            failed export/compile (the message carries the cause).
+        ExportError: an unconverted ``nn.LSTM``, names or axes that do not fit, a path
+            that cannot be written, or a failed export/compile (with its cause).
     """
     check_exportable(model, "export fixes the sequence length")
-    if not isinstance(model, LSTM):
-        raise ExportError(f"expected a bare deploy_lstm.LSTM, got {type(model).__name__}")
-    sig = signature(model, lengths=lengths)
-    assert sig.bare is not None
+    path = Path(path)
+    check_target(path)
+    sig = signature(
+        model, lengths=lengths, example_inputs=example_inputs, example_kwargs=example_kwargs,
+        input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, dynamic_shapes=dynamic_shapes,
+    )
+    configs = lstm_configs(model)
     metadata = {
-        contract.META_CONFIG: sig.bare.to_json(),
         contract.META_IO: sig.io.to_json(),
         contract.META_VERSION: __version__,
         contract.META_TORCH: torch.__version__,
     }
-    with atomic_path(path) as tmp, export_errors(f"AOTInductor export of {sig.bare}"), quiet_exporter():
+    if sig.bare is not None:
+        metadata[contract.META_CONFIG] = sig.bare.to_json()
+    else:
+        metadata[contract.META_LSTMS] = json.dumps(configs, sort_keys=True)
+    with atomic_path(path) as tmp, export_errors(f"AOTInductor export of {type(model).__name__}"), quiet_exporter():
         copied, _ = traceable(model, "scan", native_lstm=False)
         graph = sig.wrap(copied).eval()
-        program = torch.export.export(graph, sig.args, dynamic_shapes=sig.dynamic_shapes())
+        program = torch.export.export(graph, sig.args, kwargs=sig.kwargs or None, dynamic_shapes=sig.dynamic_shapes())
         torch._inductor.aoti_compile_and_package(
             program, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
         )
-    return Path(path)
+    return path

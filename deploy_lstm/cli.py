@@ -65,6 +65,9 @@ def _print_report(report: ValidationReport, args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.checkpoint and args.checkpoint_file:
+        raise ConfigError("give the checkpoint once: as CHECKPOINT or as --checkpoint FILE")
+    args.checkpoint = args.checkpoint or args.checkpoint_file
     artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()]
     factory = DEMO if args.demo else args.model
     if args.demo and args.model:
@@ -156,7 +159,7 @@ EXAMPLES = {
   deploy-lstm export --demo --out out/demo
   deploy-lstm export lstm.pt --out out/lstm --lengths
   deploy-lstm export model.pt --prefix encoder.rnn. --batch-first --out out/encoder
-  deploy-lstm export --model mypkg.models:make_tagger [weights.pt] --out out/tagger
+  deploy-lstm export --model mypkg.models:make_tagger --checkpoint weights.pt --out out/tagger
   deploy-lstm export lstm.safetensors --exporter torchscript --opset 17 --artifacts onnx --out out/
   deploy-lstm export lstm.pt --quantize int8 --out out/int8""",
     "validate": "example:\n  deploy-lstm validate out/lstm",
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint or a model to a validated export folder", epilog=EXAMPLES["export"], formatter_class=fmt)
     p.add_argument("checkpoint", nargs="?", help="state_dict (torch.save or .safetensors): of an nn.LSTM/deploy_lstm.LSTM, or weights for --model")
     p.add_argument("--model", metavar="MODULE:CALLABLE", help="a whole model: a callable returning a deploy_lstm.ModelSpec (or (model, example_inputs))")
+    p.add_argument("--checkpoint", dest="checkpoint_file", metavar="FILE", help="the same as the CHECKPOINT argument (weights for --model, or an LSTM's state_dict)")
     p.add_argument("--demo", action="store_true", help=f"export the shipped, trained demo forecaster (= --model {DEMO})")
     p.add_argument("--out", required=True, help="output folder (created; files are moved in only when all succeed)")
     p.add_argument("--prefix", help="key prefix of the LSTM inside a bigger model's state_dict, e.g. encoder.rnn.")

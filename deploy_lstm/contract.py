@@ -50,6 +50,14 @@ class ModelSpec:
     input_names: Optional[List[str]] = None
     output_names: Optional[List[str]] = None
     dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None
+    example_kwargs: Optional[Dict[str, Any]] = None  # keyword arguments, after the positional ones
+
+    def call_arguments(self) -> Dict[str, Any]:
+        """The keyword arguments of ``export_onnx``/``export_aoti``/``validate`` that describe this model."""
+        return dict(
+            example_inputs=self.example_inputs, example_kwargs=self.example_kwargs, input_names=self.input_names,
+            output_names=self.output_names, dynamic_axes=self.dynamic_axes,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

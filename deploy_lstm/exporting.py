@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from . import contract
 from .contract import IOSpec, LSTMConfig, TensorSpec
 from .errors import ExportError
 from .model import LSTM, LSTMCell
+from .tracing import module_tree_copy
 
 __all__ = [
     "atomic_path",
@@ -181,9 +183,20 @@ class Signature:
     """What an exported graph takes and returns."""
 
     model: nn.Module  # the model itself
-    args: Tuple[Any, ...]  # example arguments of the graph, any pytree of tensors
+    args: Tuple[Any, ...]  # example positional arguments of the graph, any pytree of tensors
     io: IOSpec  # flat graph inputs/outputs: names, shapes (str = dynamic axis), dtypes
     bare: Optional[LSTMConfig]  # the configuration when the model is a bare LSTM
+    kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # example keyword arguments
+
+    @property
+    def tree(self) -> Any:
+        """The pytree structure of the inputs, ``(args, kwargs)``, for flattening and rebuilding."""
+        return pytree.tree_flatten((self.args, self.kwargs))[1]
+
+    def call(self, module: Any, flat: Sequence[Any]) -> Any:
+        """Call ``module`` with flat inputs (in ``input_names`` order) rebuilt into the example's structure."""
+        args, kwargs = pytree.tree_unflatten(list(flat), self.tree)
+        return module(*args, **kwargs)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` (or a stand-in for it) with the graph's call signature."""
@@ -205,8 +218,9 @@ class Signature:
     def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
         return self.io.dynamic_axes()
 
-    def dynamic_shapes(self) -> Tuple[Any, ...]:
-        """The dynamic axes as ``torch.export`` ``dynamic_shapes``, nested like ``args``."""
+    def dynamic_shapes(self) -> Any:
+        """The dynamic axes as ``torch.export`` ``dynamic_shapes``, nested like the inputs
+        (a tuple over ``args``; a dict by parameter name when there are ``kwargs``)."""
         dims: Dict[str, Any] = {}
         specs = []
         for spec in self.io.inputs:
@@ -214,8 +228,11 @@ class Signature:
             for name in axes.values():
                 dims.setdefault(name, torch.export.Dim(_dim_identifier(name), min=1))
             specs.append({a: dims[n] for a, n in axes.items()} or None)
-        _, tree = pytree.tree_flatten(self.args)
-        return tuple(pytree.tree_unflatten(specs, tree))
+        args, kwargs = pytree.tree_unflatten(specs, self.tree)
+        if not kwargs:
+            return tuple(args)
+        params = list(inspect.signature(self.module.forward).parameters)
+        return {**dict(zip(params, args)), **kwargs}
 
 
 def _dim_identifier(name: str) -> str:
@@ -242,51 +259,76 @@ def signature(
     *,
     lengths: bool = False,
     example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     input_names: Optional[Sequence[str]] = None,
     output_names: Optional[Sequence[str]] = None,
     dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
+    dynamic_shapes: Optional[Any] = None,
 ) -> Signature:
     """The :class:`Signature` of a bare ``deploy_lstm.LSTM`` or of a whole model.
 
     A bare LSTM needs nothing more: its graph is ``input``, ``h0``, ``c0``
     [, ``lengths``] -> ``output``, ``hn``, ``cn`` (``contract.lstm_io``).  A whole
-    model needs ``example_inputs``; names default to ``input_0...``/``output_0...``
-    over the flattened inputs and outputs, and ``dynamic_axes`` ({name: {axis: dim
-    name}}) refer to those flat names.
+    model needs ``example_inputs`` (and ``example_kwargs``), any structure of
+    tuples, lists and dicts of tensors.  Names default to ``input_0...``/
+    ``output_0...`` over the flattened inputs and outputs (torch.export's pytree
+    order: positional arguments, then keyword arguments).  Dynamic axes are given
+    either as ``dynamic_axes`` ({flat name: {axis: dim name}}) or as
+    ``dynamic_shapes`` in torch.export's own nested form.
 
     Raises:
         ExportError: names or axes that do not fit the model's inputs and outputs,
-            or example inputs the model does not run on (before any tracing).
+            example inputs the model does not run on, or a Python loop over a dynamic
+            axis (before any tracing).
     """
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     if isinstance(model, LSTM):
-        if example_inputs is not None or input_names or output_names or dynamic_axes:
+        if example_inputs is not None or example_kwargs or input_names or output_names or dynamic_axes or dynamic_shapes:
             raise ExportError(
                 "a bare deploy_lstm.LSTM has a fixed graph signature (input, h0, c0[, lengths]); "
-                "do not pass example_inputs, names or dynamic_axes for it"
+                "do not pass example inputs, names or dynamic axes for it"
             )
         cfg = LSTMConfig.of(model)
         io = contract.lstm_io(cfg, lengths=lengths, dtype=dtype_name(dtype))
         return Signature(model, _example_for(cfg, dtype, device, lengths), io, cfg)
-    if example_inputs is None:
-        raise ExportError("a whole model needs example_inputs (a tuple of positional arguments)")
+    if example_inputs is None and not example_kwargs:
+        raise ExportError("a whole model needs example_inputs (a tuple of positional arguments) or example_kwargs")
     if lengths:
         raise ExportError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
-    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    flat_in, _ = pytree.tree_flatten(args)
+    if dynamic_axes and dynamic_shapes is not None:
+        raise ExportError("give dynamic_axes (by flat input name) or dynamic_shapes (torch.export's form), not both")
+    if example_inputs is None:
+        args: Tuple[Any, ...] = ()
+    else:
+        args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    kwargs = dict(example_kwargs or {})
+    flat_in, tree = pytree.tree_flatten((args, kwargs))
     if not all(isinstance(t, Tensor) for t in flat_in):
         kinds = sorted({type(t).__name__ for t in flat_in if not isinstance(t, Tensor)})
-        raise ExportError(f"example_inputs must hold only tensors (in tuples, lists or dicts), got {', '.join(kinds)}")
+        raise ExportError(f"example inputs must hold only tensors (in tuples, lists or dicts), got {', '.join(kinds)}")
     in_names = _names(input_names, len(flat_in), "input")
+    # The same tensor passed twice (e.g. zeros as both h0 and c0) would be traced as one
+    # graph input feeding both places: give each place its own copy.
+    seen: set = set()
+    for i, t in enumerate(flat_in):
+        if id(t) in seen:
+            flat_in[i] = t.clone()
+        seen.add(id(flat_in[i]))
+    args, kwargs = pytree.tree_unflatten(flat_in, tree)
     try:
         with torch.no_grad():
-            out = _run_eval(model, args)
+            out = module_tree_copy(model, lambda m: None)(*args, **kwargs)
     except Exception as e:
-        raise ExportError(f"the model does not run on example_inputs: {type(e).__name__}: {e}") from e
+        raise ExportError(f"the model does not run on its example inputs: {type(e).__name__}: {e}") from e
     flat_out, _ = pytree.tree_flatten(out)
+    if not all(isinstance(t, Tensor) for t in flat_out):
+        kinds = sorted({type(t).__name__ for t in flat_out if not isinstance(t, Tensor)})
+        raise ExportError(f"the model must return tensors (in tuples, lists or dicts), got {', '.join(kinds)}")
     out_names = _names(output_names, len(flat_out), "output")
+    if dynamic_shapes is not None:
+        dynamic_axes = _axes_from_dynamic_shapes(dynamic_shapes, in_names, (args, kwargs), model)
     axes = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
     shapes = dict(zip(in_names, (tuple(t.shape) for t in flat_in)))
     shapes.update(zip(out_names, (tuple(t.shape) for t in flat_out)))
@@ -309,17 +351,114 @@ def signature(
             for n, t in zip(names, tensors)
         )
 
-    return Signature(model, args, IOSpec(specs(in_names, flat_in), specs(out_names, flat_out)), None)
+    sig = Signature(model, args, IOSpec(specs(in_names, flat_in), specs(out_names, flat_out)), None, kwargs)
+    _refuse_python_time_loops(sig, flat_in)
+    return sig
 
 
-def _run_eval(model: nn.Module, args: Tuple[Any, ...]) -> Any:
-    """Run ``model`` once in eval mode and restore its flags."""
-    flags = {m: m.training for m in model.modules()}
-    try:
-        return model.eval()(*args)
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
+def _axes_from_dynamic_shapes(dynamic_shapes: Any, in_names: List[str], inputs: Any, model: nn.Module) -> Dict[str, Dict[int, str]]:
+    """torch.export's nested ``dynamic_shapes`` as ``dynamic_axes`` over the flat input names."""
+    args, kwargs = inputs
+    if isinstance(dynamic_shapes, dict):  # by parameter name, as torch.export takes it
+        params = list(inspect.signature(model.forward).parameters)
+        by_name = dict(dynamic_shapes)
+        unknown = sorted(set(by_name) - set(params))
+        if unknown:
+            raise ExportError(f"dynamic_shapes names {unknown}, which are not parameters of {type(model).__name__}.forward {params}")
+        per_argument = [by_name.get(p) for p in params[: len(args)]] + [by_name.get(k) for k in kwargs]
+    else:
+        per_argument = list(dynamic_shapes)
+
+    def is_leaf(x: Any) -> bool:
+        """One tensor's spec: None, {axis: Dim}, or a list/tuple of Dim-or-None per axis."""
+        if x is None or (isinstance(x, dict) and all(isinstance(k, int) for k in x)):
+            return True
+        return isinstance(x, (list, tuple)) and bool(x) and all(d is None or isinstance(d, _DIM_TYPES) for d in x)
+
+    leaves = [leaf for arg in per_argument for leaf in pytree.tree_flatten(arg, is_leaf=is_leaf)[0]]
+    if len(leaves) != len(in_names):
+        raise ExportError(
+            f"dynamic_shapes has {len(leaves)} entries where the inputs have {len(in_names)} tensors ({in_names}); "
+            "give one per tensor, nested like the inputs (None for a static tensor)"
+        )
+    axes: Dict[str, Dict[int, str]] = {}
+    for name, leaf in zip(in_names, leaves):
+        if leaf is None:
+            continue
+        items = leaf.items() if isinstance(leaf, dict) else enumerate(leaf)
+        dims = {int(a): getattr(d, "__name__", str(d)) for a, d in items if d is not None}
+        if dims:
+            axes[name] = dims
+    return axes
+
+
+_DIM_TYPES = (torch.export.Dim("_probe").__class__, int)
+
+
+def _refuse_python_time_loops(sig: Signature, flat_in: List[Tensor]) -> None:
+    """Refuse a model that runs an LSTM or LSTMCell in a Python loop over a dynamic axis.
+
+    A tracer unrolls such a loop: the graph would have that axis frozen at the
+    example's size.  Found by counting the calls of each LSTM/LSTMCell at the
+    example and again with one dynamic axis one longer.
+    """
+    if not any(isinstance(m, (LSTM, LSTMCell)) for m in sig.model.modules()):
+        return
+    sizes: Dict[str, int] = {}
+    for spec, t in zip(sig.io.inputs, flat_in):
+        for axis, name in spec.dynamic_axes().items():
+            sizes.setdefault(name, int(t.shape[axis]))
+    if not sizes:
+        return
+
+    def calls(flat: List[Tensor]) -> Dict[str, int]:
+        counts: Dict[int, int] = {}
+        names = {id(m): n or type(m).__name__ for n, m in sig.model.named_modules() if isinstance(m, (LSTM, LSTMCell))}
+        copy = module_tree_copy(sig.model, lambda m: _Counted(m, counts) if id(m) in names else None)
+        with torch.no_grad():
+            sig.call(copy, flat)
+        return {names[k]: v for k, v in counts.items()}
+
+    at_example = calls(flat_in)
+    for dim, size in sizes.items():
+        suspects = {n: c for n, c in at_example.items() if c == size and c > 1}
+        if not suspects:
+            continue
+        longer = [_grow(t, spec, dim) for spec, t in zip(sig.io.inputs, flat_in)]
+        try:
+            again = calls(longer)
+        except Exception:  # e.g. a second dynamic axis that must grow with it: no verdict
+            continue
+        for name, count in suspects.items():
+            if again.get(name) == count + 1:
+                raise ExportError(
+                    f"{name} runs {count} times when {dim!r} is {size} and {count + 1} times when it is {size + 1}: "
+                    f"a Python loop over the dynamic axis {dim!r}, which tracing unrolls, so the exported graph "
+                    f"would only work at {dim}={size}. Run the whole sequence through one deploy_lstm.LSTM call, or "
+                    "export an encoder graph and a one-step decoder graph with the state (h, c) as explicit inputs "
+                    "and outputs and run the loop in your application (recipe: export/export_seq2seq.py)"
+                )
+
+
+class _Counted(nn.Module):
+    """Counts the calls of the module it wraps (for :func:`_refuse_python_time_loops`)."""
+
+    def __init__(self, inner: nn.Module, counts: Dict[int, int]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.counts = counts
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.counts[id(self.inner)] = self.counts.get(id(self.inner), 0) + 1
+        return self.inner(*args, **kwargs)
+
+
+def _grow(t: Tensor, spec: TensorSpec, dim: str) -> Tensor:
+    """``t`` one longer along every axis named ``dim`` (its first slice repeated)."""
+    for axis, name in spec.dynamic_axes().items():
+        if name == dim:
+            t = torch.cat([t, t.narrow(axis, 0, 1)], axis)
+    return t
 
 
 def _names(given: Optional[Sequence[str]], count: int, stem: str) -> List[str]:

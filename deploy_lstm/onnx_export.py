@@ -78,9 +78,11 @@ def export_onnx(
     *,
     lengths: bool = False,
     example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     input_names: Optional[Sequence[str]] = None,
     output_names: Optional[Sequence[str]] = None,
     dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
+    dynamic_shapes: Optional[Any] = None,
     exporter: str = "dynamo",
     opset: Optional[int] = None,
     native_lstm: bool = True,
@@ -96,11 +98,15 @@ def export_onnx(
             ``<path>.data`` beside it.
         lengths: bare LSTM only: add the int64 ``lengths`` (batch,) input.
         example_inputs: positional example arguments for a whole model (tensors, or
-            tuples/lists/dicts of tensors).
+            tuples/lists/dicts of tensors, e.g. ``(x, (h0, c0))``).
+        example_kwargs: keyword example arguments for a whole model.
         input_names, output_names: one per flattened input/output tensor (default
-            ``input_0...``, ``output_0...``).
+            ``input_0...``, ``output_0...``), in torch.export's flattening order.
         dynamic_axes: ``{name: {axis: dim name}}`` over those flat names, as in
             ``torch.onnx.export``.
+        dynamic_shapes: instead of ``dynamic_axes``, torch.export's nested form (a
+            tuple over the arguments, or a dict by parameter name; ``torch.export.Dim``
+            objects name the axes).
         exporter: ``"dynamo"`` (torch.export based, default) or ``"torchscript"``.
         opset: ONNX opset; see ``OPSETS`` for each exporter's range.
         native_lstm: use the ONNX ``LSTM`` operator where it can express the layer
@@ -124,8 +130,8 @@ def export_onnx(
     path = Path(path)
     check_target(path)
     sig = signature(
-        model, lengths=lengths, example_inputs=example_inputs, input_names=input_names,
-        output_names=output_names, dynamic_axes=dynamic_axes,
+        model, lengths=lengths, example_inputs=example_inputs, example_kwargs=example_kwargs,
+        input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, dynamic_shapes=dynamic_shapes,
     )
     with atomic_path(path, sidecars=[path.name + ".data"]) as tmp, export_errors(
         f"ONNX export with the {exporter} exporter (opset {opset})"
@@ -135,7 +141,9 @@ def export_onnx(
         raw = tmp.parent / "raw" / path.name
         raw.parent.mkdir()
         with quiet_exporter():
-            common: Dict[str, Any] = dict(opset_version=opset, input_names=sig.input_names, output_names=sig.output_names)
+            common: Dict[str, Any] = dict(
+                kwargs=sig.kwargs or None, opset_version=opset, input_names=sig.input_names, output_names=sig.output_names
+            )
             if exporter == "dynamo":
                 torch.onnx.export(
                     graph, sig.args, str(raw), dynamo=True, **common, dynamic_shapes=sig.dynamic_shapes(),

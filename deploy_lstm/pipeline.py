@@ -55,7 +55,7 @@ def export_folder(
         out: the folder (created; its files are replaced only when all succeeded).
         factory: for a whole model, the ``"module:callable"`` that rebuilds it
             (recorded so ``deploy-lstm validate`` can rebuild the model).
-        artifacts: a subset of ``ARTIFACTS``; ``aoti`` only for a bare LSTM.
+        artifacts: a subset of ``ARTIFACTS``.
         exporter, opset, native_lstm: the ONNX export (see :func:`export_onnx`).
         lengths: bare LSTM: add the ``lengths`` input.
         torchscript: ``"fused"`` (aten::lstm) or ``"loop"`` for ``model.ts``.
@@ -85,10 +85,7 @@ def export_folder(
             raise ConfigError("a whole model needs its factory ('module:callable') so the folder can be validated again")
         if lengths:
             raise ConfigError("lengths is for a bare LSTM; a whole model takes its own inputs")
-        if "aoti" in artifacts:
-            raise ConfigError("the aoti artifact is for a bare LSTM; a whole model exports onnx and torchscript")
-        whole = dict(example_inputs=spec.example_inputs, input_names=spec.input_names,
-                     output_names=spec.output_names, dynamic_axes=spec.dynamic_axes)
+        whole = spec.call_arguments()
         module = spec.model
     elif isinstance(model, LSTM):
         bare, module, whole = model, model, {}
@@ -118,7 +115,7 @@ def export_folder(
             w.add("torchscript", fused=torchscript == "fused")
         if "aoti" in artifacts:
             with step("compiling model.pt2 (AOTInductor; about 30 s)"):
-                paths["aoti"] = export_aoti(module, w.path("aoti"), lengths=lengths)  # type: ignore[arg-type]
+                paths["aoti"] = export_aoti(module, w.path("aoti"), lengths=lengths, **whole)  # type: ignore[arg-type]
             w.add("aoti")
         extra = {}
         if quantize:

@@ -186,7 +186,8 @@ class OnnxLSTM:
 
 
 class AotiPackage:
-    """An AOTInductor ``.pt2`` written by :func:`deploy_lstm.aoti.export_aoti`, run on numpy arrays.
+    """An AOTInductor ``.pt2`` written by :func:`deploy_lstm.export_aoti`, run on numpy arrays
+    fed by the flat input names of its I/O contract (a bare LSTM or a whole model).
 
     Raises:
         ArtifactError: the file is missing, not a package, or carries no I/O contract.
@@ -215,7 +216,8 @@ class AotiPackage:
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run with a feed dict; inputs are checked against the package's contract first."""
         check_feeds(self.io.inputs, feeds, self.path.name)
-        outs = self.runner(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names))
+        flat = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        outs = self.runner.loader.boxed_run(flat)  # flat in, flat out: any input structure
         return {n: t.numpy() for n, t in zip(self.output_names, outs)}
 
 

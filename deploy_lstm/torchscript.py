@@ -48,7 +48,9 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, fused: Optiona
         meta[contract.META_LSTMS] = json.dumps(configs, sort_keys=True)
     with atomic_path(path) as tmp:
         with export_errors(f"torch.jit.script of {type(model).__name__}"):
-            copied = module_tree_copy(model, lambda m: with_fused(m, m.fused if fused is None else bool(fused)))
+            copied = module_tree_copy(
+                model, lambda m: with_fused(m, m.fused if fused is None else bool(fused)) if isinstance(m, LSTM) else None
+            )
             scripted = torch.jit.script(copied)
         torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
     return Path(path)

@@ -151,8 +151,9 @@ class _TracedLSTM(LSTM):
     route = ""
 
     def _layer_stack(
-        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor], direction_fn: Callable
+        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], direction_fn: Callable
     ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Layers and directions in order; ``direction_fn(xw, h, c, w_hh, w_hr, reverse)`` runs one."""
         D = self.num_directions
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
@@ -163,7 +164,7 @@ class _TracedLSTM(LSTM):
                 idx = layer * D + direction
                 w_ih, w_hh, bias, w_hr = cell_weights(weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0)
                 xw = project_input(inp, w_ih, bias)  # (T, N, 4H)
-                y, h, c = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, lengths, direction == 1)
+                y, h, c = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, direction == 1)
                 outs.append(y)
                 h_n.append(h)
                 c_n.append(c)
@@ -177,10 +178,10 @@ class _ScanLSTM(_TracedLSTM):
     def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
         mask = None if lengths is None else length_mask(x.size(0), lengths, x.device)
 
-        def direction(xw, h, c, w_hh, w_hr, _lengths, reverse):  # type: ignore[no-untyped-def]
+        def direction(xw, h, c, w_hh, w_hr, reverse):  # type: ignore[no-untyped-def]
             return _scan_direction(xw, h, c, w_hh, w_hr, mask, reverse)
 
-        return self._layer_stack(x, h0, c0, weights, lengths, direction)
+        return self._layer_stack(x, h0, c0, weights, direction)
 
 
 class _LoopLSTM(_TracedLSTM):
@@ -192,13 +193,13 @@ class _LoopLSTM(_TracedLSTM):
         else:
             mask = length_mask(x.size(0), lengths, x.device)
 
-        def direction(xw, h, c, w_hh, w_hr, _lengths, reverse):  # type: ignore[no-untyped-def]
+        def direction(xw, h, c, w_hh, w_hr, reverse):  # type: ignore[no-untyped-def]
             m = mask.flip(0) if reverse else mask
             xw = xw.flip(0) if reverse else xw
             y, h, c = _loop_direction(xw, h, c, w_hh, w_hr if w_hr is not None else w_hh, w_hr is not None, m)
             return (y.flip(0) if reverse else y), h, c
 
-        return self._layer_stack(x, h0, c0, weights, lengths, direction)
+        return self._layer_stack(x, h0, c0, weights, direction)
 
 
 class _NativeLSTM(_TracedLSTM):
@@ -249,13 +250,13 @@ def route_for(lstm: LSTM, loop: str, native_lstm: bool = True) -> str:
 
 def _shallow_copy(module: nn.Module, cls: Optional[type] = None) -> nn.Module:
     """A new module object of ``cls`` (default: the same class) sharing ``module``'s
-    parameters, buffers and children; its own dicts, so changes to it stay local."""
+    parameters, buffers and children, with its own containers (parameter, buffer and
+    module dicts, hooks, ``_flat_weights``), so changes to the copy stay local."""
     cls = cls or type(module)
     new = cls.__new__(cls)
-    new.__dict__.update(module.__dict__)
-    for key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_flat_weights"):
-        if key in module.__dict__:
-            new.__dict__[key] = copy.copy(module.__dict__[key])
+    new.__dict__.update(
+        {k: copy.copy(v) if isinstance(v, (dict, set, list)) else v for k, v in module.__dict__.items()}
+    )
     return new
 
 
@@ -266,23 +267,23 @@ def with_fused(lstm: LSTM, fused: bool) -> LSTM:
     return new  # type: ignore[return-value]
 
 
-def module_tree_copy(model: nn.Module, replace: Callable[[LSTM], nn.Module]) -> nn.Module:
-    """A copy of ``model``'s module tree sharing every parameter, with each
-    ``deploy_lstm.LSTM`` replaced by ``replace(lstm)``.
+def module_tree_copy(model: nn.Module, replace: Callable[[nn.Module], Optional[nn.Module]]) -> nn.Module:
+    """A copy of ``model``'s module tree sharing every parameter, in eval mode.
 
-    A module used at several places stays one module in the copy; script modules
-    are kept as they are.  The copy is in eval mode; ``model`` is not changed.
+    Each module ``m`` becomes ``replace(m)`` where that is not None, else a shallow
+    copy of ``m`` (a ``deploy_lstm.LSTM`` is always at least copied, so flags set on
+    the copy stay there).  A module used at several places stays one module in the
+    copy; script modules are kept as they are.  ``model`` is not changed.
     """
     memo: Dict[int, nn.Module] = {}
 
     def visit(m: nn.Module) -> nn.Module:
         if id(m) in memo:
             return memo[id(m)]
-        if isinstance(m, LSTM):
-            new = replace(m)
-        elif isinstance(m, torch.jit.ScriptModule):
+        new = replace(m)
+        if new is None and isinstance(m, torch.jit.ScriptModule):
             new = m
-        else:
+        elif new is None:
             new = _shallow_copy(m)
             new._modules = {k: (visit(c) if c is not None else None) for k, c in m._modules.items()}
         memo[id(m)] = new
@@ -313,6 +314,6 @@ def traceable(model: nn.Module, loop: str, native_lstm: bool = True) -> Tuple[nn
             new._prepare()
         return new
 
-    copied = module_tree_copy(model, stand_in)
+    copied = module_tree_copy(model, lambda m: stand_in(m) if isinstance(m, LSTM) else None)
     routes = {name: m.route for name, m in copied.named_modules(remove_duplicate=False) if isinstance(m, _TracedLSTM)}
     return copied, routes

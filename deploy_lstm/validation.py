@@ -123,7 +123,6 @@ class _PackedReference(nn.Module):
 
 def _module_runner(module: Any, sig: Signature) -> Runner:
     """Call ``module`` like the graph: flat named inputs rebuilt into the example's structure."""
-    _, tree = pytree.tree_flatten(sig.args)
 
     def run(feeds: Feeds) -> Dict[str, np.ndarray]:
         flat = [torch.from_numpy(feeds[n]) for n in sig.input_names if n in feeds]
@@ -133,7 +132,7 @@ def _module_runner(module: Any, sig: Signature) -> Runner:
             if sig.bare is not None:  # trailing optional lengths
                 out = module(*flat)
             else:
-                out = module(*pytree.tree_unflatten(flat, tree))
+                out = sig.call(module, flat)
         return {n: t.detach().numpy() for n, t in zip(sig.output_names, pytree.tree_flatten(out)[0])}
 
     return run
@@ -158,7 +157,7 @@ def _feeds(sig: Signature, N: int, T: int, use_lengths: bool, rng: np.random.Gen
     Floats are standard normal; integer inputs stay in the example's range (token
     ids remain valid); ``lengths`` lie in 1..T with T and 1 both present.
     """
-    examples = dict(zip(sig.input_names, pytree.tree_flatten(sig.args)[0]))
+    examples = dict(zip(sig.input_names, pytree.tree_flatten((sig.args, sig.kwargs))[0]))
     feeds: Feeds = {}
     for spec in sig.io.inputs:
         shape = tuple(_size(d, N, T) for d in spec.shape)
@@ -207,9 +206,11 @@ def validate(
     torchscript_path: Optional[str | os.PathLike] = None,
     *,
     example_inputs: Optional[Sequence[Any]] = None,
+    example_kwargs: Optional[Mapping[str, Any]] = None,
     input_names: Optional[Sequence[str]] = None,
     output_names: Optional[Sequence[str]] = None,
     dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
+    dynamic_shapes: Optional[Any] = None,
     cases: Iterable[Tuple[int, int]] = DEFAULT_CASES,
     lengths: Optional[bool] = None,
     atol: Optional[float] = None,
@@ -227,8 +228,9 @@ def validate(
             ``model`` is not changed: it runs as an eval-mode copy.
         onnx_path: an exported ``.onnx`` (run on every available device in ``devices``).
         torchscript_path: a ``torch.jit.save``-d scripted model, reloaded from disk.
-        example_inputs, input_names, output_names, dynamic_axes: a whole model's call
-            and graph names.  Inputs at each case resize every dynamic axis: dims named
+        example_inputs, example_kwargs, input_names, output_names, dynamic_axes,
+            dynamic_shapes: a whole model's call and graph names, as given to
+            :func:`deploy_lstm.export_onnx`.  Inputs at each case resize every dynamic axis: dims named
             like "batch" to the batch size, the others to the sequence length.
         cases: (batch, sequence) shapes; the defaults differ from the export example.
         lengths: bare LSTM: also feed random ``lengths`` (each case once with, once
@@ -267,15 +269,15 @@ def validate(
         reference: nn.Module = _PackedReference(eager.to_torch().eval())
         config: Dict[str, object] = dataclasses.asdict(sig.bare)  # type: ignore[arg-type]
     else:
-        if example_inputs is None:
+        if example_inputs is None and not example_kwargs:
             raise ConfigError(
                 f"validating a whole model ({type(model).__name__}) needs its example_inputs "
                 "(and the input_names, output_names and dynamic_axes used at export)"
             )
         if lengths:
             raise ConfigError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
-        sig = signature(eager, example_inputs=example_inputs, input_names=input_names,
-                        output_names=output_names, dynamic_axes=dynamic_axes)
+        sig = signature(eager, example_inputs=example_inputs, example_kwargs=example_kwargs, input_names=input_names,
+                        output_names=output_names, dynamic_axes=dynamic_axes, dynamic_shapes=dynamic_shapes)
         reference = restore_lstms(copy.deepcopy(eager)).eval()
         config = {"io": dataclasses.asdict(sig.io)}
     if atol is None:
@@ -340,10 +342,7 @@ def validate_folder(
     if folder.has("onnx-int8"):
         tol = int8_atol if int8_atol is not None else folder.artifacts["onnx-int8"].details.get("atol", 5e-2)
         extra["onnxruntime-int8"] = (folder.file("onnx-int8"), float(tol))
-    whole = {} if folder.config is not None else dict(
-        example_inputs=spec.example_inputs, input_names=spec.input_names,
-        output_names=spec.output_names, dynamic_axes=spec.dynamic_axes,
-    )
+    whole = {} if folder.config is not None else spec.call_arguments()
     return validate(
         spec.model,
         folder.file("onnx") if folder.has("onnx") else None,

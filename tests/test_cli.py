@@ -208,19 +208,25 @@ def test_version_and_help():
 
 
 @pytest.mark.parametrize(
-    "script, args, made",
+    "script, args, made, says",
     [
-        ("export_whole_model_onnx.py", ["--out", "."], "model.onnx"),
-        ("export_torchscript.py", ["lstm.ts", "--input-size", "8", "--hidden-size", "16", "--bidirectional"], "lstm.ts"),
+        ("export_tagger.py", ["--out", "."], ["tagger-dynamo.onnx", "tagger-torchscript.onnx"], r"max abs error \d\.\d+e-\d+ over 5 shapes \(passed\)"),
+        ("export_language_model.py", ["--out", ".", "--steps", "4"], ["lm-dynamo.onnx", "lm-torchscript.onnx", "lm.ts"],
+         r"generated \(onnxruntime\): (\[[\d, ]+\])\ngenerated \(eager nn.LSTM\): \1"),
+        ("export_seq2seq.py", ["--out", "."], ["encoder.onnx", "decoder.onnx", "encoder.ts", "decoder.ts"],
+         r"greedy tokens \(onnxruntime\):  (\[.+\])\ngreedy tokens \(eager nn.LSTM\): \1"),
+        ("export_torchscript.py", ["lstm.ts", "--input-size", "8", "--hidden-size", "16", "--bidirectional"], ["lstm.ts"], r"reloaded max diff"),
     ],
+    ids=["tagger", "language-model", "seq2seq", "torchscript"],
 )
-def test_export_scripts_users_copy(tmp_path, script, args, made):
+def test_export_scripts_users_copy(tmp_path, script, args, made, says):
+    import re
+
     path = REPO / "export" / script
     r = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (tmp_path / made).is_file()
-    if made == "model.onnx":
-        assert "max abs error" in r.stdout
+    assert all((tmp_path / m).is_file() for m in made), sorted(p.name for p in tmp_path.iterdir())
+    assert re.search(says, r.stdout), r.stdout
 
 
 def test_quantize_int8_is_validated_as_its_own_backend(tmp_path):
@@ -288,7 +294,6 @@ BAD_ARGS = {
     "export-model-not-callable": (lambda t: ["export", "--model", "deploy_lstm.demo:HORIZON", "--out", str(t / "o")], r"has no callable 'HORIZON'"),
     "export-model-returns-junk": (lambda t: ["export", "--model", "deploy_lstm.demo:demo_config", "--out", str(t / "o")], r"must return a deploy_lstm.ModelSpec or \(model, example_inputs\), got dict"),
     "export-demo-lengths": (lambda t: ["export", "--demo", "--lengths", "--out", str(t / "o")], r"--lengths is for a bare LSTM"),
-    "export-demo-aoti": (lambda t: ["export", "--demo", "--artifacts", "aoti", "--out", str(t / "o")], r"aoti artifact is for a bare LSTM"),
     "validate-missing": (lambda t: ["validate", str(t / "nowhere")], r"is not a folder"),
     "validate-old-format": (lambda t: ["validate", str(_old_format_folder(t))], r"has no manifest.json.*before manifests; re-export"),
     "validate-tampered": (lambda t: ["validate", str(_tampered_folder(t))], r"model.ts does not match its checksum"),
@@ -345,3 +350,67 @@ def test_artifacts_get_the_umask_permissions(tmp_path):
     assert r.returncode == 0, r.stderr
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
     assert modes == {n: "0o644" for n in ("manifest.json", "model.onnx", "model.int8.onnx", "model.ts", "weights.safetensors")}
+
+
+FACTORY = '''
+import torch
+from torch import nn
+import deploy_lstm
+
+
+class LM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Embedding(30, 12)
+        self.rnn = nn.LSTM(12, 12, 2)
+        self.decoder = nn.Linear(12, 30)
+        self.decoder.weight = self.encoder.weight
+
+    def forward(self, input, hidden):
+        output, hidden = self.rnn(self.encoder(input), hidden)
+        return self.decoder(output), hidden
+
+
+def make():
+    torch.manual_seed(0)
+    model = deploy_lstm.swap_lstms(LM().eval())
+    state = (torch.zeros(2, 3, 12), torch.zeros(2, 3, 12))
+    axes = {"input": {0: "sequence", 1: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"},
+            "logits": {0: "sequence", 1: "batch"}, "hn": {1: "batch"}, "cn": {1: "batch"}}
+    return deploy_lstm.ModelSpec(model, (torch.randint(0, 30, (7, 3)), state), ["input", "h0", "c0"],
+                                 ["logits", "hn", "cn"], axes)
+'''
+
+
+def test_export_a_whole_model_from_a_factory_and_checkpoint(tmp_path):
+    (tmp_path / "my_models.py").write_text(FACTORY)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    torch.manual_seed(1)
+    trained = {k: v + 0.01 * torch.randn_like(v) for k, v in _factory_state(tmp_path).items()}
+    torch.save(trained, tmp_path / "trained.pt")
+    out = tmp_path / "o"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "deploy_lstm.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=600)
+
+    r = run("export", "--model", "my_models:make", "--checkpoint", str(tmp_path / "trained.pt"), "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["passed"] and {c["output"] for c in report["checks"]} == {"logits", "hn", "cn"}
+    folder = deploy_lstm.load(out)
+    assert folder.model == {"kind": "factory", "factory": "my_models:make"}
+    assert torch.equal(folder.state_dict()["rnn.weight_hh_l1"], trained["rnn.weight_hh_l1"])  # the checkpoint's weights
+    r = run("validate", str(out), "--quiet")
+    assert r.returncode == 0 and r.stderr == ""
+    r = run("export", "--model", "my_models:make", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "nope.pt does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def _factory_state(tmp_path):  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("my_models_for_state", tmp_path / "my_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make().model.state_dict()

@@ -20,7 +20,9 @@ import onnxruntime as ort
 import torch
 
 from deploy_lstm import LSTM, export_onnx, export_torchscript
-from deploy_lstm.bench import _export_nn
+from deploy_lstm.bench import export_nn_lstm
+from deploy_lstm.contract import C0, H0, INPUT
+from deploy_lstm.errors import DeployLSTMError
 
 
 def ort_profile(path: Path, feeds: dict, threads: int, runs: int = 20) -> dict:
@@ -71,14 +73,14 @@ def main() -> None:
     x = np.random.default_rng(0).standard_normal((a.steps, a.batch, 64)).astype(np.float32)
     h0 = np.zeros((a.layers * D, a.batch, P), np.float32)
     c0 = np.zeros((a.layers * D, a.batch, 256), np.float32)
-    feeds = {"input": x, "h0": h0, "c0": c0}
+    feeds = {INPUT: x, H0: h0, C0: c0}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = {"ours (dynamo)": export_onnx(m, tmp / "d.onnx"), "ours (torchscript)": export_onnx(m, tmp / "t.onnx", exporter="torchscript")}
         try:
-            paths["nn.LSTM export"] = _export_nn(nn_lstm, tmp / "nn.onnx")
-        except Exception as e:  # projection: no export
-            print(f"nn.LSTM export: n/a ({type(e).__name__})")
+            paths["nn.LSTM export"] = export_nn_lstm(nn_lstm, tmp / "nn.onnx")
+        except DeployLSTMError as e:  # projection: no export
+            print(f"nn.LSTM export: n/a ({e})")
         for name, path in paths.items():
             print(f"## onnxruntime profile, {name}: {json.dumps(ort_profile(path, feeds, a.threads))}")
         ts = torch.jit.load(str(export_torchscript(m, tmp / "m.ts")))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+
+from typing_extensions import Unpack
 
 import torch
 from torch import nn
 
 from . import contract
-from .exporting import atomic_path, check_exportable, check_target, export_errors, lstm_configs, quiet_exporter, signature
+from .exporting import GraphArgs, atomic_path, check_exportable, check_target, export_errors, lstm_configs, quiet_exporter, signature
 from .tracing import traceable
 from .version import __version__
 
@@ -28,13 +29,7 @@ def export_aoti(
     model: nn.Module,
     path: str | os.PathLike,
     lengths: bool = False,
-    *,
-    example_inputs: Optional[Sequence[Any]] = None,
-    example_kwargs: Optional[Mapping[str, Any]] = None,
-    input_names: Optional[Sequence[str]] = None,
-    output_names: Optional[Sequence[str]] = None,
-    dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
-    dynamic_shapes: Optional[Any] = None,
+    **graph: Unpack[GraphArgs],
 ) -> Path:
     """Compile ``model`` with AOTInductor into a ``.pt2`` package, atomically.
 
@@ -48,6 +43,7 @@ def export_aoti(
             mode; ``model`` is not changed).
         path: the ``.pt2`` file to write.
         lengths: bare LSTM: add the int64 ``lengths`` (batch,) input.
+        **graph: a whole model's call and names, as for ``export_onnx`` (:class:`GraphArgs`).
 
     Returns:
         The path written.
@@ -59,10 +55,7 @@ def export_aoti(
     check_exportable(model, "export fixes the sequence length")
     path = Path(path)
     check_target(path)
-    sig = signature(
-        model, lengths=lengths, example_inputs=example_inputs, example_kwargs=example_kwargs,
-        input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, dynamic_shapes=dynamic_shapes,
-    )
+    sig = signature(model, lengths=lengths, **graph)
     configs = lstm_configs(model)
     metadata = {
         contract.META_IO: sig.io.to_json(),

@@ -1,23 +1,26 @@
 """Benchmarks: every backend on the same weights, inputs and thread count, in one process.
 
 Backends per LSTM configuration: ``torch.nn.LSTM`` eager (the baseline of every
-ratio), ``deploy_lstm`` eager, ``deploy_lstm`` TorchScript reloaded from file,
-onnxruntime on our export (dynamo and TorchScript exporters), onnxruntime on
-``nn.LSTM``'s own ``torch.onnx.export(dynamo=False)``, and onnxruntime on the int8
-(``quantize_int8``) model.  A backend that cannot be built is recorded as ``n/a``
-with the reason.
+ratio), ``deploy_lstm`` eager, ``deploy_lstm`` TorchScript reloaded from file (the
+static loop and ``fused=True``), onnxruntime on our export (dynamo and TorchScript
+exporters), onnxruntime on ``nn.LSTM``'s own ``torch.onnx.export(dynamo=False)``,
+and onnxruntime on the int8 (``quantize_int8``) model.  A backend that cannot be
+built or run is recorded as data (:class:`Unavailable`: backend, reason, stage).
 
-Shapes: ``stream`` (N=1, one step per call, carrying (h, c)), or a whole sequence
-(N, T) per call.  Each backend: warm-up calls, then repeats; median and p10/p90.
+Shapes: ``stream`` (one step per call, carrying (h, c)), or a whole sequence (N, T)
+per call.
 
-FLOPs counted (multiply-adds x 2; gate nonlinearities and the cell update are
-O(H) per step and left out)::
+How it times (a 2-core machine shares its cores between runtimes; see :func:`benchmark`):
+for each (configuration, shape), warm-up calls, then rounds; in each round every
+backend in turn sleeps briefly (so the previous runtime's spinning worker threads go
+idle) and runs a timed block of calls.  Median and p10/p90 are over every call of
+every round.  GFLOP/s are reported against a measured reference: the best of a large
+float32 ``torch.mm`` and of the fastest float32 backend (:data:`FLOP_FORMULA` gives
+the count).
+The CPU other processes used while each case was timed is recorded (from
+``/proc/stat``), so a perturbed run shows itself.
 
-    per layer and direction: 2*4H*(I_l + P)*T*N  (+ 2*H*P*T*N with a projection)
-    I_l = input_size for layer 0, else D*P;  P = proj_size or H;  D = directions
-
-Peak: cores x GHz x fp32 FLOP/cycle/core read from lscpu/cpuinfo -- an estimate,
-not a measurement (see :func:`machine`).
+The project's own targets and verdicts are not here: ``benchmarks/targets.py``.
 """
 
 from __future__ import annotations
@@ -26,41 +29,93 @@ import argparse
 import dataclasses
 import gc
 import json
-import logging
+import math
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+import typing
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 from torch import nn
 
-from .contract import LSTMConfig
+from .contract import C0, CN, H0, HN, INPUT, LENGTHS, OUTPUT, LSTMConfig, lstm_io
+from .errors import ConfigError, ExportError
+from .exporting import quiet_exporter
+from .folder import FILES, load
 from .model import LSTM
+from .onnx_export import export_onnx, graph_ops
+from .quantize import QUANTIZED_LSTM, quantize_int8
+from .torchscript import export_torchscript
+from .bench_report import Unavailable, config_name, plot, to_markdown, write_results
 
-__all__ = ["Shape", "benchmark", "machine", "flops", "to_markdown", "plot", "write_results", "add_arguments", "run"]
+__all__ = [
+    "Shape",
+    "Unavailable",
+    "BACKENDS",
+    "NN",
+    "EAGER",
+    "TS_LOOP",
+    "TS_FUSED",
+    "ORT_DYNAMO",
+    "ORT_TS",
+    "ORT_NN",
+    "ORT_INT8",
+    "FLOP_FORMULA",
+    "NOT_FLOAT32",
+    "matrix",
+    "flops",
+    "machine",
+    "sgemm_reference",
+    "export_nn_lstm",
+    "benchmark",
+    "parse_config",
+    "measure",
+    "to_markdown",
+    "plot",
+    "write_results",
+    "add_arguments",
+    "run",
+]
 
 NN = "nn.LSTM eager"
-BACKENDS = [
-    NN,
-    "deploy_lstm eager",
-    "deploy_lstm torchscript",
-    "deploy_lstm torchscript (fused)",
-    "ort: ours (dynamo)",
-    "ort: ours (torchscript)",
-    "ort: nn.LSTM export",
-    "ort: ours int8",
-]
+EAGER = "deploy_lstm eager"
+TS_LOOP = "deploy_lstm torchscript"
+TS_FUSED = "deploy_lstm torchscript (fused)"
+ORT_DYNAMO = "ort: ours (dynamo)"
+ORT_TS = "ort: ours (torchscript)"
+ORT_NN = "ort: nn.LSTM export"
+ORT_INT8 = "ort: ours int8"
+BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8]
+_ORT_EXPORTERS = {ORT_DYNAMO: "dynamo", ORT_TS: "torchscript"}
+
+#: backends that do not compute in float32: their GFLOP/s are float-equivalent (the same
+#: count), and they are neither part of nor compared with the float32 reference
+NOT_FLOAT32 = frozenset({ORT_INT8})
+
+#: what :func:`flops` counts
+FLOP_FORMULA = (
+    "multiply-adds x 2; gate nonlinearities and the cell update are O(H) per step and left out. "
+    "Per layer and direction: 2*4H*(I_l + P)*T*N (+ 2*H*P*T*N with a projection), "
+    "I_l = input_size for layer 0, else D*P; P = proj_size or H; D = directions."
+)
+
+#: the reference GEMM: (n x n) @ (n x n) float32
+SGEMM_N = 2048
 
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    name: str  # "stream" or "N=.. T=.."
+    name: str  # "stream N=1 x64" or "N=.. T=.."
     batch: int  # N
     steps: int  # T: sequence length, or steps streamed one at a time
     stream: bool = False  # one call per step, carrying (h, c)
@@ -80,7 +135,7 @@ def matrix(quick: bool) -> List[LSTMConfig]:
 
 
 def flops(cfg: LSTMConfig, N: int, T: int) -> float:
-    """Multiply-add FLOPs of one forward pass (formula in the module docstring)."""
+    """Multiply-add FLOPs of one forward pass (see :data:`FLOP_FORMULA`)."""
     H, P, D = cfg.hidden_size, cfg.real_hidden_size, cfg.num_directions
     total = 0.0
     for layer in range(cfg.num_layers):
@@ -91,45 +146,42 @@ def flops(cfg: LSTMConfig, N: int, T: int) -> float:
 
 
 def machine() -> Dict[str, Any]:
-    """CPU, core count, clock, an estimated fp32 peak, and library versions."""
-    import onnxruntime
-
+    """CPU model (from lscpu), core count and library versions."""
     info: Dict[str, str] = {}
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         info = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines())}
     except (OSError, subprocess.CalledProcessError):
         pass
-    flags = set(info.get("Flags", "").split())
-    ghz = None
-    try:
-        mhz = [float(ln.split(":")[1]) for ln in open("/proc/cpuinfo") if ln.startswith("cpu MHz")]
-        ghz = round(max(mhz) / 1000, 3) if mhz else None
-    except OSError:
-        pass
-    # fp32 FLOP/cycle/core = 2 (FMA) x lanes x FMA units.  AMD Zen 4 (family 25, model >= 16)
-    # runs AVX-512 on two 256-bit FMA pipes: 2*8*2 = 32.  Intel server AVX-512: 2*16*2 = 64.
-    zen4 = info.get("Vendor ID") == "AuthenticAMD" and info.get("CPU family") == "25"
-    if "avx512f" in flags:
-        per_cycle, why = (32, "AVX-512 on 2x256-bit FMA pipes (AMD Zen 4)") if zen4 else (64, "AVX-512, 2 FMA units")
-    elif "fma" in flags:
-        per_cycle, why = 32, "AVX2 FMA, 2 units"
-    else:
-        per_cycle, why = 8, "SSE, no FMA"
-    cores = os.cpu_count() or 1
     return {
-        "cpu": info.get("Model name", platform.processor()),
+        "cpu": info.get("Model name") or platform.processor() or "unknown",
         "vendor": info.get("Vendor ID"),
-        "family_model": f"{info.get('CPU family')}/{info.get('Model')}",
-        "cores": cores,
-        "ghz": ghz,
-        "flop_per_cycle_per_core": per_cycle,
-        "peak_gflops_estimate": round(cores * ghz * per_cycle, 1) if ghz else None,
-        "peak_assumption": f"{cores} cores x {ghz} GHz (cpuinfo, no turbo) x {per_cycle} fp32 FLOP/cycle ({why}); an estimate",
+        "cores": os.cpu_count() or 1,
         "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": ort.__version__,
+        "onnx": onnx.__version__,
         "python": platform.python_version(),
     }
+
+
+def sgemm_reference(n: int = SGEMM_N, calls: int = 5, pause_s: float = 0.05) -> Dict[str, Any]:
+    """GFLOP/s of an (n x n) @ (n x n) float32 ``torch.mm`` at torch's current thread count.
+
+    The best of ``calls`` timed calls (after two untimed ones): what this machine's
+    BLAS reaches on a large GEMM, one half of the measured reference.
+    """
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    with torch.inference_mode():
+        for _ in range(2):
+            torch.mm(a, b)
+        time.sleep(pause_s)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - t0)
+    return {"n": n, "threads": torch.get_num_threads(), "gflops": 2 * n**3 / min(times) / 1e9, "calls": calls}
 
 
 # --- building the backends -----------------------------------------------------------
@@ -145,152 +197,287 @@ class _NNWrapper(nn.Module):
         return output, hn, cn
 
 
-def _export_nn(lstm: nn.LSTM, path: Path) -> Path:
-    """``nn.LSTM``'s own legacy ONNX export, with dynamic batch and sequence."""
-    S, H, P = lstm.num_layers * (2 if lstm.bidirectional else 1), lstm.hidden_size, lstm.proj_size or lstm.hidden_size
-    args = (torch.zeros(5, 3, lstm.input_size), torch.zeros(S, 3, P), torch.zeros(S, 3, H))
-    seq = {0: "sequence", 1: "batch"}
-    axes = {"input": seq, "output": seq, "h0": {1: "batch"}, "c0": {1: "batch"}, "hn": {1: "batch"}, "cn": {1: "batch"}}
-    import warnings
+def export_nn_lstm(lstm: nn.LSTM, path: str | os.PathLike) -> Path:
+    """``torch.nn.LSTM``'s own ONNX export (``torch.onnx.export(dynamo=False)``, opset 17).
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_NNWrapper(lstm).eval(), args, str(path), dynamo=False, opset_version=17,
-                          input_names=["input", "h0", "c0"], output_names=["output", "hn", "cn"], dynamic_axes=axes)
+    The graph has this library's I/O contract (``contract.lstm_io``: names and
+    dynamic batch and sequence axes), so it runs with the same feeds as our exports.
+
+    Raises:
+        ExportError: ``proj_size > 0`` (the exporter has no LSTM-with-projection
+            symbolic), or the exporter's own failure.
+    """
+    if lstm.proj_size > 0:
+        # torch.onnx.export(dynamo=False) raises "Unsupported: ONNX export of operator LSTM,
+        # LSTMs with projections" (symbolic_opset9), after printing the whole TorchScript IR to
+        # stdout; refuse before that.  Users rewrite LSTMP by hand instead: k2-fsa/icefall#621.
+        raise ExportError(
+            "torch.onnx.export cannot export nn.LSTM with proj_size > 0 "
+            "(Unsupported: ONNX export of operator LSTM, LSTMs with projections)"
+        )
+    cfg = LSTMConfig.of(lstm)
+    io = lstm_io(cfg)
+    N, T = 3, 5
+    x = torch.zeros(N, T, cfg.input_size) if cfg.batch_first else torch.zeros(T, N, cfg.input_size)
+    args = (x, torch.zeros(cfg.num_states, N, cfg.real_hidden_size), torch.zeros(cfg.num_states, N, cfg.hidden_size))
+    path = Path(path)
+    try:
+        with quiet_exporter(), warnings.catch_warnings():
+            # "Exporting a model to ONNX with a batch_size other than 1...": h0/c0 are graph inputs here
+            warnings.simplefilter("ignore", UserWarning)
+            torch.onnx.export(
+                _NNWrapper(lstm).eval(), args, str(path), dynamo=False, opset_version=17,
+                input_names=io.input_names, output_names=io.output_names, dynamic_axes=io.dynamic_axes(),
+            )
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export of nn.LSTM failed: {e}") from e
     return path
 
 
-def _reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+Runner = Callable[[], Any]
+Built = Dict[str, Union[Callable[["_Inputs"], Runner], Unavailable]]
 
 
-def _torch_fn(module: Callable, inputs: Tuple[torch.Tensor, ...], shape: Shape, native: bool) -> Callable[[], Any]:
-    x, h0, c0 = inputs
-    call = (lambda x, h, c: module(x, (h, c))) if native else (lambda x, h, c: module(x, (h, c), None))
+@dataclasses.dataclass
+class _Inputs:
+    """One shape's inputs, as numpy arrays (onnxruntime) and tensors sharing their memory (torch)."""
 
-    if not shape.stream:
-        return lambda: call(x, h0, c0)
+    shape: Shape
+    batch_first: bool
+    arrays: Tuple[np.ndarray, np.ndarray, np.ndarray]  # x, h0, c0
+    tensors: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-    def stream() -> None:
-        h, c = h0, c0
-        for t in range(shape.steps):
-            _, (h, c) = call(x[t : t + 1], h, c)
+    def steps(self, x: Any) -> List[Any]:
+        """``x`` cut into one-step slices along the time axis (contiguous)."""
+        T = self.shape.steps
+        if self.batch_first:
+            return [x[:, t : t + 1].copy() if isinstance(x, np.ndarray) else x[:, t : t + 1].contiguous() for t in range(T)]
+        return [x[t : t + 1].copy() if isinstance(x, np.ndarray) else x[t : t + 1].contiguous() for t in range(T)]
 
-    return stream
+
+def _inputs(cfg: LSTMConfig, shape: Shape, rng: np.random.Generator) -> _Inputs:
+    N, T = shape.batch, shape.steps
+    x = rng.standard_normal((N, T, cfg.input_size) if cfg.batch_first else (T, N, cfg.input_size)).astype(np.float32)
+    h0 = rng.standard_normal((cfg.num_states, N, cfg.real_hidden_size)).astype(np.float32)
+    c0 = rng.standard_normal((cfg.num_states, N, cfg.hidden_size)).astype(np.float32)
+    arrays = (x, h0, c0)
+    return _Inputs(shape, cfg.batch_first, arrays, tuple(torch.from_numpy(a) for a in arrays))  # type: ignore[arg-type]
 
 
-def _ort_fn(session: Any, inputs: Tuple[np.ndarray, ...], shape: Shape) -> Callable[[], Any]:
-    x, h0, c0 = inputs
+def _torch_runner(module: Callable[..., Any], native: bool) -> Callable[[_Inputs], Runner]:
+    def make(inp: _Inputs) -> Runner:
+        x, h0, c0 = inp.tensors
+        call = (lambda x, h, c: module(x, (h, c))) if native else (lambda x, h, c: module(x, (h, c), None))
+        if not inp.shape.stream:
+            return lambda: call(x, h0, c0)
+        steps = inp.steps(x)
+
+        def stream() -> None:
+            h, c = h0, c0
+            for xt in steps:
+                _, (h, c) = call(xt, h, c)
+
+        return stream
+
+    return make
+
+
+def _ort_runner(session: ort.InferenceSession) -> Callable[[_Inputs], Runner]:
     run = session.run
-    lengths = "lengths" in {i.name for i in session.get_inputs()}  # an export with lengths: full lengths
-    extra = lambda T: {"lengths": np.full(x.shape[1], T, np.int64)} if lengths else {}  # noqa: E731
-    if not shape.stream:
-        feeds = {"input": x, "h0": h0, "c0": c0, **extra(x.shape[0])}
-        return lambda: run(None, feeds)
-    steps = [np.ascontiguousarray(x[t : t + 1]) for t in range(shape.steps)]
-    one = extra(1)
+    names = [OUTPUT, HN, CN]
+    lengths = LENGTHS in {i.name for i in session.get_inputs()}  # an export with lengths: full lengths
 
-    def stream() -> None:
-        h, c = h0, c0
-        for xt in steps:
-            _, h, c = run(None, {"input": xt, "h0": h, "c0": c, **one})[:3]
+    def make(inp: _Inputs) -> Runner:
+        x, h0, c0 = inp.arrays
+        N = inp.shape.batch
+        if not inp.shape.stream:
+            feeds = {INPUT: x, H0: h0, C0: c0}
+            if lengths:
+                feeds[LENGTHS] = np.full(N, inp.shape.steps, np.int64)
+            return lambda: run(names, feeds)
+        steps = inp.steps(x)
+        one = {LENGTHS: np.ones(N, np.int64)} if lengths else {}
 
-    return stream
+        def stream() -> None:
+            h, c = h0, c0
+            for xt in steps:
+                _, h, c = run(names, {INPUT: xt, H0: h, C0: c, **one})
+
+        return stream
+
+    return make
 
 
-def build(cfg: LSTMConfig, workdir: Path, threads: int, artifacts: Optional[Dict[str, Path]] = None, log: Callable[[str], None] = print):  # type: ignore[no-untyped-def]
-    """{backend: torch module | ort session | "n/a: reason"} for one configuration.
+@dataclasses.dataclass
+class _Sources:
+    """Where the artifacts come from: exported here, or an export folder's files."""
 
-    ``artifacts`` ({"onnx": path, "ts": path}) benchmarks given files instead of exporting.
+    weights: Optional[Dict[str, torch.Tensor]] = None
+    onnx: Optional[Tuple[str, Path]] = None  # (exporter, path)
+    torchscript: Optional[Tuple[bool, Path]] = None  # (fused, path)
+    int8: Optional[Path] = None
+    folder: Optional[Path] = None
+
+
+def _build(cfg: LSTMConfig, workdir: Path, threads: int, sources: _Sources, log: Callable[[str], None]) -> Tuple[Built, Dict[str, Any]]:
+    """({backend: make-runner | Unavailable}, {backend: ONNX recurrent ops}) for one configuration.
+
+    From an export folder, our backends run its files only (one missing is n/a); the
+    references (nn.LSTM eager and its own export, deploy_lstm eager) use its weights.
+    onnxruntime sessions are opened here and live only as long as the returned dict.
     """
-    import onnxruntime as ort
-
-    from .onnx_export import export_onnx, read_metadata
-    from .quantize import quantize_int8
-    from .torchscript import export_torchscript
-
-    torch.manual_seed(0)
-    ours = LSTM(**dataclasses.asdict(cfg)).eval()
-    if cfg.batch_first:
-        raise ValueError("the benchmark feeds time-major (T, N, F) inputs; got batch_first=True, use batch_first=False")
-    if artifacts and artifacts.get("weights"):
-        from safetensors.torch import load_file
-
-        ours.load_state_dict(load_file(str(artifacts["weights"])))
-    elif artifacts and artifacts.get("ts"):
-        ours.load_state_dict(torch.jit.load(str(artifacts["ts"]), map_location="cpu").state_dict())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ours = LSTM(**dataclasses.asdict(cfg)).eval()
+    if sources.weights is not None:
+        ours.load_state_dict(sources.weights)
     reference = ours.to_torch().eval()
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    built: Dict[str, Any] = {NN: reference, "deploy_lstm eager": ours}
+    so.log_severity_level = 3  # errors only: not "Removing initializer ..." per session
+    built: Built = {NN: _torch_runner(reference, native=True), EAGER: _torch_runner(ours, native=False)}
+    graphs: Dict[str, Any] = {}
 
-    def attempt(name: str, make: Callable[[], Any]) -> None:
+    def attempt(name: str, make: Callable[[], Union[Callable[[_Inputs], Runner], Unavailable]]) -> None:
         t0 = time.perf_counter()
         try:
             built[name] = make()
-            log(f"  built {name} in {time.perf_counter() - t0:.1f}s")
         except Exception as e:  # recorded in the results, not raised
-            built[name] = f"n/a: {_reason(e)}"
-            log(f"  {name}: {built[name]}")
+            built[name] = Unavailable.of(name, e)
+        b = built[name]
+        log(f"  {name}: n/a ({b.reason})" if isinstance(b, Unavailable) else f"  built {name} in {time.perf_counter() - t0:.1f}s")
 
-    def session(path: Path) -> Callable[[], Any]:
-        # opened just before its timing block: idle worker pools of sessions opened early
-        # stalled the torch backends timed first (seconds per call, measured)
-        return lambda: ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    def session(name: str, path: Path) -> Callable[[_Inputs], Runner]:
+        ops = graph_ops(onnx.load(str(path), load_external_data=False))
+        graphs[name] = {op: n for op, n in sorted(ops.items()) if op in ("LSTM", "Scan", "Loop", QUANTIZED_LSTM)}
+        return _ort_runner(ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"]))
 
-    def ts(fused: bool) -> Any:
-        if artifacts and artifacts.get("ts"):  # an export folder: its model.ts, whichever it is
-            if fused:
-                return "n/a: an export folder holds one model.ts (timed as deploy_lstm torchscript)"
-            path = artifacts["ts"]
+    def missing(name: str, kind: str) -> Unavailable:
+        return Unavailable(name, f"the export folder has no {FILES[kind]}")
+
+    def ts(fused: bool) -> Union[Callable[[_Inputs], Runner], Unavailable]:
+        name = TS_FUSED if fused else TS_LOOP
+        if sources.folder is not None:  # an export folder holds at most one model.ts
+            if sources.torchscript is None:
+                return missing(name, "torchscript")
+            have_fused, path = sources.torchscript
+            if have_fused != fused:
+                return Unavailable(name, f"the export folder's {FILES['torchscript']} is the {'fused' if have_fused else 'loop'} one")
         else:
             path = export_torchscript(ours, workdir / f"model-{'fused' if fused else 'loop'}.ts", fused=fused)
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        return _torch_runner(torch.jit.load(str(path), map_location="cpu").eval(), native=False)
 
-    attempt("deploy_lstm torchscript", lambda: ts(False))  # the static loop
-    attempt("deploy_lstm torchscript (fused)", lambda: ts(True))  # aten::lstm inside TorchScript
+    attempt(TS_LOOP, lambda: ts(False))
+    attempt(TS_FUSED, lambda: ts(True))
     onnx_paths: Dict[str, Path] = {}
-    if artifacts and artifacts.get("onnx"):
-        exporter = read_metadata(artifacts["onnx"]).get("deploy_lstm.exporter", "dynamo")
-        onnx_paths[exporter] = Path(artifacts["onnx"])
-    for exporter in ("dynamo", "torchscript"):
-        name = f"ort: ours ({exporter})"
-        if artifacts and artifacts.get("onnx") and exporter not in onnx_paths:
-            built[name] = "n/a: not in the export folder"
-            continue
+    if sources.onnx is not None:
+        onnx_paths[sources.onnx[0]] = sources.onnx[1]
+    for name, exporter in _ORT_EXPORTERS.items():
 
-        def ours_session(exporter: str = exporter) -> Any:
+        def ours_session(name: str = name, exporter: str = exporter) -> Union[Callable[[_Inputs], Runner], Unavailable]:
             if exporter not in onnx_paths:
+                if sources.folder is not None and sources.onnx is None:
+                    return missing(name, "onnx")
+                if sources.folder is not None:
+                    return Unavailable(name, f"the export folder's {FILES['onnx']} is from the {sources.onnx[0]} exporter")
                 onnx_paths[exporter] = export_onnx(ours, workdir / f"{exporter}.onnx", exporter=exporter)
-            return session(onnx_paths[exporter])
+            return session(name, onnx_paths[exporter])
 
         attempt(name, ours_session)
-    attempt("ort: nn.LSTM export", lambda: session(_export_nn(reference, workdir / "nn_lstm.onnx")))
-    src = next(iter(onnx_paths.values()), None)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic's "consider pre-processing" warning
-    try:
-        attempt("ort: ours int8", lambda: session(quantize_int8(src, workdir / "int8.onnx")) if src else "n/a: no ONNX export")
-    finally:
-        root.setLevel(level)
-    return built
+    attempt(ORT_NN, lambda: session(ORT_NN, export_nn_lstm(reference, workdir / "nn_lstm.onnx")))
+
+    def int8() -> Union[Callable[[_Inputs], Runner], Unavailable]:
+        if sources.folder is not None:
+            return session(ORT_INT8, sources.int8) if sources.int8 is not None else missing(ORT_INT8, "onnx-int8")
+        src = next(iter(onnx_paths.values()), None)
+        if src is None:
+            return Unavailable(ORT_INT8, "no float ONNX model to quantize")
+        return session(ORT_INT8, quantize_int8(src, workdir / "int8.onnx"))
+
+    attempt(ORT_INT8, int8)
+    return built, graphs
 
 
 # --- timing --------------------------------------------------------------------------
 
 
-def _time(fn: Callable[[], Any], warmup: int, repeats: int, budget_s: float) -> Dict[str, Any]:
-    for _ in range(warmup):
-        fn()
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    q = np.percentile(times, [10, 25, 75, 90])
-    return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[3], "iqr_ms": q[2] - q[1], "repeats": len(times)}
+def _cpu_probe() -> Optional[Tuple[float, float, float, float]]:
+    """(wall s, machine busy CPU s, steal s, this process's CPU s) now; None without /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return time.perf_counter(), (user + nice + system + irq + softirq) / tick, steal / tick, time.process_time()
+
+
+def _foreign_cpu(before: Optional[Tuple[float, ...]], after: Optional[Tuple[float, ...]]) -> Optional[Dict[str, float]]:
+    """CPU other processes used between two probes, as seconds and as a share of all cores."""
+    if before is None or after is None:
+        return None
+    wall, busy, steal, own = (a - b for a, b in zip(after, before))
+    capacity = max(wall, 1e-9) * (os.cpu_count() or 1)
+    other = max(0.0, busy - own)
+    return {"wall_s": wall, "other_cpu_s": other, "other_share": other / capacity, "steal_share": steal / capacity}
+
+
+def _stats(times_ms: List[float]) -> Dict[str, float]:
+    p10, p25, p75, p90 = np.percentile(times_ms, [10, 25, 75, 90])
+    return {"median_ms": statistics.median(times_ms), "p10_ms": float(p10), "p90_ms": float(p90), "iqr_ms": float(p75 - p25)}
+
+
+def _measure_case(
+    runners: Dict[str, Runner], *, rounds: int, warmup: int, block_s: float, max_calls: int, pause_s: float
+) -> Dict[str, Union[Dict[str, Any], Unavailable]]:
+    """Time every runner on one (configuration, shape), interleaved.
+
+    Warm-up: ``warmup`` untimed calls per runner, then one timed call that sizes its
+    block.  Then ``rounds`` rounds; in each, every runner in turn (the order rotated
+    by one each round) sleeps ``pause_s`` and runs a block of individually timed calls
+    lasting about ``block_s`` (1..``max_calls`` calls).
+    """
+    out: Dict[str, Union[Dict[str, Any], Unavailable]] = {}
+    calls: Dict[str, int] = {}
+    samples: Dict[str, List[float]] = {}
+    per_round: Dict[str, List[float]] = {}
+    for name, fn in runners.items():
+        try:
+            time.sleep(pause_s)
+            for _ in range(warmup):
+                fn()
+            t0 = time.perf_counter()
+            fn()
+            est = time.perf_counter() - t0
+        except Exception as e:  # e.g. onnxruntime rejects the inputs
+            out[name] = Unavailable.of(name, e, stage="run")
+            continue
+        calls[name] = max(1, min(max_calls, math.ceil(block_s / max(est, 1e-6))))
+        samples[name], per_round[name] = [], []
+    order = list(calls)
+    for r in range(rounds):
+        k = r % len(order) if order else 0
+        for name in order[k:] + order[:k]:
+            if name in out:
+                continue
+            fn, block = runners[name], []
+            time.sleep(pause_s)  # let the previous runtime's worker threads go idle
+            try:
+                for _ in range(calls[name]):
+                    t0 = time.perf_counter()
+                    fn()
+                    block.append((time.perf_counter() - t0) * 1e3)
+            except Exception as e:
+                out[name] = Unavailable.of(name, e, stage="run")
+                continue
+            samples[name] += block
+            per_round[name].append(statistics.median(block))
+    for name in order:
+        if name not in out:
+            out[name] = {**_stats(samples[name]), "rounds": len(per_round[name]), "calls_per_round": calls[name],
+                         "samples": len(samples[name]), "round_medians_ms": per_round[name]}
+    return out
 
 
 def benchmark(
@@ -298,281 +485,333 @@ def benchmark(
     shapes: Sequence[Shape],
     *,
     threads: Optional[int] = None,
-    warmup: int = 3,
-    repeats: int = 15,
-    budget_s: float = 3.0,
-    artifacts: Optional[Dict[str, Path]] = None,
+    rounds: int = 7,
+    warmup: int = 2,
+    block_ms: float = 40.0,
+    max_calls: int = 50,
+    pause_ms: float = 50.0,
+    retries: int = 2,
+    max_interference: float = 0.05,
+    retry_wait_s: float = 5.0,
+    sources: Optional[_Sources] = None,
     log: Callable[[str], None] = print,
     checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
     """Time every backend on every (configuration, shape); returns the results as a dict.
 
+    Per configuration the backends are built (exports, TorchScript loads, onnxruntime
+    sessions), every shape is timed in interleaved rounds, and the sessions are closed.
+
     Args:
-        threads: torch.set_num_threads and onnxruntime intra_op_num_threads (default: all cores).
-        warmup: untimed calls first (TorchScript's profiling executor optimizes after 2).
-        repeats: timed calls at most; fewer (at least 3) once ``budget_s`` is spent.
+        threads: torch.set_num_threads and onnxruntime intra_op_num_threads (default:
+            all cores); torch's setting is restored afterwards.
+        rounds: rounds per (configuration, shape); every backend runs one block per round.
+        warmup: untimed calls per backend and shape first (TorchScript's profiling
+            executor optimizes after 2).
+        block_ms: a block repeats calls until about this long (at most ``max_calls``).
+        pause_ms: idle time before each timed block, so the previous runtime's spinning
+            worker threads do not compete for the cores.
+        retries, max_interference, retry_wait_s: a (configuration, shape) during which
+            other processes used more than ``max_interference`` of the CPU (from
+            ``/proc/stat``) is measured again, up to ``retries`` times after
+            ``retry_wait_s``; the least disturbed attempt is kept.
+        log: progress lines.
         checkpoint: called with the results so far after each configuration.
+
+    Returns:
+        ``{"machine", "settings", "reference", "flop_formula", "backends", "cases"}``;
+        each case's ``results`` maps every backend to its timing
+        (``median_ms``, ``p10_ms``, ``p90_ms``, ``ratio_vs_nn``, ``gflops``,
+        ``reference_fraction``, ...) or to an :class:`Unavailable` as a dict.
     """
+    if retries < 0 or not 0 <= max_interference <= 1:
+        raise ConfigError(f"expected retries >= 0 and 0 <= max_interference <= 1; got {retries}, {max_interference}")
+    if rounds < 1 or warmup < 0 or max_calls < 1 or block_ms < 0 or pause_ms < 0:
+        raise ConfigError(
+            f"expected rounds >= 1, warmup >= 0, max_calls >= 1, block_ms >= 0, pause_ms >= 0; got rounds={rounds}, "
+            f"warmup={warmup}, max_calls={max_calls}, block_ms={block_ms}, pause_ms={pause_ms}"
+        )
     threads = threads or os.cpu_count() or 1
+    if threads < 1:
+        raise ConfigError(f"expected threads >= 1, got {threads}")
+    sources = sources or _Sources()
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    settings = {"threads": threads, "rounds": rounds, "warmup": warmup, "block_ms": block_ms, "max_calls": max_calls,
+                "pause_ms": pause_ms, "retries": retries, "max_interference": max_interference, "configs": len(configs), "shapes": [s.name for s in shapes],
+                "folder": str(sources.folder) if sources.folder else None}
     info = machine()
-    peak = info["peak_gflops_estimate"]
     cases: List[Dict[str, Any]] = []
+    graphs: Dict[str, Any] = {}
     rng = np.random.default_rng(0)
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="deploy-lstm-bench-") as tmp, torch.inference_mode():
-        for k, cfg in enumerate(configs):
-            log(f"[{k + 1}/{len(configs)}] {_cfg_name(cfg)}")
-            workdir = Path(tmp) / str(k)
-            workdir.mkdir()
-            with torch.inference_mode(False):
-                built = build(cfg, workdir, threads, artifacts, log)
-            gc.collect()
-            time.sleep(0.5)  # let the exporters' threads go idle before timing
-            data = []
-            for shape in shapes:
-                N, T = shape.batch, shape.steps
-                x = rng.standard_normal((T, N, cfg.input_size)).astype(np.float32)
-                h0 = rng.standard_normal((cfg.num_states, N, cfg.real_hidden_size)).astype(np.float32)
-                c0 = rng.standard_normal((cfg.num_states, N, cfg.hidden_size)).astype(np.float32)
-                data.append(((x, h0, c0), tuple(torch.from_numpy(a) for a in (x, h0, c0))))
-            results: List[Dict[str, Any]] = [{} for _ in shapes]
-            # backend by backend, each over every shape; an onnxruntime session is closed after
-            # its block, so its idle (spinning) workers never share the cores with another backend
-            for name in BACKENDS:
-                b = built.pop(name, "n/a: not built")
-                if name.startswith("ort") and not isinstance(b, str):
-                    try:
-                        b = b()
-                    except Exception as e:  # e.g. onnxruntime rejects the graph
-                        b = f"n/a: {_reason(e)}"
-                for shape, (arrays, tensors), res in zip(shapes, data, results):
-                    if isinstance(b, str):
-                        res[name] = {"na": b[5:] if b.startswith("n/a: ") else b}
-                        continue
-                    if name.startswith("ort"):
-                        fn = _ort_fn(b, arrays, shape)
-                    else:
-                        fn = _torch_fn(b, tensors, shape, native=name == NN)
-                    try:
-                        r = _time(fn, warmup, repeats, budget_s)
-                    except Exception as e:
-                        res[name] = {"na": _reason(e)}
-                        continue
-                    gflop = flops(cfg, shape.batch, shape.steps) / 1e9
-                    r["gflops"] = gflop / (r["median_ms"] / 1e3)
-                    r["peak_fraction"] = r["gflops"] / peak if peak else None
-                    res[name] = r
-                b = fn = None  # noqa: F841 (drop the session before the next backend)
-                gc.collect()
-            for shape, res in zip(shapes, results):
-                base = res[NN].get("median_ms")
-                for r in res.values():
-                    if "median_ms" in r and base:
-                        r["ratio_vs_nn"] = r["median_ms"] / base
-                cases.append({"config": _cfg_name(cfg), "config_dict": dataclasses.asdict(cfg), "shape": shape.name,
-                              "batch": shape.batch, "steps": shape.steps, "stream": shape.stream,
-                              "gflop": flops(cfg, shape.batch, shape.steps) / 1e9, "results": res})
-                log(f"  {shape.name}: " + ", ".join(f"{n}={r['median_ms']:.2f}ms" for n, r in res.items() if "median_ms" in r))
-            if checkpoint is not None:
-                checkpoint(_results(info, threads, warmup, repeats, budget_s, t_start, cases, len(configs)))
-    return _results(info, threads, warmup, repeats, budget_s, t_start, cases, len(configs))
-
-
-def _results(info, threads, warmup, repeats, budget_s, t_start, cases, n_configs):  # type: ignore[no-untyped-def]
-    settings = {"threads": threads, "warmup": warmup, "repeats": repeats, "budget_s": budget_s,
-                "wall_s": round(time.perf_counter() - t_start, 1), "configs_done": len({c["config"] for c in cases}),
-                "configs": n_configs}
-    return {"machine": info, "settings": settings, "flop_formula": __doc__.split("FLOPs counted")[1].split("Peak:")[0].strip(),
-            "backends": BACKENDS, "cases": cases, "targets": targets(cases), "targets_p10": targets(cases, "p10_ms")}
-
-
-def _cfg_name(cfg: LSTMConfig) -> str:
-    s = f"L{cfg.num_layers} {'bi' if cfg.bidirectional else 'uni'} H{cfg.hidden_size}"
-    return s + (f" P{cfg.proj_size}" if cfg.proj_size else "")
-
-
-# --- targets, reports ----------------------------------------------------------------
-
-
-def targets(cases: Sequence[Dict[str, Any]], stat: str = "median_ms") -> List[Dict[str, Any]]:
-    """Each issue #6 target checked on every case it applies to (same-run ratios of ``stat``)."""
-    out: List[Dict[str, Any]] = []
-
-    def check(target: str, case: Dict[str, Any], num: str, den: str, limit: float, invert: bool = False) -> None:
-        a, b = case["results"].get(num, {}), case["results"].get(den, {})
-        if stat not in a or stat not in b:
-            return
-        ratio = b[stat] / a[stat] if invert else a[stat] / b[stat]
-        met = ratio >= limit if invert else ratio <= limit
-        out.append({"target": target, "case": f"{case['config']} | {case['shape']}", "ratio": ratio, "limit": limit, "met": met})
-
-    for c in cases:
-        proj = c["config_dict"]["proj_size"] > 0
-        for ex in ("dynamo", "torchscript"):
-            ours = f"ort: ours ({ex})"
-            if proj:
-                check(f"{ours} <= 1.3x nn.LSTM eager (projection)", c, ours, NN, 1.3)
-            else:
-                check(f"{ours} <= 1.0x nn.LSTM eager", c, ours, NN, 1.0)
-                check(f"{ours} <= 1.05x ort: nn.LSTM export", c, ours, "ort: nn.LSTM export", 1.05)
-        for ts in ("deploy_lstm torchscript", "deploy_lstm torchscript (fused)"):
-            label = "torchscript" + (" (fused)" if "fused" in ts else " (loop)")
-            if c["batch"] == 1:
-                check(f"{label} <= 1.5x nn.LSTM eager at N=1", c, ts, NN, 1.5)
-            if c["batch"] == 32:
-                check(f"{label} <= 1.2x nn.LSTM eager at N=32", c, ts, NN, 1.2)
-        if c["batch"] == 32:
-            check("int8 >= 1.5x faster than fp32 ort (dynamo) at N=32", c, "ort: ours int8", "ort: ours (dynamo)", 1.5, invert=True)
-    return out
-
-
-def to_markdown(res: Dict[str, Any]) -> str:
-    m, s = res["machine"], res["settings"]
-    lines = [
-        "# deploy-lstm benchmark", "",
-        f"Machine: {m['cpu']} ({m['vendor']} family/model {m['family_model']}), {m['cores']} cores @ {m['ghz']} GHz; "
-        f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, Python {m['python']}.",
-        f"Threads: {s['threads']} (torch and onnxruntime intra-op); warm-up {s['warmup']}, up to {s['repeats']} repeats "
-        f"(at least 3; fewer once {s['budget_s']} s are spent per backend and case); wall time {s['wall_s']} s.",
-        f"Configurations measured: {s.get('configs_done', '?')}/{s.get('configs', '?')} (mode: {s.get('mode', '?')}).",
-        f"Peak estimate: {m['peak_gflops_estimate']} GFLOP/s = {m['peak_assumption']}.", "",
-        "Cells: median ms (ratio to nn.LSTM eager) [p10-p90 ms]. `stream` = one call per step carrying (h, c), "
-        "time for all steps. GFLOP/s and % of peak for the fastest backend.", "",
-    ]
-    names = [n for n in res["backends"]]
-    lines.append("| config | shape | " + " | ".join(names) + " | best GFLOP/s (% peak) |")
-    lines.append("|---|---|" + "---|" * (len(names) + 1))
-    for c in res["cases"]:
-        cells = []
-        for n in names:
-            r = c["results"].get(n, {"na": "?"})
-            cells.append(f"n/a ({r['na'][:40]})" if "na" in r else
-                         f"{r['median_ms']:.2f} ({r.get('ratio_vs_nn', float('nan')):.2f}x) [{r['p10_ms']:.2f}-{r['p90_ms']:.2f}]")
-        timed = [r for r in c["results"].values() if "gflops" in r]
-        best = max(timed, key=lambda r: r["gflops"]) if timed else None
-        peak = f" ({100 * best['peak_fraction']:.0f}%)" if best and best.get("peak_fraction") else ""
-        lines.append(f"| {c['config']} | {c['shape']} | " + " | ".join(cells) + f" | {best['gflops']:.1f}{peak} |" if best else " | - |")
-    for key, title in (("targets", "medians"), ("targets_p10", "p10, less sensitive to interference")):
-        lines += ["", f"## Targets (same-run ratios of {title})", "",
-                  "| target | met | worst case | worst ratio | limit |", "|---|---|---|---|---|"]
-        by: Dict[str, List[Dict[str, Any]]] = {}
-        for t in res.get(key, []):
-            by.setdefault(t["target"], []).append(t)
-        for name, ts in by.items():
-            inv = name.startswith("int8")
-            worst = min(ts, key=lambda t: t["ratio"]) if inv else max(ts, key=lambda t: t["ratio"])
-            met = sum(t["met"] for t in ts)
-            lines.append(f"| {name} | {met}/{len(ts)} {'MET' if met == len(ts) else 'MISSED'} | {worst['case']} "
-                         f"| {worst['ratio']:.2f}x | {worst['limit']}x |")
-    lines += ["", "FLOPs: " + res["flop_formula"].replace("\n", " ").replace("::", ":")]
-    return "\n".join(lines) + "\n"
-
-
-def plot(res: Dict[str, Any], path: Path) -> Optional[Path]:
-    """Horizontal grouped bars: median latency per backend per case (log scale); None without matplotlib."""
+    pause_s = pause_ms / 1e3
     try:
-        import matplotlib
+        sgemm = [sgemm_reference(pause_s=pause_s)]
+        log(f"reference: {SGEMM_N}x{SGEMM_N} float32 torch.mm at {sgemm[0]['gflops']:.1f} GFLOP/s ({threads} threads)")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    cases, names = res["cases"], res["backends"]
-    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.55 * len(cases)))
-    width = 0.8 / len(names)
-    for j, n in enumerate(names):
-        ys = [i + j * width for i in range(len(cases))]
-        xs = [c["results"].get(n, {}).get("median_ms", 0) for c in cases]
-        ax.barh(ys, xs, height=width, label=n)
-    ax.set_yticks([i + 0.4 - width / 2 for i in range(len(cases))])
-    ax.set_yticklabels([f"{c['config']} | {c['shape']}" for c in cases], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("median latency, ms (log); missing bar = n/a")
-    ax.set_title(f"deploy-lstm, {res['machine']['cpu']}, {res['settings']['threads']} threads", pad=48)
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=4)  # above the bars
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        def results() -> Dict[str, Any]:
+            return _results(info, {**settings, "wall_s": round(time.perf_counter() - t_start, 1)}, sgemm, cases, graphs)
+
+        with tempfile.TemporaryDirectory(prefix="deploy-lstm-bench-") as tmp:
+            for k, cfg in enumerate(configs):
+                log(f"[{k + 1}/{len(configs)}] {config_name(cfg)}")
+                workdir = Path(tmp) / str(k)
+                workdir.mkdir()
+                cases += _run_config(cfg, shapes, workdir, threads, sources, rng, graphs, log, retries=retries,
+                                     max_interference=max_interference, retry_wait_s=retry_wait_s, rounds=rounds,
+                                     warmup=warmup, block_s=block_ms / 1e3, max_calls=max_calls, pause_s=pause_s)
+                gc.collect()  # this configuration's onnxruntime sessions are gone with _run_config's frame
+                if checkpoint is not None:
+                    checkpoint(results())
+        sgemm.append(sgemm_reference(pause_s=pause_s))
+        return results()
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
-def write_results(res: Dict[str, Any], out: Path, stem: str = "results") -> Dict[str, Optional[Path]]:
-    """``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` in ``out``, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths: Dict[str, Optional[Path]] = {}
-    for ext, text in (("json", json.dumps(res, indent=1, default=float)), ("md", to_markdown(res))):
-        p = out / f"{stem}.{ext}"
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
-        paths[ext] = p
-    png = out / f"{stem}.png"
-    tmp = out / f".{stem}.tmp.png"
-    paths["png"] = plot(res, tmp)
-    if paths["png"]:
-        os.replace(tmp, png)
-        paths["png"] = png
-    return paths
+def _run_config(
+    cfg: LSTMConfig, shapes: Sequence[Shape], workdir: Path, threads: int, sources: _Sources, rng: np.random.Generator,
+    graphs: Dict[str, Any], log: Callable[[str], None], *, retries: int, max_interference: float, retry_wait_s: float,
+    **timing: Any,
+) -> List[Dict[str, Any]]:
+    """Build one configuration's backends, time every shape, and let the sessions go.
+
+    A shape during which other processes used more than ``max_interference`` of the
+    CPU is measured again (up to ``retries`` times, after ``retry_wait_s``); the least
+    disturbed attempt is kept and every attempt's share recorded.
+    """
+    built, graphs[config_name(cfg)] = _build(cfg, workdir, threads, sources, log)
+    cases = []
+    with torch.inference_mode():
+        for shape in shapes:
+            inp = _inputs(cfg, shape, rng)
+            res: Dict[str, Union[Dict[str, Any], Unavailable]] = {}
+            runners: Dict[str, Runner] = {}
+            for name in BACKENDS:
+                b = built.get(name, Unavailable(name, "not built"))
+                if isinstance(b, Unavailable):
+                    res[name] = b
+                else:
+                    runners[name] = b(inp)
+            attempts: List[Tuple[float, Dict[str, Any], Optional[Dict[str, float]]]] = []
+            for attempt in range(1 + retries):
+                if attempt:
+                    log(f"  {shape.name}: other processes used {attempts[-1][0]:.0%} of the CPU; measuring again in {retry_wait_s:g} s")
+                    time.sleep(retry_wait_s)
+                before = _cpu_probe()
+                measured = _measure_case(runners, **timing)
+                interference = _foreign_cpu(before, _cpu_probe())
+                attempts.append((interference["other_share"] if interference else 0.0, measured, interference))
+                if interference is None or interference["other_share"] <= max_interference:
+                    break
+            _, measured, interference = min(attempts, key=lambda a: a[0])
+            res.update(measured)
+            cases.append(_case(cfg, shape, {n: res[n] for n in BACKENDS}))
+            cases[-1]["interference"] = interference and {**interference, "attempts": [round(a[0], 4) for a in attempts]}
+            log(f"  {shape.name}: " + ", ".join(f"{n}={r['median_ms']:.2f}ms" for n, r in cases[-1]["results"].items() if "median_ms" in r))
+    return cases
+
+
+def _case(cfg: LSTMConfig, shape: Shape, res: Dict[str, Union[Dict[str, Any], Unavailable]]) -> Dict[str, Any]:
+    gflop = flops(cfg, shape.batch, shape.steps) / 1e9
+    results: Dict[str, Dict[str, Any]] = {}
+    base = res[NN]
+    for name, r in res.items():
+        if isinstance(r, Unavailable):
+            results[name] = r.to_dict()
+            continue
+        r = dict(r, gflops=gflop / (r["median_ms"] / 1e3))
+        if not isinstance(base, Unavailable):
+            r["ratio_vs_nn"] = r["median_ms"] / base["median_ms"]
+        results[name] = r
+    return {"config": config_name(cfg), "config_dict": dataclasses.asdict(cfg), "shape": shape.name, "batch": shape.batch,
+            "steps": shape.steps, "stream": shape.stream, "gflop": gflop, "results": results}
+
+
+def _results(info: Dict[str, Any], settings: Dict[str, Any], sgemm: List[Dict[str, Any]], cases: List[Dict[str, Any]],
+             graphs: Dict[str, Any]) -> Dict[str, Any]:
+    """The results dict, with the measured reference and every timing's fraction of it."""
+    gemm = max(sgemm, key=lambda s: s["gflops"])
+    timed = [(r["gflops"], n, c) for c in cases for n, r in c["results"].items() if "gflops" in r and n not in NOT_FLOAT32]
+    best = max(timed, key=lambda t: t[0], default=None)
+    ref = max(gemm["gflops"], best[0] if best else 0.0)
+    for c in cases:
+        for n, r in c["results"].items():
+            if "gflops" in r:
+                r["reference_fraction"] = None if n in NOT_FLOAT32 else r["gflops"] / ref
+    reference = {
+        "gflops": ref,
+        "source": "sgemm" if best is None or gemm["gflops"] >= best[0] else "backend",
+        "sgemm": {**gemm, "runs_gflops": [s["gflops"] for s in sgemm]},
+        "fastest_backend": {"gflops": best[0], "backend": best[1], "case": f"{best[2]['config']} | {best[2]['shape']}"} if best else None,
+    }
+    seen = [c["interference"] for c in cases if c.get("interference")]
+    capacity = sum(i["wall_s"] for i in seen)
+    interference = None
+    if seen:
+        worst = max((c for c in cases if c.get("interference")), key=lambda c: c["interference"]["other_share"])
+        interference = {
+            "other_share": sum(i["other_share"] * i["wall_s"] for i in seen) / max(capacity, 1e-9),
+            "steal_share": sum(i["steal_share"] * i["wall_s"] for i in seen) / max(capacity, 1e-9),
+            "worst_share": worst["interference"]["other_share"],
+            "worst_case": f"{worst['config']} | {worst['shape']}",
+            "cases_over_limit": sum(i["other_share"] > settings["max_interference"] for i in seen),
+            "cases_retried": sum(len(i.get("attempts", ())) > 1 for i in seen),
+        }
+    settings = {**settings, "configs_done": len({c["config"] for c in cases}), "interference": interference}
+    return {"machine": info, "settings": settings, "reference": reference, "flop_formula": FLOP_FORMULA,
+            "backends": list(BACKENDS), "graphs": graphs, "cases": cases}
 
 
 # --- command line --------------------------------------------------------------------
 
+_FIELD_TYPES: Dict[str, Any] = typing.get_type_hints(LSTMConfig)
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_config(text: str) -> LSTMConfig:
+    """``--config``: JSON (``{"input_size": 64, ...}``) or ``key=value,...`` in ``nn.LSTM``'s names.
+
+    Raises:
+        ConfigError: not key=value, an unknown or repeated key, a value of the wrong
+            type, or a configuration ``nn.LSTM`` refuses.
+    """
+    example = "e.g. --config input_size=64,hidden_size=256,num_layers=2,bidirectional=true"
+    text = text.strip()
+    if not text:
+        raise ConfigError(f"--config is empty; {example}")
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"--config is not valid JSON ({e}); {example}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"--config JSON must be an object, got {type(d).__name__}")
+    else:
+        d = {}
+        for item in filter(None, (s.strip() for s in text.replace(" ", ",").split(","))):
+            key, sep, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key or not value:
+                raise ConfigError(f"--config: expected key=value, got {item!r}; {example}")
+            if key in d:
+                raise ConfigError(f"--config: {key} is given twice")
+            d[key] = _parse_value(key, value) if key in _FIELD_TYPES else value
+    cfg = LSTMConfig.from_dict(d)  # ConfigError naming unknown or missing keys
+    for key, want in _FIELD_TYPES.items():
+        if not _type_ok(getattr(cfg, key), want):
+            raise ConfigError(f"--config: {key} must be {want.__name__}, got {getattr(cfg, key)!r}")
+    try:
+        LSTM(**dataclasses.asdict(cfg), device="meta")  # nn.LSTM's own checks, no memory
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"--config: {e}") from None
+    return cfg
+
+
+def _type_ok(value: Any, want: type) -> bool:
+    if want is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # bool is an int subclass; True is not a size
+        return False
+    return isinstance(value, (int, float)) if want is float else isinstance(value, want)
+
+
+def _parse_value(key: str, value: str) -> Any:
+    want = _FIELD_TYPES[key]
+    if want is bool:
+        if value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        raise ConfigError(f"--config: {key} expects true or false, got {value!r}")
+    try:
+        return want(value)
+    except ValueError:
+        raise ConfigError(f"--config: {key} expects {'an integer' if want is int else 'a number'}, got {value!r}") from None
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``deploy-lstm bench`` (and ``benchmarks/run.py``)."""
-    parser.add_argument("dir", nargs="?", type=Path, help="an export folder (model.onnx, model.ts, config.json) to benchmark")
-    parser.add_argument("--config", help="one LSTM configuration: JSON or key=value,... (e.g. input_size=64,hidden_size=256)")
+    parser.add_argument("dir", nargs="?", type=Path, help="an export folder (from 'deploy-lstm export' of a bare LSTM) to benchmark")
+    parser.add_argument("--config", help="one LSTM configuration: key=value,... (e.g. input_size=64,hidden_size=256) or JSON")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few repeats")
+    mode.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, few rounds")
     mode.add_argument("--full", action="store_true", help="the full matrix (default when neither is given)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for results.{json,md,png}")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and onnxruntime (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per backend and case (max)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per configuration and shape (default 7; --quick 3)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="measure a case again when other processes used over 5%% of the CPU meanwhile (default 2; --quick 0)")
 
 
-def _parse_config(text: str) -> LSTMConfig:
-    text = text.strip()
-    if text.startswith("{"):
-        return LSTMConfig.from_dict(json.loads(text))
-    d: Dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in text.replace(" ", ",").split(","))):
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value in --config, got {item!r}")
-        d[k] = json.loads(v.lower()) if v.lower() in ("true", "false") else (float(v) if "." in v else int(v))
-    return LSTMConfig.from_dict(d)
+def _folder_sources(path: Path) -> Tuple[LSTMConfig, _Sources]:
+    folder = load(path)
+    cfg = folder.config
+    if cfg is None:
+        raise ConfigError(f"deploy-lstm bench needs the export of a bare LSTM; {path} holds a whole model")
+    weights = folder.state_dict()
+    odd = sorted({str(t.dtype).replace("torch.", "") for t in weights.values()} - {"float32"})
+    if odd:
+        raise ConfigError(f"deploy-lstm bench times float32 models; the weights in {path} are {', '.join(odd)}")
+    sources = _Sources(weights=weights, folder=path)
+    if folder.has("onnx"):
+        sources.onnx = (folder.artifacts["onnx"].details.get("exporter", "dynamo"), folder.file("onnx"))
+    if folder.has("torchscript"):
+        sources.torchscript = (bool(folder.artifacts["torchscript"].details.get("fused", False)), folder.file("torchscript"))
+    if folder.has("onnx-int8"):
+        sources.int8 = folder.file("onnx-int8")
+    return cfg, sources
+
+
+def measure(args: argparse.Namespace, checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Run the benchmark the parsed arguments describe; returns the results.
+
+    Raises:
+        ConfigError: bad ``--config``, ``--threads`` or ``--rounds``, or a folder that is
+            not a bare LSTM export; ArtifactError: an unreadable export folder.
+    """
+    if args.dir is not None and args.config:
+        raise ConfigError("give an export folder or --config, not both")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.retries is not None and args.retries < 0:
+        raise ConfigError(f"--retries must be at least 0, got {args.retries}")
+    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    sources = None
+    if args.dir is not None:
+        cfg, sources = _folder_sources(args.dir)
+        configs = [cfg]
+    elif args.config:
+        configs = [parse_config(args.config)]
+    else:
+        configs = matrix(args.quick)
+    mode = "quick" if args.quick else "full"
+
+    def save(res: Dict[str, Any]) -> None:
+        res["settings"]["mode"] = mode
+        if checkpoint is not None:
+            checkpoint(res)
+
+    res = benchmark(
+        configs, shapes, threads=args.threads, rounds=args.rounds or (3 if args.quick else 7),
+        warmup=1 if args.quick else 2, block_ms=10.0 if args.quick else 40.0, sources=sources,
+        retries=args.retries if args.retries is not None else (0 if args.quick else 2),
+        log=lambda line: print(line, file=sys.stderr, flush=True), checkpoint=save,
+    )
+    res["settings"]["mode"] = mode
+    return res
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark the arguments describe and write the results; returns an exit code."""
-    shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    artifacts = None
-    if args.dir is not None:
-        cfg_path = args.dir / "config.json"
-        if not cfg_path.is_file():
-            raise ValueError(f"expected an export folder with config.json, got {args.dir}")
-        d = json.loads(cfg_path.read_text())
-        if d.get("kind", "lstm") != "lstm":
-            raise ValueError(f"expected an export of a bare LSTM (config.json kind 'lstm'), got kind {d.get('kind')!r}")
-        configs = [LSTMConfig.from_dict(d.get("lstm", d))]
-        names = (("onnx", "model.onnx"), ("ts", "model.ts"), ("weights", "weights.safetensors"))
-        artifacts = {k: args.dir / f for k, f in names if (args.dir / f).is_file()}
-    elif args.config:
-        configs = [_parse_config(args.config)]
-    else:
-        configs = matrix(args.quick)
-    repeats = args.repeats or (3 if args.quick else 7)
-    mode = "quick" if args.quick else "full"
+    """``deploy-lstm bench``: measure, write ``results.{json,md,png}`` to ``--out``, print the table."""
 
-    def save(res: Dict[str, Any]) -> Dict[str, Optional[Path]]:
-        res["settings"]["mode"] = mode
-        return write_results(res, args.out)
+    def save(res: Dict[str, Any]) -> None:
+        write_results(res, args.out)
 
-    res = benchmark(configs, shapes, threads=args.threads, warmup=1 if args.quick else 2, repeats=repeats,
-                    budget_s=0.5 if args.quick else 1.0, artifacts=artifacts, checkpoint=save)
-    paths = save(res)
+    res = measure(args, checkpoint=save)
+    paths = write_results(res, args.out)
     print(to_markdown(res))
     print("wrote " + ", ".join(str(p) for p in paths.values() if p))
     return 0
+

@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from typing_extensions import TypedDict, Unpack
+
 import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
@@ -42,6 +44,7 @@ __all__ = [
     "export_errors",
     "BareLSTM",
     "Signature",
+    "GraphArgs",
     "signature",
     "lstm_configs",
     "dtype_name",
@@ -111,21 +114,27 @@ def check_exportable(model: object, what: str) -> nn.Module:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+class _FromQuantization(logging.Filter):
+    """Drops onnxruntime.quantization's advice, which it logs on the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or "quantization" not in record.pathname
+
+
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' chatter (progress lines, deprecation notes, TracerWarnings)."""
-    names = [
-        "torch.onnx",
-        "torch.onnx._internal.exporter._registration",
-        "torch.export",
-        "torch._export",
-        "onnxruntime.quantization",
-        "root",
-    ]
-    loggers = [logging.getLogger(n if n != "root" else None) for n in names]
+    """Silence the exporters' chatter (progress lines, deprecation notes, TracerWarnings).
+
+    Loggers are lowered to ERROR for the duration and restored; the root logger's
+    level is never touched (onnxruntime.quantization's root-logger advice is filtered).
+    """
+    names = ["torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._export", "onnxruntime.quantization"]
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
+    root_filter = _FromQuantization()
+    logging.getLogger().addFilter(root_filter)
     try:
-        for lg in loggers[:-1]:
+        for lg in loggers:
             lg.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -137,6 +146,7 @@ def quiet_exporter() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used", category=UserWarning)
             yield
     finally:
+        logging.getLogger().removeFilter(root_filter)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 
@@ -254,17 +264,19 @@ def _example_for(cfg: LSTMConfig, dtype: torch.dtype, device: torch.device, leng
     return ex
 
 
-def signature(
-    model: nn.Module,
-    *,
-    lengths: bool = False,
-    example_inputs: Optional[Sequence[Any]] = None,
-    example_kwargs: Optional[Mapping[str, Any]] = None,
-    input_names: Optional[Sequence[str]] = None,
-    output_names: Optional[Sequence[str]] = None,
-    dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
-    dynamic_shapes: Optional[Any] = None,
-) -> Signature:
+class GraphArgs(TypedDict, total=False):
+    """How a whole model is called and what its graph names, as every exporter and
+    ``validate`` take it (keyword arguments)."""
+
+    example_inputs: Sequence[Any]  # positional arguments: tensors, or tuples/lists/dicts of them
+    example_kwargs: Mapping[str, Any]  # keyword arguments, flattened after the positional ones
+    input_names: Sequence[str]  # one per flattened input tensor (default input_0, ...)
+    output_names: Sequence[str]  # one per flattened output tensor (default output_0, ...)
+    dynamic_axes: Mapping[str, Mapping[int, str]]  # {flat name: {axis: dim name}}
+    dynamic_shapes: Any  # instead of dynamic_axes: torch.export's nested form
+
+
+def signature(model: nn.Module, *, lengths: bool = False, **graph: Unpack[GraphArgs]) -> Signature:
     """The :class:`Signature` of a bare ``deploy_lstm.LSTM`` or of a whole model.
 
     A bare LSTM needs nothing more: its graph is ``input``, ``h0``, ``c0``
@@ -281,11 +293,17 @@ def signature(
             example inputs the model does not run on, or a Python loop over a dynamic
             axis (before any tracing).
     """
+    unknown = sorted(set(graph) - set(GraphArgs.__annotations__))
+    if unknown:
+        raise ExportError(f"unknown arguments {unknown}; a graph is described by {sorted(GraphArgs.__annotations__)}")
+    example_inputs, example_kwargs = graph.get("example_inputs"), graph.get("example_kwargs")
+    input_names, output_names = graph.get("input_names"), graph.get("output_names")
+    dynamic_axes, dynamic_shapes = graph.get("dynamic_axes"), graph.get("dynamic_shapes")
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     if isinstance(model, LSTM):
-        if example_inputs is not None or example_kwargs or input_names or output_names or dynamic_axes or dynamic_shapes:
+        if any(v is not None for v in graph.values()):
             raise ExportError(
                 "a bare deploy_lstm.LSTM has a fixed graph signature (input, h0, c0[, lengths]); "
                 "do not pass example inputs, names or dynamic axes for it"

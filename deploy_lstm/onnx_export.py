@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import onnx
 import torch
 from onnxscript import opset18 as op
 from torch import nn
 from torch.onnx import symbolic_helper
+from typing_extensions import Unpack
 
 from . import contract
 from .errors import ExportError
-from .exporting import atomic_path, check_exportable, check_target, export_errors, lstm_configs, quiet_exporter, signature
+from .exporting import GraphArgs, atomic_path, check_exportable, check_target, export_errors, lstm_configs, quiet_exporter, signature
 from .tracing import traceable
 from .version import __version__
 
@@ -77,15 +78,10 @@ def export_onnx(
     path: str | os.PathLike,
     *,
     lengths: bool = False,
-    example_inputs: Optional[Sequence[Any]] = None,
-    example_kwargs: Optional[Mapping[str, Any]] = None,
-    input_names: Optional[Sequence[str]] = None,
-    output_names: Optional[Sequence[str]] = None,
-    dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
-    dynamic_shapes: Optional[Any] = None,
     exporter: str = "dynamo",
     opset: Optional[int] = None,
     native_lstm: bool = True,
+    **graph: Unpack[GraphArgs],
 ) -> Path:
     """Export ``model`` to ONNX with dynamic batch and sequence axes, atomically.
 
@@ -97,20 +93,15 @@ def export_onnx(
         path: the ``.onnx`` file to write.  Written atomically; weights over 2 GB go to
             ``<path>.data`` beside it.
         lengths: bare LSTM only: add the int64 ``lengths`` (batch,) input.
-        example_inputs: positional example arguments for a whole model (tensors, or
-            tuples/lists/dicts of tensors, e.g. ``(x, (h0, c0))``).
-        example_kwargs: keyword example arguments for a whole model.
-        input_names, output_names: one per flattened input/output tensor (default
-            ``input_0...``, ``output_0...``), in torch.export's flattening order.
-        dynamic_axes: ``{name: {axis: dim name}}`` over those flat names, as in
-            ``torch.onnx.export``.
-        dynamic_shapes: instead of ``dynamic_axes``, torch.export's nested form (a
-            tuple over the arguments, or a dict by parameter name; ``torch.export.Dim``
-            objects name the axes).
         exporter: ``"dynamo"`` (torch.export based, default) or ``"torchscript"``.
         opset: ONNX opset; see ``OPSETS`` for each exporter's range.
         native_lstm: use the ONNX ``LSTM`` operator where it can express the layer
             (no projection, float32); otherwise ``Scan``/``Loop``.
+        **graph: a whole model's call and names (:class:`~deploy_lstm.exporting.GraphArgs`):
+            ``example_inputs`` (e.g. ``(x, (h0, c0))``), ``example_kwargs``,
+            ``input_names``/``output_names`` (one per flattened tensor, in torch.export's
+            order), and ``dynamic_axes`` (``{name: {axis: dim name}}``) or
+            ``dynamic_shapes`` (torch.export's nested form).
 
     Returns:
         The path written.
@@ -129,10 +120,7 @@ def export_onnx(
     check_exportable(model, "export fixes the sequence length or fails")
     path = Path(path)
     check_target(path)
-    sig = signature(
-        model, lengths=lengths, example_inputs=example_inputs, example_kwargs=example_kwargs,
-        input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, dynamic_shapes=dynamic_shapes,
-    )
+    sig = signature(model, lengths=lengths, **graph)
     with atomic_path(path, sidecars=[path.name + ".data"]) as tmp, export_errors(
         f"ONNX export with the {exporter} exporter (opset {opset})"
     ):

@@ -22,12 +22,13 @@ import torch
 import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from typing_extensions import Unpack
 
 from . import contract
 from .contract import ModelSpec
 from .convert import restore_lstms
 from .errors import ConfigError, RuntimeUnavailable
-from .exporting import BareLSTM, Signature, signature
+from .exporting import BareLSTM, GraphArgs, Signature, signature
 from .folder import ExportFolder
 from .model import LSTM
 from .runtime import AotiPackage, OnnxLSTM
@@ -205,12 +206,6 @@ def validate(
     onnx_path: Optional[str | os.PathLike] = None,
     torchscript_path: Optional[str | os.PathLike] = None,
     *,
-    example_inputs: Optional[Sequence[Any]] = None,
-    example_kwargs: Optional[Mapping[str, Any]] = None,
-    input_names: Optional[Sequence[str]] = None,
-    output_names: Optional[Sequence[str]] = None,
-    dynamic_axes: Optional[Mapping[str, Mapping[int, str]]] = None,
-    dynamic_shapes: Optional[Any] = None,
     cases: Iterable[Tuple[int, int]] = DEFAULT_CASES,
     lengths: Optional[bool] = None,
     atol: Optional[float] = None,
@@ -218,6 +213,7 @@ def validate(
     extra_onnx: Optional[Mapping[str, Tuple[str | os.PathLike, float]]] = None,
     aoti_path: Optional[str | os.PathLike] = None,
     seed: int = 0,
+    **graph: Unpack[GraphArgs],
 ) -> ValidationReport:
     """Run each artifact at ``cases`` (batch, sequence) and compare with the references.
 
@@ -228,10 +224,11 @@ def validate(
             ``model`` is not changed: it runs as an eval-mode copy.
         onnx_path: an exported ``.onnx`` (run on every available device in ``devices``).
         torchscript_path: a ``torch.jit.save``-d scripted model, reloaded from disk.
-        example_inputs, example_kwargs, input_names, output_names, dynamic_axes,
-            dynamic_shapes: a whole model's call and graph names, as given to
-            :func:`deploy_lstm.export_onnx`.  Inputs at each case resize every dynamic axis: dims named
-            like "batch" to the batch size, the others to the sequence length.
+        **graph: a whole model's call and graph names, as given to
+            :func:`deploy_lstm.export_onnx` (``example_inputs``, ``example_kwargs``,
+            ``input_names``, ``output_names``, ``dynamic_axes`` or ``dynamic_shapes``).
+            Inputs at each case resize every dynamic axis: dims named like "batch" to
+            the batch size, the others to the sequence length.
         cases: (batch, sequence) shapes; the defaults differ from the export example.
         lengths: bare LSTM: also feed random ``lengths`` (each case once with, once
             without); default: when an artifact has a ``lengths`` input.
@@ -269,15 +266,14 @@ def validate(
         reference: nn.Module = _PackedReference(eager.to_torch().eval())
         config: Dict[str, object] = dataclasses.asdict(sig.bare)  # type: ignore[arg-type]
     else:
-        if example_inputs is None and not example_kwargs:
+        if graph.get("example_inputs") is None and not graph.get("example_kwargs"):
             raise ConfigError(
                 f"validating a whole model ({type(model).__name__}) needs its example_inputs "
                 "(and the input_names, output_names and dynamic_axes used at export)"
             )
         if lengths:
             raise ConfigError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
-        sig = signature(eager, example_inputs=example_inputs, example_kwargs=example_kwargs, input_names=input_names,
-                        output_names=output_names, dynamic_axes=dynamic_axes, dynamic_shapes=dynamic_shapes)
+        sig = signature(eager, **graph)
         reference = restore_lstms(copy.deepcopy(eager)).eval()
         config = {"io": dataclasses.asdict(sig.io)}
     if atol is None:

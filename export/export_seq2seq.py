@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch

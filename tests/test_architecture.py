@@ -34,12 +34,13 @@ LAYERS = [
     {"folder"},
     {"runtime"},
     {"validation"},
+    {"bench_report"},
     {"pipeline", "bench"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # imports inside a function that are allowed: optional dependencies, loaded only when used
-LOCAL_IMPORTS_ALLOWED = {("bench", "matplotlib"), ("bench", "matplotlib.pyplot")}
+LOCAL_IMPORTS_ALLOWED = {("bench_report", "matplotlib"), ("bench_report", "matplotlib.pyplot")}
 
 
 def _imports(path: Path):  # type: ignore[no-untyped-def]

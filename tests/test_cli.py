@@ -251,7 +251,8 @@ def test_bench_smoke_through_the_cli(tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     names = set(res["backends"])
     assert {"nn.LSTM eager", "deploy_lstm torchscript (fused)", "ort: ours (dynamo)", "ort: ours int8"} <= names
-    assert all("median_ms" in v or "na" in v for case in res["cases"] for v in case["results"].values())
+    # every backend this machine has gives a number, in every case (no projection: nn.LSTM's export works too)
+    assert all("median_ms" in case["results"][n] for case in res["cases"] for n in names), res["cases"]
     assert (tmp_path / "results.md").read_text().startswith("# deploy-lstm benchmark")
 
 

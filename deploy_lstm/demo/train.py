@@ -64,17 +64,9 @@ def window_loss(model: Forecaster, window: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def train(
-    out: Path,
-    steps: int = 2000,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    seed: int = 0,
-    n_series: int = 1024,
-    series_length: int = 256,
-    n_val: int = 128,
-    hidden_size: int = 48,
-    num_layers: int = 2,
-    log_every: int = 100,
+    out: Path, steps: int = 2000, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+    n_series: int = 1024, series_length: int = 256, n_val: int = 128,
+    hidden_size: int = 48, num_layers: int = 2, log_every: int = 100,
 ) -> Dict[str, object]:
     """Train, evaluate and save; return the metadata written to ``forecaster.json``.
 

@@ -26,6 +26,7 @@ The project's own targets and verdicts are not here: ``benchmarks/targets.py``.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
 import json
@@ -51,12 +52,16 @@ from torch import nn
 from .contract import C0, CN, H0, HN, INPUT, LENGTHS, OUTPUT, LSTMConfig, lstm_io
 from .errors import ConfigError, ExportError
 from .exporting import quiet_exporter
-from .folder import FILES, load
+from .convert import restore_lstms
+from .exporting import BareLSTM, signature
+from .folder import FILES, ExportFolder, load
+from .runtime import AotiPackage, OnnxLSTM
+from .validation import TorchLSTMGraph, artifact_runner, inputs_at, module_runner
 from .model import LSTM
 from .onnx_export import export_onnx, graph_ops
 from .quantize import QUANTIZED_LSTM, quantize_int8
 from .torchscript import export_torchscript
-from .bench_report import Unavailable, config_name, plot, to_markdown, write_results
+from .bench_report import Unavailable, config_name, model_markdown, plot, to_markdown, write_model_results, write_results
 
 __all__ = [
     "Shape",
@@ -78,6 +83,10 @@ __all__ = [
     "sgemm_reference",
     "export_nn_lstm",
     "benchmark",
+    "benchmark_model",
+    "model_markdown",
+    "write_model_results",
+    "MODEL_CASES",
     "parse_config",
     "measure",
     "to_markdown",
@@ -803,8 +812,107 @@ def measure(args: argparse.Namespace, checkpoint: Optional[Callable[[Dict[str, A
     return res
 
 
+# --- a whole model, from its export folder -----------------------------------------------
+
+#: (batch, sequence) shapes a whole model is timed at: one stream, one batch
+MODEL_CASES: Tuple[Tuple[int, int], ...] = ((1, 32), (16, 64))
+ORIGINAL = "original (torch.nn LSTMs) eager"
+
+
+def benchmark_model(
+    folder: ExportFolder,
+    cases: Sequence[Tuple[int, int]] = MODEL_CASES,
+    *,
+    threads: Optional[int] = None,
+    rounds: int = 7,
+    warmup: int = 2,
+    block_ms: float = 40.0,
+    max_calls: int = 50,
+    pause_ms: float = 50.0,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Time an export folder's artifacts against its model in eager mode, interleaved.
+
+    For a whole model or a bare LSTM (``deploy-lstm export --bench``; the bare-LSTM
+    matrix of shapes and extra backends is :func:`benchmark`).  Backends: the model
+    holding ``torch.nn`` LSTMs (the baseline of every ratio), the
+    ``deploy_lstm`` model, and every artifact of the folder (TorchScript, onnxruntime,
+    AOTInductor, int8).  Inputs at each (batch, sequence) are made as validation makes
+    them (every dynamic axis resized; integer inputs in the example's range).
+
+    Returns:
+        ``{"machine", "settings", "model", "backends", "cases"}``; each case maps every
+        backend to its timing (``median_ms``, ``p10_ms``, ``p90_ms``, ``ratio_vs_original``)
+        or to an :class:`Unavailable` as a dict.
+    """
+    threads = threads or os.cpu_count() or 1
+    spec = folder.model_spec()
+    if folder.config is not None:  # a bare LSTM: nn.LSTM (packed with lengths) is the original
+        sig = signature(spec.model, lengths=bool(folder.options.get("lengths")))
+        original: nn.Module = TorchLSTMGraph(spec.model.to_torch().eval())
+    else:
+        sig = signature(spec.model, **spec.call_arguments())
+        original = restore_lstms(copy.deepcopy(spec.model)).eval()
+    so_threads = dict(intra_op_num_threads=threads, inter_op_num_threads=1)
+    runners: Dict[str, Runner] = {ORIGINAL: module_runner(original, sig), EAGER: module_runner(sig.module, sig)}
+    scripted = (lambda m: BareLSTM(m)) if folder.config is not None else (lambda m: m)
+    makers: Dict[str, Tuple[str, Callable[[], Runner]]] = {
+        "torchscript": ("torchscript", lambda: module_runner(scripted(torch.jit.load(str(folder.file("torchscript")), map_location="cpu")), sig)),
+        "onnx": ("onnxruntime", lambda: artifact_runner(OnnxLSTM(folder.file("onnx"), **so_threads))),
+        "aoti": ("aotinductor", lambda: artifact_runner(AotiPackage(folder.file("aoti")))),
+        "onnx-int8": ("onnxruntime-int8", lambda: artifact_runner(OnnxLSTM(folder.file("onnx-int8"), **so_threads))),
+    }
+    built: Dict[str, Union[Runner, Unavailable]] = {}
+    for kind, (name, make) in makers.items():
+        if folder.has(kind):
+            try:
+                built[name] = make()
+            except Exception as e:  # recorded in the results
+                built[name] = Unavailable.of(name, e)
+    runners.update({k: r for k, r in built.items() if not isinstance(r, Unavailable)})
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    out_cases = []
+    try:
+        with torch.inference_mode():
+            for N, T in cases:
+                feeds = inputs_at(sig, N, T, rng)
+                timed = _measure_case(
+                    {name: (lambda r=r: r(feeds)) for name, r in runners.items()}, rounds=rounds, warmup=warmup,
+                    block_s=block_ms / 1e3, max_calls=max_calls, pause_s=pause_ms / 1e3,
+                )
+                base = timed.get(ORIGINAL)
+                results: Dict[str, Any] = {}
+                for name, r in {**timed, **{k: v for k, v in built.items() if isinstance(v, Unavailable)}}.items():
+                    if isinstance(r, Unavailable):
+                        results[name] = r.to_dict()
+                    else:
+                        ratio = {"ratio_vs_original": r["median_ms"] / base["median_ms"]} if isinstance(base, dict) else {}
+                        results[name] = {**r, **ratio}
+                out_cases.append({"shape": f"N={N} T={T}", "batch": N, "sequence": T, "results": results})
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        "machine": machine(),
+        "settings": {"threads": threads, "rounds": rounds, "warmup": warmup, "block_ms": block_ms, "pause_ms": pause_ms,
+                     "folder": str(folder.path)},
+        "model": folder.model,
+        "backends": list(runners) + [k for k, v in built.items() if isinstance(v, Unavailable)],
+        "cases": out_cases,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """``deploy-lstm bench``: measure, write ``results.{json,md,png}`` to ``--out``, print the table."""
+    if args.dir is not None and not args.config:
+        folder = load(args.dir)
+        if folder.config is None:  # a whole model: its artifacts at two shapes
+            res = benchmark_model(folder, threads=args.threads, rounds=args.rounds or (3 if args.quick else 7))
+            paths = write_model_results(res, args.out)
+            print(model_markdown(res))
+            print("wrote " + ", ".join(str(p) for p in paths.values()))
+            return 0
 
     def save(res: Dict[str, Any]) -> None:
         write_results(res, args.out)

@@ -15,7 +15,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .contract import LSTMConfig
 from .exporting import atomic_path
 
-__all__ = ["Unavailable", "config_name", "to_markdown", "plot", "write_results", "matplotlib_missing"]
+__all__ = [
+    "Unavailable",
+    "config_name",
+    "to_markdown",
+    "plot",
+    "write_results",
+    "matplotlib_missing",
+    "model_markdown",
+    "write_model_results",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,4 +182,44 @@ def write_results(res: Dict[str, Any], out: Path, stem: str = "results", section
         with atomic_path(p) as tmp:
             tmp.write_text(text)
         paths[ext] = p
+    return paths
+
+
+# --- a whole model ------------------------------------------------------------------------
+
+
+def model_markdown(res: Dict[str, Any]) -> str:
+    """``bench.benchmark_model``'s results: backend × shape, median ms (ratio to the original)."""
+    s, m = res["settings"], res["machine"]
+    lines = [
+        "# deploy-lstm benchmark: whole model", "",
+        f"Model: {json.dumps(res['model'])} from {s['folder']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['torch']}, onnxruntime {m['onnxruntime']}; {s['threads']} threads; "
+        f"{s['rounds']} interleaved rounds, {s['pause_ms']:g} ms idle before each timed block.", "",
+        "Cells: median ms (ratio to the original model with torch.nn LSTMs) [p10-p90 ms].", "",
+        "| backend | " + " | ".join(c["shape"] for c in res["cases"]) + " |",
+        "|---|" + "---|" * len(res["cases"]),
+    ]
+    for name in res["backends"]:
+        cells = []
+        for c in res["cases"]:
+            r = c["results"].get(name, {})
+            if "median_ms" not in r:
+                cells.append(f"n/a ({r.get('reason', 'not measured')})")
+            else:
+                ratio = f" ({r['ratio_vs_original']:.2f}x)" if "ratio_vs_original" in r else ""
+                cells.append(f"{r['median_ms']:.3f}{ratio} [{r['p10_ms']:.3f}-{r['p90_ms']:.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_results(res: Dict[str, Any], out: Path, stem: str = "results") -> Dict[str, Path]:
+    """``<stem>.json`` and ``<stem>.md`` of a whole-model benchmark in ``out``, atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext, text in (("json", json.dumps(res, indent=1) + "\n"), ("md", model_markdown(res))):
+        paths[ext] = out / f"{stem}.{ext}"
+        with atomic_path(paths[ext]) as tmp:
+            tmp.write_text(text)
     return paths

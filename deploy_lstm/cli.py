@@ -96,6 +96,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         progress=_progress(args.quiet or args.json),
     )
     _print_report(report, args)
+    if args.bench:
+        res = bench.benchmark_model(folder)
+        bench.write_model_results(res, folder.path.parent / f"{folder.path.name}-bench")
+        if not args.quiet and not args.json:
+            print("\n" + bench.model_markdown(res))
     if not args.quiet and not args.json:
         print(f"wrote {folder.path}: " + ", ".join(a.file for a in folder.artifacts.values()) + ", manifest.json")
         if args.demo and folder.has("onnx"):
@@ -196,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (onnxruntime dynamic quantization)")
     p.add_argument("--atol", type=float, help="max abs error allowed (default 1e-5 float32, 1e-10 float64)")
     p.add_argument("--int8-atol", type=float, default=5e-2, help="max abs error allowed for the int8 model (default 5e-2)")
+    p.add_argument("--bench", action="store_true", help="then time every artifact against the eager model (results in OUT-bench/)")
     for flag in ("--input-size", "--hidden-size", "--num-layers", "--proj-size"):
         p.add_argument(flag, type=int, help="optional; must agree with the weights")
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None, help="optional; must agree with the weights")

@@ -230,8 +230,17 @@ class FolderWriter:
         return self.path(kind)
 
     def save_weights(self, model: nn.Module) -> None:
+        # Tied weights (a decoder sharing the embedding's) appear under two names with one
+        # storage, which safetensors refuses: the second name gets its own copy; loading
+        # both into the tied model gives the same values.
+        tensors, seen = {}, set()
+        for k, v in model.state_dict().items():
+            v = v.detach().cpu().contiguous()
+            key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+            tensors[k] = v.clone() if key in seen else v
+            seen.add(key)
         # safetensors.save_file creates its file 0600; open() gives the umask's permissions
-        data = save({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
+        data = save(tensors)
         self.path("weights").write_bytes(data)
         self.add("weights")
 

@@ -33,7 +33,17 @@ from .folder import ExportFolder
 from .model import LSTM
 from .runtime import AotiPackage, OnnxLSTM
 
-__all__ = ["validate", "validate_folder", "ValidationReport", "Check", "DEFAULT_CASES"]
+__all__ = [
+    "validate",
+    "validate_folder",
+    "ValidationReport",
+    "Check",
+    "DEFAULT_CASES",
+    "inputs_at",
+    "module_runner",
+    "artifact_runner",
+    "TorchLSTMGraph",
+]
 
 Feeds = Dict[str, np.ndarray]
 Runner = Callable[[Feeds], Dict[str, np.ndarray]]
@@ -104,7 +114,7 @@ class ValidationReport:
 # --- references and backends: named arrays in, named arrays out ----------------------------
 
 
-class _PackedReference(nn.Module):
+class TorchLSTMGraph(nn.Module):
     """``nn.LSTM`` with the bare graph signature; ``lengths`` through a packed batch."""
 
     def __init__(self, lstm: nn.LSTM) -> None:
@@ -122,7 +132,7 @@ class _PackedReference(nn.Module):
         return output, hn, cn
 
 
-def _module_runner(module: Any, sig: Signature) -> Runner:
+def module_runner(module: Any, sig: Signature) -> Runner:
     """Call ``module`` like the graph: flat named inputs rebuilt into the example's structure."""
 
     def run(feeds: Feeds) -> Dict[str, np.ndarray]:
@@ -139,7 +149,8 @@ def _module_runner(module: Any, sig: Signature) -> Runner:
     return run
 
 
-def _artifact_runner(artifact: Any) -> Runner:
+def artifact_runner(artifact: Any) -> Runner:
+    """Run an ``OnnxLSTM`` or ``AotiPackage`` on the feeds it takes."""
     return lambda feeds: artifact.run({n: feeds[n] for n in artifact.input_names})
 
 
@@ -152,7 +163,7 @@ def _size(dim: object, N: int, T: int) -> int:
     return N if "batch" in str(dim) else T
 
 
-def _feeds(sig: Signature, N: int, T: int, use_lengths: bool, rng: np.random.Generator) -> Feeds:
+def inputs_at(sig: Signature, N: int, T: int, rng: np.random.Generator, use_lengths: bool = False) -> Feeds:
     """Random inputs of the graph at batch N and sequence T (every dynamic axis resized).
 
     Floats are standard normal; integer inputs stay in the example's range (token
@@ -263,7 +274,7 @@ def validate(
         lengths = bare and any(contract.LENGTHS in a.input_names for a in artifacts.values())
     if bare:
         sig = signature(eager, lengths=bool(lengths))
-        reference: nn.Module = _PackedReference(eager.to_torch().eval())
+        reference: nn.Module = TorchLSTMGraph(eager.to_torch().eval())
         config: Dict[str, object] = dataclasses.asdict(sig.bare)  # type: ignore[arg-type]
     else:
         if graph.get("example_inputs") is None and not graph.get("example_kwargs"):
@@ -280,21 +291,21 @@ def validate(
         float64 = any(t.dtype == "float64" for t in sig.io.outputs)
         atol = 1e-10 if float64 else 1e-5
 
-    references: Dict[str, Runner] = {EAGER: _module_runner(sig.module, sig), TORCH: _module_runner(reference, sig)}
+    references: Dict[str, Runner] = {EAGER: module_runner(sig.module, sig), TORCH: module_runner(reference, sig)}
     backends: Dict[str, Tuple[Runner, float]] = {EAGER: (references[EAGER], atol)}
     if torchscript_path is not None:
         scripted = torch.jit.load(str(torchscript_path), map_location="cpu")
-        backends["torchscript"] = (_module_runner(BareLSTM(scripted) if bare else scripted, sig), atol)
+        backends["torchscript"] = (module_runner(BareLSTM(scripted) if bare else scripted, sig), atol)
     for name, artifact in artifacts.items():
         tol = extra_onnx[name][1] if extra_onnx and name in extra_onnx else atol
-        backends[name] = (_artifact_runner(artifact), tol)
+        backends[name] = (artifact_runner(artifact), tol)
 
     rng = np.random.default_rng(seed)
     worst: Dict[Tuple[str, str, str], Tuple[float, float, str]] = {}
     case_names: List[str] = []
     for N, T in cases:
         for use_lengths in ([False, True] if lengths else [False]):
-            feeds = _feeds(sig, N, T, use_lengths, rng)
+            feeds = inputs_at(sig, N, T, rng, use_lengths)
             case = f"batch={N} sequence={T}" + (" lengths" if use_lengths else "")
             case_names.append(case)
             ref_out = {name: run(feeds) for name, run in references.items()}

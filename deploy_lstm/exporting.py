@@ -94,7 +94,8 @@ def atomic_path(path: str | os.PathLike, sidecars: Sequence[str] = ()) -> Iterat
 
 
 def check_exportable(model: object, what: str) -> nn.Module:
-    """``model`` is a module with no unconverted ``torch.nn.LSTM``/``LSTMCell`` inside.
+    """``model`` is a module holding a ``deploy_lstm`` LSTM or LSTMCell, and no
+    unconverted ``torch.nn.LSTM``/``LSTMCell``.
 
     ``what`` completes the sentence "...whose {what}" (e.g. "export fixes the sequence length").
     """
@@ -106,6 +107,12 @@ def check_exportable(model: object, what: str) -> nn.Module:
                 f"{name or 'the model itself'} is a torch.nn.{type(m).__name__}, whose {what}; "
                 "convert it first: model = deploy_lstm.swap_lstms(model)"
             )
+    if not any(isinstance(m, (LSTM, LSTMCell)) for m in model.modules()):
+        raise ExportError(
+            f"{type(model).__name__} holds no deploy_lstm.LSTM or LSTMCell (and no torch.nn.LSTM to swap): "
+            "nothing here for deploy_lstm to export; was this the right module? (torch.onnx.export "
+            "and torch.jit.script take models without LSTMs)"
+        )
     return model
 
 

@@ -16,7 +16,7 @@ from . import contract
 from .aoti import export_aoti
 from .contract import LSTMConfig, ModelSpec
 from .errors import ConfigError
-from .exporting import signature
+from .exporting import check_exportable, signature
 from .folder import ExportFolder
 from .model import LSTM
 from .onnx_export import DEFAULT_OPSET, export_onnx, read_metadata
@@ -92,6 +92,7 @@ def export_folder(
     else:
         raise ConfigError(f"expected a deploy_lstm.LSTM or a ModelSpec, got {type(model).__name__}")
 
+    check_exportable(module, "export fixes the sequence length or fails")  # before any work
     opset = DEFAULT_OPSET.get(exporter) if opset is None else opset
     with ExportFolder.create(out) as w:
         w.save_weights(module)
@@ -111,7 +112,9 @@ def export_folder(
             w.add("onnx", exporter=exporter, opset=opset, native_lstm=native_lstm, routes=routes)
         if "torchscript" in artifacts:
             with step(f"exporting model.ts (TorchScript, {torchscript})"):
-                paths["torchscript"] = export_torchscript(module, w.path("torchscript"), fused=torchscript == "fused")
+                paths["torchscript"] = export_torchscript(
+                    module, w.path("torchscript"), fused=torchscript == "fused", **whole  # type: ignore[arg-type]
+                )
             w.add("torchscript", fused=torchscript == "fused")
         if "aoti" in artifacts:
             with step("compiling model.pt2 (AOTInductor; about 30 s)"):

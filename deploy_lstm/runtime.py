@@ -236,6 +236,7 @@ def check_feeds(expected: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray],
             + (f" (unknown: {unknown})" if unknown else "")
             + (f" (missing: {missing})" if missing else "")
         )
+    sizes: Dict[str, Tuple[int, str]] = {}  # dynamic axis name -> (size, where it was seen)
     for spec in expected:
         value = np.asarray(feeds[spec.name])
         if value.ndim != len(spec.shape):
@@ -245,6 +246,14 @@ def check_feeds(expected: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray],
         for i, (d, got) in enumerate(zip(spec.shape, value.shape)):
             if isinstance(d, int) and d != got:
                 raise LSTMInputError(f"expected {spec.name} of shape {_shape_str(spec.shape)}, got {value.shape} (axis {i})")
+            if isinstance(d, str):
+                seen = sizes.setdefault(d, (got, f"{spec.name} axis {i}"))
+                if seen[0] != got:
+                    # AOTInductor would run anyway and read past the smaller tensor
+                    raise LSTMInputError(
+                        f"inputs disagree on {d!r}: {seen[1]} is {seen[0]}, {spec.name} axis {i} is {got} "
+                        f"(shapes: {spec.name} {value.shape})"
+                    )
 
 
 _ORT_TYPES = {

@@ -9,9 +9,10 @@ from typing import Optional
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from . import contract
-from .exporting import atomic_path, check_exportable, export_errors, lstm_configs
+from .exporting import GraphArgs, atomic_path, check_exportable, export_errors, lstm_configs, signature
 from .model import LSTM
 from .tracing import module_tree_copy, with_fused
 from .version import __version__
@@ -22,7 +23,9 @@ __all__ = ["export_torchscript", "METADATA_FILE"]
 METADATA_FILE = "deploy_lstm_config.json"
 
 
-def export_torchscript(model: nn.Module, path: str | os.PathLike, fused: Optional[bool] = None) -> Path:
+def export_torchscript(
+    model: nn.Module, path: str | os.PathLike, fused: Optional[bool] = None, **graph: Unpack[GraphArgs]
+) -> Path:
     """Script ``model`` (in eval mode) and save it to ``path`` atomically.
 
     ``fused``: when given, every ``deploy_lstm.LSTM`` inside is scripted with that
@@ -33,7 +36,10 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, fused: Optiona
     The archive carries ``deploy_lstm_config.json`` (``_extra_files``): the bare
     LSTM's configuration (``deploy_lstm.config``) or a whole model's {submodule:
     configuration} (``deploy_lstm.lstms``), and the versions that made it, so tools
-    can check inputs without the Python source.
+    can check inputs without the Python source.  Given a whole model's call
+    (``**graph``, as for ``export_onnx``: ``example_inputs``, names, axes), it also
+    carries the I/O contract (``deploy_lstm.io``): the C++ runner then names its
+    outputs and checks every input's dtype, rank and sizes before running.
 
     Raises:
         ExportError: the model does not script, or ``path`` cannot be written.
@@ -46,6 +52,8 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, fused: Optiona
         meta[contract.META_CONFIG] = json.dumps(configs[""], sort_keys=True)
     else:
         meta[contract.META_LSTMS] = json.dumps(configs, sort_keys=True)
+        if graph:
+            meta[contract.META_IO] = signature(model, **graph).io.to_json()
     with atomic_path(path) as tmp:
         with export_errors(f"torch.jit.script of {type(model).__name__}"):
             copied = module_tree_copy(

@@ -36,14 +36,15 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     Raises:
-        TypeError: ``model`` is not an LSTM (the C++ runner runs LSTMs only).
+        TypeError: ``model`` is not an LSTM (this script writes a bare LSTM; for a whole
+            model call ``deploy_lstm.export_torchscript`` on it, as export_language_model.py does).
     """
     if isinstance(model, nn.LSTM):
         model = deploy_lstm.swap_lstms(model)  # returns a new deploy_lstm.LSTM
     if not isinstance(model, deploy_lstm.LSTM):
         raise TypeError(
             f"expected a deploy_lstm.LSTM or torch.nn.LSTM, got {type(model).__name__}; "
-            "export the LSTM submodule (the C++ runner runs LSTMs only)"
+            "this script writes a bare LSTM; for a whole model use deploy_lstm.export_torchscript(model, path)"
         )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # scripts in eval mode (the caller's flag is restored) and writes atomically

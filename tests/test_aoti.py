@@ -1,18 +1,24 @@
-"""AOTInductor package of a bare LSTM: dynamic sequence and batch, checked against nn.LSTM.
+"""AOTInductor packages: dynamic sequence and batch, checked against nn.LSTM.
 
-One small config is compiled once per session (about 30 s on 2 cores) and run at
-shapes other than the export example (T=7, N=3).
+A bare LSTM and a whole model (the language model of export/export_language_model.py)
+are each compiled once per session (about 30 s each on 2 cores) and run -- in Python
+and through the C++ runner serving/cpp/aoti -- at shapes other than the export
+example (T=7, N=3).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import subprocess
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
 import torch
 
+import deploy_lstm
 from deploy_lstm import LSTM
 from deploy_lstm.aoti import export_aoti
 from deploy_lstm.errors import ExportError
@@ -59,8 +65,13 @@ def test_rejects_nn_lstm(tmp_path: Path) -> None:
 CPP_DIR = Path(__file__).resolve().parent.parent / "serving" / "cpp" / "aoti"
 
 
+# The runner's tensor files: the extension gives the dtype.
+EXTENSIONS = {".bin": np.float32, ".f32": np.float32, ".f64": np.float64, ".i64": np.int64}
+
+
 def _write(path: Path, t: torch.Tensor) -> None:
-    """The runner's tensor file: int64 ndim, int64 dims, then the raw data."""
+    """The runner's tensor file: int64 ndim, int64 dims, then the raw data (dtype as the extension says)."""
+    assert np.dtype(EXTENSIONS[path.suffix]) == t.numpy().dtype, f"{path.name} cannot hold {t.dtype}"
     header = torch.tensor([t.dim(), *t.shape], dtype=torch.int64)
     path.write_bytes(header.numpy().tobytes() + t.contiguous().numpy().tobytes())
 
@@ -69,7 +80,8 @@ def _read(path: Path) -> torch.Tensor:
     raw = path.read_bytes()
     ndim = int(np.frombuffer(raw[:8], dtype=np.int64)[0])
     dims = np.frombuffer(raw[8 : 8 + 8 * ndim], dtype=np.int64).tolist()
-    return torch.from_numpy(np.frombuffer(raw[8 + 8 * ndim :], dtype=np.float32).copy()).reshape(dims)
+    data = np.frombuffer(raw[8 + 8 * ndim :], dtype=EXTENSIONS[path.suffix]).copy()
+    return torch.from_numpy(data).reshape(dims)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +91,7 @@ def aoti_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["cmake", "-S", str(CPP_DIR), "-B", str(build), "-G", "Ninja",
          f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
         ["cmake", "--build", str(build), "-j", "2"],
-    ):
+    ):  # one build per session, shared by the bare-LSTM and whole-model tests
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return build / "aoti_run"
@@ -151,3 +163,108 @@ def test_nan_and_inf_padding_never_reach_the_result(compiled_proj, pad_past_leng
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(hn, ehn, atol=1e-5, rtol=0)
     torch.testing.assert_close(cn, ecn, atol=1e-5, rtol=0)
+
+
+# --- a whole model: the word language model, forward(input, (h0, c0)) -----------------------
+
+LM_SCRIPT = Path(__file__).resolve().parent.parent / "export" / "export_language_model.py"
+NTOKEN, NHID, NLAYERS = 40, 12, 2
+
+
+@pytest.fixture(scope="session")
+def lm_package(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """(the original eager model with nn.LSTM, its .pt2 package), exported as the user has it."""
+    spec = importlib.util.spec_from_file_location("export_language_model", LM_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    original = script.RNNModel(NTOKEN, NHID, NHID, NLAYERS).eval()
+    model = deploy_lstm.swap_lstms(copy.deepcopy(original))
+    example = (torch.randint(0, NTOKEN, (7, 3)), model.init_hidden(3))  # (input, (h0, c0))
+    path = deploy_lstm.export_aoti(
+        model, tmp_path_factory.mktemp("aoti-lm") / "lm.pt2", example_inputs=example,
+        input_names=script.INPUT_NAMES, output_names=script.OUTPUT_NAMES, dynamic_axes=script.DYNAMIC_AXES,
+    )
+    return original, path
+
+
+def _lm_inputs(T: int, N: int, seed: int) -> List[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, NTOKEN, (T, N), generator=g), torch.randn(NLAYERS, N, NHID, generator=g),
+            torch.randn(NLAYERS, N, NHID, generator=g)]
+
+
+@pytest.mark.parametrize("T, N", [(13, 5), (1, 1)])
+def test_cpp_runner_runs_whole_language_model(lm_package, aoti_run: Path, tmp_path: Path, T: int, N: int) -> None:  # type: ignore[no-untyped-def]
+    original, package = lm_package
+    tokens, h0, c0 = _lm_inputs(T, N, seed=T * 100 + N)
+    files = [tmp_path / "input.i64", tmp_path / "h0.bin", tmp_path / "c0.bin"]
+    for f, t in zip(files, (tokens, h0, c0)):
+        _write(f, t)
+    proc = subprocess.run(
+        [str(aoti_run), str(package), *map(str, files), str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "out0.bin: logits" in proc.stdout, proc.stdout
+    with torch.no_grad():
+        logits, (hn, cn) = original(tokens, (h0, c0))
+    errs = {}
+    for i, (name, want) in enumerate((("logits", logits), ("hn", hn), ("cn", cn))):
+        got = _read(tmp_path / f"out{i}.bin")
+        assert got.shape == want.shape, f"{name}: {tuple(got.shape)} != {tuple(want.shape)}"
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0, msg=lambda m, k=name: f"{k}: {m}")
+        errs[name] = (got - want).abs().max().item()
+    print(f"aoti_run language model T={T} N={N}: max abs error vs the original nn.LSTM model {errs}")
+
+
+BAD_AOTI_INPUTS = [
+    ("two-of-three", lambda t: [("input.i64", t[0]), ("h0.bin", t[1])], "takes 3 inputs (input, h0, c0), got 2"),
+    ("float-tokens", lambda t: [("input.bin", t[0].float()), ("h0.bin", t[1]), ("c0.bin", t[2])],
+     "expected input 'input' of dtype int64, got float32"),
+    ("h0-wrong-batch", lambda t: [("input.i64", t[0]), ("h0.bin", t[1][:, :2]), ("c0.bin", t[2])],
+     "inputs disagree on axis 'batch': input 'input' dim 1 is 3, input 'h0' dim 1 is 2"),
+    ("h0-rank-2", lambda t: [("input.i64", t[0]), ("h0.bin", t[1][0]), ("c0.bin", t[2])],
+     "expected input 'h0' of shape (2, batch, 12) (rank 3), got rank 2 shape (3, 12)"),
+]
+
+
+@pytest.mark.parametrize("files,message", [c[1:] for c in BAD_AOTI_INPUTS], ids=[c[0] for c in BAD_AOTI_INPUTS])
+def test_cpp_runner_checks_inputs_against_the_package(lm_package, aoti_run: Path, tmp_path: Path, files,  # type: ignore[no-untyped-def]
+                                                      message: str) -> None:
+    _, package = lm_package
+    paths = []
+    for name, t in files(_lm_inputs(5, 3, seed=0)):
+        paths.append(tmp_path / name)
+        _write(paths[-1], t)
+    proc = subprocess.run(
+        [str(aoti_run), str(package), *map(str, paths), str(tmp_path / "out")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: bad input: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert not list(tmp_path.glob("out*")), "no outputs on failure"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["m.pt2"], "expected MODEL.pt2, the inputs and OUT_PREFIX, got 1 arguments"),
+    (["m.pt2", "x.i64", "h0.bin"], "the last argument is OUT_PREFIX, but 'h0.bin' looks like an input file"),
+    (["m.pt2", "x.npy", "out"], "input 'x.npy' has no dtype extension"),
+], ids=["no-prefix", "prefix-forgotten", "npy-input"])
+def test_cpp_runner_bad_arguments(aoti_run: Path, args: List[str], message: str) -> None:
+    proc = subprocess.run([str(aoti_run), *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "usage: aoti_run MODEL.pt2 INPUT... OUT_PREFIX" in proc.stderr
+
+
+def test_cpp_runner_bad_tensor_file(compiled, aoti_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    package, _, _ = compiled
+    x = torch.randn(4, 2, INPUT_SIZE)
+    _write(tmp_path / "x.bin", x)
+    (tmp_path / "x.bin").write_bytes((tmp_path / "x.bin").read_bytes()[:-4])  # one float short
+    h = torch.zeros(2, 2, HIDDEN_SIZE)
+    _write(tmp_path / "h.bin", h)
+    proc = subprocess.run([str(aoti_run), str(package), str(tmp_path / "x.bin"), str(tmp_path / "h.bin"),
+                           str(tmp_path / "h.bin"), str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "shape (4, 2, 5) of float32 needs 160 data bytes, got 156" in proc.stderr

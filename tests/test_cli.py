@@ -294,6 +294,7 @@ BAD_ARGS = {
     "export-model-malformed": (lambda t: ["export", "--model", "deploy_lstm.demo", "--out", str(t / "o")], r"expected a model factory as MODULE:CALLABLE"),
     "export-model-not-callable": (lambda t: ["export", "--model", "deploy_lstm.demo:HORIZON", "--out", str(t / "o")], r"has no callable 'HORIZON'"),
     "export-model-returns-junk": (lambda t: ["export", "--model", "deploy_lstm.demo:demo_config", "--out", str(t / "o")], r"must return a deploy_lstm.ModelSpec or \(model, example_inputs\), got dict"),
+    "export-model-without-lstm": (lambda t: ["export", "--model", "my_models_nolstm:make", "--out", str(t / "o")], r"Linear holds no deploy_lstm.LSTM or LSTMCell"),
     "export-demo-lengths": (lambda t: ["export", "--demo", "--lengths", "--out", str(t / "o")], r"--lengths is for a bare LSTM"),
     "validate-missing": (lambda t: ["validate", str(t / "nowhere")], r"is not a folder"),
     "validate-old-format": (lambda t: ["validate", str(_old_format_folder(t))], r"has no manifest.json.*before manifests; re-export"),
@@ -321,6 +322,10 @@ def test_every_subcommand_bad_arguments_exit_2_without_traceback(tmp_path, case,
     from deploy_lstm.cli import main
 
     make, message = BAD_ARGS[case]
+    (tmp_path / "my_models_nolstm.py").write_text(
+        "import torch\n\ndef make():\n    return torch.nn.Linear(4, 2), (torch.zeros(3, 4),)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     argv = make(tmp_path)
     capsys.readouterr()
     monkeypatch.chdir(tmp_path)

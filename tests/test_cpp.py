@@ -1,16 +1,20 @@
-"""The C++ runtime (serving/cpp): build it once, run the real binary, compare with Python.
+"""The C++ runtime (serving/cpp): build it once, run the real binaries, compare with Python.
 
-The session fixture configures and builds ``deploy_lstm_run`` with cmake + Ninja
-against the libtorch inside the installed torch wheel.  Every test exports a
-scripted model, writes ``.npy`` inputs, runs the binary through ``subprocess``
-and compares its ``.npy`` outputs with the eager ``deploy_lstm.LSTM`` and with
-``torch.nn.LSTM`` holding the same weights.  Never skipped: libtorch comes with
-the wheel, and cmake/ninja are installed from PyPI when missing.
+The session fixture configures and builds ``deploy_lstm_run`` and ``seq2seq_greedy``
+with cmake + Ninja against the libtorch inside the installed torch wheel.  Every test
+exports a scripted model, writes ``.npy`` inputs, runs a binary through ``subprocess``
+and compares its ``.npy`` outputs with the eager model: for a bare LSTM the eager
+``deploy_lstm.LSTM`` and ``torch.nn.LSTM`` holding the same weights; for a whole model
+(the language model of export/export_language_model.py, the encoder/decoder of
+export/export_seq2seq.py) the original model with its ``nn.LSTM``.  Never skipped:
+libtorch comes with the wheel, and cmake/ninja are installed from PyPI when missing.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -39,6 +43,9 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[1]
 CPP_DIR = REPO / "serving" / "cpp"
 EXPORT_SCRIPT = REPO / "export" / "export_torchscript.py"
+LM_SCRIPT = REPO / "export" / "export_language_model.py"
+SEQ2SEQ_SCRIPT = REPO / "export" / "export_seq2seq.py"
+TOOLS = ["deploy_lstm_run", "seq2seq_greedy"]  # built together, once per session
 BUILD_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 120
 
@@ -66,7 +73,7 @@ def _build_tools() -> Tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Configure and build serving/cpp once per session; the path of deploy_lstm_run."""
+    """Configure and build serving/cpp once per session; the path of deploy_lstm_run (seq2seq_greedy beside it)."""
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.fail("no C++ compiler on PATH (need g++ or clang++ with C++17)")
     cmake, ninja = _build_tools()
@@ -79,7 +86,7 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG",
             f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
         ],
-        [cmake, "--build", str(build), "--target", "deploy_lstm_run", "-j", "2"],
+        [cmake, "--build", str(build), "--target", *TOOLS, "-j", "2"],
     ]
     for cmd in steps:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
@@ -87,22 +94,33 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(
                 f"C++ build step failed ({' '.join(cmd)}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
             )
-    path = build / "deploy_lstm_run"
-    assert path.is_file(), f"build succeeded but {path} is missing"
-    return path
+    for tool in TOOLS:
+        assert (build / tool).is_file(), f"build succeeded but {build / tool} is missing"
+    return build / "deploy_lstm_run"
+
+
+@pytest.fixture(scope="session")
+def seq2seq_binary(binary: Path) -> Path:
+    """seq2seq_greedy, from the same build as deploy_lstm_run."""
+    return binary.parent / "seq2seq_greedy"
 
 
 # -- helpers --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def exporter() -> ModuleType:
-    """export/export_torchscript.py imported as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("export_torchscript", EXPORT_SCRIPT)
+def import_script(path: Path) -> ModuleType:
+    """A script of export/ imported as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def exporter() -> ModuleType:
+    """export/export_torchscript.py imported as a module."""
+    return import_script(EXPORT_SCRIPT)
 
 
 def run_cli(binary: Path, *args: object) -> subprocess.CompletedProcess:
@@ -406,15 +424,22 @@ def test_bad_state_or_lengths(binary: Path, lstm_file: Path, tmp_path: Path, ext
     assert message in proc.stderr
 
 
-def _not_an_lstm(path: Path) -> None:
-    torch.jit.save(torch.jit.script(nn.Linear(5, 3)), str(path))
+class _TakesAnInt(nn.Module):
+    def forward(self, x: Tensor, k: int) -> Tensor:
+        return x * k
+
+
+def _takes_an_int(path: Path) -> None:
+    torch.jit.save(torch.jit.script(_TakesAnInt()), str(path))
 
 
 BAD_MODELS = [
     ("missing", lambda p: None, "model file not found"),
     ("text-file", lambda p: p.write_text("not a model"), "as a TorchScript archive"),
     ("torch-save-state-dict", lambda p: torch.save(nn.LSTM(5, 7).state_dict(), p), "as a TorchScript archive"),
-    ("torchscript-not-lstm", _not_an_lstm, "is TorchScript but not a deploy_lstm.LSTM: it has no 'input_size'"),
+    # Any other TorchScript module is a whole model (see below); one whose forward needs an int is not runnable.
+    ("forward-takes-an-int", _takes_an_int, "argument 'k: int' has no default; the runner passes Tensors and "
+                                            "(nested) Tuples of Tensors only"),
     ("directory", lambda p: p.mkdir(), "model path is a directory"),
 ]
 
@@ -454,3 +479,282 @@ def test_help(binary: Path) -> None:
     proc = run_cli(binary, "--help")
     assert proc.returncode == 0
     assert proc.stdout.startswith("usage: deploy_lstm_run")
+
+
+# -- whole models: forward's tensors and (nested) tuples, flattened ----------------------------
+#
+# The word language model of export/export_language_model.py: forward(input, hidden=(h0, c0))
+# -> (logits, (hn, cn)), tied weights.  Exported as the user has it (swap_lstms, then
+# deploy_lstm.export_torchscript), run by deploy_lstm_run on input.npy h0.npy c0.npy, and
+# compared with the ORIGINAL model (nn.LSTM inside) at shapes unlike the example (T=7, N=3).
+
+LM_SIZES = dict(ntoken=50, ninp=16, nhid=16, nlayers=2)
+
+
+@pytest.fixture(scope="module")
+def language_model(tmp_path_factory: pytest.TempPathFactory) -> Tuple[nn.Module, nn.Module, Path]:
+    """(original eager model, swapped model, its TorchScript archive)."""
+    script = import_script(LM_SCRIPT)
+    torch.manual_seed(0)
+    original = script.RNNModel(**LM_SIZES).eval()
+    model = deploy_lstm.swap_lstms(copy.deepcopy(original))
+    path = deploy_lstm.export_torchscript(model, tmp_path_factory.mktemp("lm") / "lm.ts")
+    return original, model, path
+
+
+def lm_inputs(T: int, N: int, seed: int = 1) -> List[Tensor]:
+    """input int64 (T, N), h0, c0 float32 (nlayers, N, nhid)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (LM_SIZES["nlayers"], N, LM_SIZES["nhid"])
+    return [torch.randint(0, LM_SIZES["ntoken"], (T, N), generator=g),
+            torch.randn(shape, generator=g), torch.randn(shape, generator=g)]
+
+
+def run_model(binary: Path, model: Path, inputs: List[np.ndarray], out: Path, *extra: object) -> Dict[str, np.ndarray]:
+    """Write ``inputs`` as in_0.npy, in_1.npy, ...; run; the outputs written, by file stem."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, arr in enumerate(inputs):
+        files.append(out / f"in_{i}.npy")
+        np.save(files[-1], arr)
+    proc = run_cli(binary, model, *files, "--out", out / "result", *extra)
+    assert proc.returncode == 0, f"deploy_lstm_run failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "whole model: forward(" in proc.stdout and "time:" in proc.stdout, proc.stdout
+    return {p.stem: np.load(p) for p in sorted((out / "result").glob("*.npy"))}
+
+
+@pytest.mark.parametrize("T,N", [(11, 2), (1, 5), (23, 1)])
+def test_language_model_matches_eager_original(binary: Path, language_model, tmp_path: Path, tol,
+                                               T: int, N: int) -> None:
+    original, _, path = language_model
+    x, h0, c0 = lm_inputs(T, N)
+    got = run_model(binary, path, [x.numpy(), h0.numpy(), c0.numpy()], tmp_path)
+    with torch.no_grad():
+        logits, (hn, cn) = original(x, (h0, c0))
+    want = {"output_0": logits, "output_1": hn, "output_2": cn}  # (logits, (hn, cn)) flattened
+    assert sorted(got) == sorted(want), f"outputs written: {sorted(got)}"
+    errs = {}
+    for name, w in want.items():
+        g = torch.from_numpy(got[name])
+        assert g.dtype == torch.float32 and g.shape == w.shape, f"{name}: {g.dtype} {tuple(g.shape)}"
+        torch.testing.assert_close(g, w, **tol(torch.float32), msg=lambda m, k=name: f"{k}: {m}")
+        errs[name] = (g - w).abs().max().item()
+    print(f"language model T={T} N={N}: max abs error vs the original nn.LSTM model {errs}")
+
+
+def _save_with_contract(model: nn.Module, scripted_path: Path, path: Path) -> Path:
+    """The archive as export_torchscript writes it given the model's call: with its I/O contract."""
+    script = import_script(LM_SCRIPT)
+    x, h0, c0 = lm_inputs(7, 3)
+    return deploy_lstm.export_torchscript(
+        model, path, example_inputs=(x, (h0, c0)), input_names=script.INPUT_NAMES,
+        output_names=script.OUTPUT_NAMES, dynamic_axes=script.DYNAMIC_AXES,
+    )
+
+
+def test_outputs_take_the_archive_names(binary: Path, language_model, tmp_path: Path, tol) -> None:
+    original, model, path = language_model
+    named = _save_with_contract(model, path, tmp_path / "lm-named.ts")
+    x, h0, c0 = lm_inputs(9, 4)
+    got = run_model(binary, named, [x.numpy(), h0.numpy(), c0.numpy()], tmp_path)
+    assert sorted(got) == ["cn", "hn", "logits"]
+    with torch.no_grad():
+        logits, (hn, cn) = original(x, (h0, c0))
+    for name, w in (("logits", logits), ("hn", hn), ("cn", cn)):
+        torch.testing.assert_close(torch.from_numpy(got[name]), w, **tol(torch.float32))
+
+
+def _lm_arrays(T: int = 6, N: int = 2) -> List[np.ndarray]:
+    return [t.numpy() for t in lm_inputs(T, N)]
+
+
+BAD_WHOLE_INPUTS = [
+    ("two-of-three", lambda a: a[:2],
+     "takes 3 input tensors (input, hidden[0], hidden[1]), got 2"),
+    ("four-of-three", lambda a: a + [a[2]], "takes 3 input tensors (input, hidden[0], hidden[1]), got 4"),
+    ("float-tokens", lambda a: [a[0].astype(np.float32), a[1], a[2]],
+     "failed on input=(6, 2) float32, hidden[0]=(2, 2, 16) float32, hidden[1]=(2, 2, 16) float32: "
+     "RuntimeError: Expected tensor for argument #1 'indices' to have one of the following scalar types: Long, Int"),
+    ("float64-h0", lambda a: [a[0], a[1].astype(np.float64), a[2]],
+     "LSTMInputError: Expected hidden[0] of dtype torch.float32 (the input's), got torch.float64"),
+    ("h0-wrong-batch", lambda a: [a[0], a[1][:, :1], a[2]], "LSTMInputError: Expected hidden[0] size (2, 2, 16)"),
+]
+
+
+@pytest.mark.parametrize("edit,message", [c[1:] for c in BAD_WHOLE_INPUTS], ids=[c[0] for c in BAD_WHOLE_INPUTS])
+def test_whole_model_bad_input(binary: Path, language_model, tmp_path: Path, edit, message: str) -> None:
+    _, _, path = language_model
+    files = []
+    for i, arr in enumerate(edit(_lm_arrays())):
+        files.append(tmp_path / f"in_{i}.npy")
+        np.save(files[-1], arr)
+    proc = run_cli(binary, path, *files, "--out", tmp_path / "o")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "o").exists(), "no outputs on failure"
+
+
+BAD_NAMED_INPUTS = [
+    ("float-tokens", lambda a: [a[0].astype(np.float32), a[1], a[2]],
+     "expected input 'input' of dtype int64, got float32"),
+    ("rank-2-h0", lambda a: [a[0], a[1][0], a[2]],
+     "expected input 'h0' of shape (2, batch, 16) (rank 3), got rank 2 shape (2, 16)"),
+    ("h0-wrong-batch", lambda a: [a[0], a[1][:, :1], a[2]],
+     "inputs disagree on axis 'batch': input 'input' dim 1 is 2, input 'h0' dim 1 is 1"),
+    ("wrong-hidden-size", lambda a: [a[0], a[1], a[2][..., :3]],
+     "expected input 'c0' of shape (2, batch, 16), got (2, 2, 3): dim 2 must be 16"),
+]
+
+
+@pytest.mark.parametrize("edit,message", [c[1:] for c in BAD_NAMED_INPUTS], ids=[c[0] for c in BAD_NAMED_INPUTS])
+def test_whole_model_inputs_checked_against_the_archive_contract(binary: Path, language_model, tmp_path: Path,
+                                                                  edit, message: str) -> None:
+    _, model, path = language_model
+    named = _save_with_contract(model, path, tmp_path / "lm-named.ts")
+    files = []
+    for i, arr in enumerate(edit(_lm_arrays())):
+        files.append(tmp_path / f"in_{i}.npy")
+        np.save(files[-1], arr)
+    proc = run_cli(binary, named, *files, "--out", tmp_path / "o")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: bad input: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+
+
+def test_lstm_flags_on_a_whole_model_are_bad_arguments(binary: Path, language_model, tmp_path: Path) -> None:
+    _, _, path = language_model
+    arrays = _lm_arrays()
+    for i, arr in enumerate(arrays):
+        np.save(tmp_path / f"in_{i}.npy", arr)
+    proc = run_cli(binary, path, tmp_path / "in_0.npy", "--h0", tmp_path / "in_1.npy", "--c0", tmp_path / "in_2.npy")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--h0/--c0, --lengths and --chunk are for a deploy_lstm.LSTM" in proc.stderr
+    assert "give its inputs as .npy files in order (input, hidden[0], hidden[1])" in proc.stderr
+    assert "usage: deploy_lstm_run" in proc.stderr
+
+
+def test_several_inputs_for_a_bare_lstm_are_bad_arguments(binary: Path, lstm_file: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", GOOD)
+    proc = run_cli(binary, lstm_file, tmp_path / "x.npy", tmp_path / "x.npy")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is a deploy_lstm.LSTM: it takes one INPUT.npy" in proc.stderr
+
+
+def test_any_scripted_module_is_a_whole_model(binary: Path, tmp_path: Path) -> None:
+    """A scripted nn.Linear (once rejected as "not a deploy_lstm.LSTM") runs: one tensor in, one out."""
+    torch.manual_seed(0)
+    linear = nn.Linear(5, 3)
+    torch.jit.save(torch.jit.script(linear), str(tmp_path / "linear.pt"))
+    x = torch.randn(6, 2, 5)
+    got = run_model(binary, tmp_path / "linear.pt", [x.numpy()], tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got["output_0"]), linear(x), atol=1e-6, rtol=0)
+
+
+class _NestedAndOptional(nn.Module):
+    """Nested tuples in and out, a trailing Optional argument that may be left out."""
+
+    def forward(self, a: Tensor, bc: Tuple[Tensor, Tuple[Tensor, Tensor]],
+                scale: Optional[Tensor] = None) -> Tuple[Tuple[Tensor, Tensor], List[Tensor]]:
+        b, (c, d) = bc
+        s = scale if scale is not None else torch.ones(1, dtype=a.dtype)
+        return (a + b, c * s), [d.sum(0), a.long()]
+
+
+@pytest.mark.parametrize("with_scale", [False, True], ids=["default-left-out", "given"])
+def test_nested_tuples_and_optional_arguments(binary: Path, tmp_path: Path, with_scale: bool) -> None:
+    torch.jit.save(torch.jit.script(_NestedAndOptional()), str(tmp_path / "m.pt"))
+    g = torch.Generator().manual_seed(0)
+    a, b, c, d = (torch.randn(3, 4, generator=g, dtype=torch.float64) for _ in range(4))
+    scale = torch.tensor([2.5], dtype=torch.float64)
+    inputs = [a, b, c, d] + ([scale] if with_scale else [])
+    got = run_model(binary, tmp_path / "m.pt", [t.numpy() for t in inputs], tmp_path)
+    (w0, w1), (w2, w3) = _NestedAndOptional()(a, (b, (c, d)), scale if with_scale else None)
+    for i, w in enumerate((w0, w1, w2, w3)):
+        g_i = torch.from_numpy(got[f"output_{i}"])
+        assert g_i.dtype == w.dtype, f"output_{i}: {g_i.dtype} != {w.dtype}"
+        torch.testing.assert_close(g_i, w, atol=0, rtol=0)
+
+
+def test_nested_signature_in_the_count_message(binary: Path, tmp_path: Path) -> None:
+    torch.jit.save(torch.jit.script(_NestedAndOptional()), str(tmp_path / "m.pt"))
+    np.save(tmp_path / "a.npy", np.zeros((3, 4)))
+    proc = run_cli(binary, tmp_path / "m.pt", tmp_path / "a.npy", tmp_path / "a.npy", "--out", tmp_path / "o")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert ("takes 4 or 5 input tensors (a, bc[0], bc[1][0], bc[1][1] [, scale]), got 2") in proc.stderr, proc.stderr
+
+
+# -- seq2seq: greedy decoding over the encoder and one-step decoder graphs ---------------------------
+
+
+@pytest.fixture(scope="module")
+def seq2seq_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """export/export_seq2seq.py --out DIR, run as a user would: encoder.ts, decoder.ts (and ONNX)."""
+    out = tmp_path_factory.mktemp("seq2seq")
+    proc = subprocess.run([sys.executable, str(SEQ2SEQ_SCRIPT), "--out", str(out)], capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT_S)
+    assert proc.returncode == 0, f"export_seq2seq.py failed:\n{proc.stdout}\n{proc.stderr}"
+    assert (out / "encoder.ts").is_file() and (out / "decoder.ts").is_file(), sorted(p.name for p in out.iterdir())
+    return out
+
+
+@pytest.mark.parametrize("S,N,max_len", [(15, 3, 17), (4, 1, 6)])
+def test_seq2seq_greedy_tokens_equal_eager(seq2seq_binary: Path, seq2seq_files: Path, tmp_path: Path,
+                                           S: int, N: int, max_len: int) -> None:
+    script = import_script(SEQ2SEQ_SCRIPT)
+    torch.manual_seed(0)  # as the script does before building its model
+    original = script.Seq2Seq().eval()
+    g = torch.Generator().manual_seed(S * 100 + N)
+    src = torch.randint(3, 40, (S, N), generator=g)  # (S, N); the script's examples are (9, 4) and (13, 2)
+    with torch.no_grad():
+        want = original(src, max_len).numpy()  # (N, max_len)
+    np.save(tmp_path / "src.npy", src.numpy())
+    proc = run_cli(seq2seq_binary, seq2seq_files / "encoder.ts", seq2seq_files / "decoder.ts", tmp_path / "src.npy",
+                   "--max-len", max_len, "--out", tmp_path / "out" / "tokens.npy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = np.load(tmp_path / "out" / "tokens.npy")
+    assert got.dtype == np.int64 and got.shape == (N, max_len), f"{got.dtype} {got.shape}"
+    np.testing.assert_array_equal(got, want)
+    print(f"seq2seq S={S} N={N}: {got.tolist()}")
+
+
+def _seq2seq_src(tmp: Path, arr: np.ndarray) -> Path:
+    np.save(tmp / "src.npy", arr)
+    return tmp / "src.npy"
+
+
+SEQ2SEQ_ERRORS = [
+    ("swapped-graphs", ("decoder.ts", "encoder.ts"), np.full((5, 2), 4, np.int64), 1,
+     "is not an encoder graph: expected forward(src) -> (h, c), got forward(token: Tensor, h: Tensor, c: Tensor)"),
+    ("float-src", ("encoder.ts", "decoder.ts"), np.full((5, 2), 4.0, np.float32), 1,
+     "expected src of shape (S, N) with S, N >= 1, int64 token ids, got (5, 2) float32"),
+    ("rank-1-src", ("encoder.ts", "decoder.ts"), np.full((5,), 4, np.int64), 1,
+     "expected src of shape (S, N) with S, N >= 1, int64 token ids, got (5,) int64"),
+    ("token-out-of-vocabulary", ("encoder.ts", "decoder.ts"), np.full((5, 2), 99, np.int64), 1,
+     "failed on src=(5, 2) int64: RuntimeError: index out of range in self"),
+]
+
+
+@pytest.mark.parametrize("graphs,src,code,message", [c[1:] for c in SEQ2SEQ_ERRORS], ids=[c[0] for c in SEQ2SEQ_ERRORS])
+def test_seq2seq_errors(seq2seq_binary: Path, seq2seq_files: Path, tmp_path: Path, graphs, src, code: int,
+                        message: str) -> None:
+    proc = run_cli(seq2seq_binary, *(seq2seq_files / g for g in graphs), _seq2seq_src(tmp_path, src), "--max-len", 4,
+                   "--out", tmp_path / "o" / "tokens.npy")
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["e.ts", "d.ts", "s.npy"], "--max-len K is required"),
+    (["e.ts", "d.ts", "--max-len", "3"], "expected ENCODER.ts, DECODER.ts and SRC.npy, got 2 positional arguments"),
+    (["e.ts", "d.ts", "s.npy", "--max-len", "0"], "--max-len expects a positive integer, got '0'"),
+    (["e.ts", "d.ts", "s.npy", "--max-len", "2", "--bos", "-1"], "--bos expects a non-negative integer, got '-1'"),
+], ids=["no-max-len", "two-positional", "max-len-0", "negative-bos"])
+def test_seq2seq_bad_arguments(seq2seq_binary: Path, args: List[str], message: str) -> None:
+    proc = run_cli(seq2seq_binary, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "usage: seq2seq_greedy ENCODER.ts DECODER.ts SRC.npy --max-len K" in proc.stderr

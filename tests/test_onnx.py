@@ -308,6 +308,9 @@ def test_failed_export_leaves_nothing(tmp_path):
         (lambda s: s(np.zeros((7, 2, 5), np.float32), lengths=np.array([7, 1], np.int32)), r"lengths of dtype int64 and shape \(2,\), got int32"),
         (lambda s: s(np.zeros((0, 2, 5), np.float32)), r"expected batch >= 1 and sequence >= 1"),
         (lambda s: s.run({"x": np.zeros((7, 2, 5), np.float32)}), r"expects inputs \['input', 'h0', 'c0', 'lengths'\], got \['x'\] \(unknown: \['x'\]\)"),
+        (lambda s: s.run({"input": np.zeros((7, 2, 5), np.float32), "h0": np.zeros((4, 3, 6), np.float32),
+                          "c0": np.zeros((4, 2, 6), np.float32), "lengths": np.full(2, 7)}),
+         r"inputs disagree on 'batch': input axis 1 is 2, h0 axis 1 is 3"),
     ],
 )
 def test_runtime_input_errors(exported, call, match):

@@ -193,6 +193,13 @@ def test_names_and_axes_are_checked_before_tracing(lm, tmp_path, monkeypatch, kw
 def test_no_lstm_to_export_and_unswapped_lstm(tmp_path) -> None:
     with pytest.raises(dl.ExportError, match=r"rnn is a torch.nn.LSTM.*swap_lstms"):
         dl.export_onnx(LanguageModel(), tmp_path / "m.onnx", example_inputs=lm_example())
+    head = nn.Linear(4, 2)
+    for export in (lambda p: dl.export_onnx(head, p, example_inputs=(torch.zeros(3, 4),)),
+                   lambda p: dl.export_torchscript(head, p),
+                   lambda p: dl.export_aoti(head, p, example_inputs=(torch.zeros(3, 4),))):
+        with pytest.raises(dl.ExportError, match=r"Linear holds no deploy_lstm.LSTM or LSTMCell \(and no torch.nn.LSTM to swap\)"):
+            export(tmp_path / "m.out")
+    assert not list(tmp_path.iterdir())
 
 
 class CellLoop(nn.Module):

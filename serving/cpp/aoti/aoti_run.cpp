@@ -1,58 +1,235 @@
-// Run an AOTInductor package written by deploy_lstm.aoti.export_aoti.
-// Tensor files: int64 ndim, int64 dims[ndim], then the data (float32; int64 for a
-// file whose name ends in ".i64", e.g. lengths).  Outputs are float32 files
-// <out_prefix>0.bin, <out_prefix>1.bin, ... (output, hn, cn).
+// aoti_run: run an AOTInductor package (model.pt2) written by deploy_lstm.export_aoti.
+//
+//   aoti_run MODEL.pt2 INPUT... OUT_PREFIX
+//
+// INPUT...: the package's flattened inputs, in its order -- a bare LSTM's input, h0,
+// c0 [, lengths]; a whole model's own, e.g. tokens, h0, c0 for forward(tokens, (h0, c0)).
+// A tensor file is: int64 ndim, int64 dims[ndim], then the data (C order,
+// little-endian).  The extension says the dtype: .bin or .f32 float32, .f64 float64,
+// .i64 int64.  Outputs are written the same way, one per flattened output in the
+// package's order: <OUT_PREFIX>0.bin, <OUT_PREFIX>1.bin, ... (.f64 / .i64 for float64 /
+// int64 outputs).
+//
+// When the package carries deploy_lstm's I/O contract (metadata "deploy_lstm.io"), the
+// inputs are checked against it before running: count, dtype, rank, fixed sizes, and
+// one size per named axis (every "batch" the same).
+//
+// Exit status: 0 on success, 2 on bad command-line arguments (with the usage line),
+// 1 on any other error, with one "error: ..." line on stderr.
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-static torch::Tensor read_tensor(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  int64_t ndim = 0;
+#include "deploy_lstm/errors.h"
+#include "deploy_lstm/io_spec.h"
+#include "deploy_lstm/npy.h"
+#include "deploy_lstm/tensor_npy.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: aoti_run MODEL.pt2 INPUT... OUT_PREFIX\n"
+    "  MODEL.pt2   an AOTInductor package (deploy_lstm.export_aoti)\n"
+    "  INPUT...    the package's flattened inputs in order; each file: int64 ndim, int64 dims[ndim], data;\n"
+    "              the extension gives the dtype: .bin or .f32 float32, .f64 float64, .i64 int64\n"
+    "  OUT_PREFIX  outputs go to OUT_PREFIX0.bin, OUT_PREFIX1.bin, ... (.f64 / .i64 for float64 / int64)\n";
+
+constexpr int64_t kMaxRank = 16;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// The dtype a tensor file's extension declares.
+std::optional<c10::ScalarType> file_dtype(const std::string& path) {
+  if (ends_with(path, ".bin") || ends_with(path, ".f32")) return torch::kFloat32;
+  if (ends_with(path, ".f64")) return torch::kFloat64;
+  if (ends_with(path, ".i64")) return torch::kInt64;
+  return std::nullopt;
+}
+
+// The extension an output of `dtype` is written with; nullptr when none is.
+const char* file_extension(c10::ScalarType dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return ".bin";
+    case torch::kFloat64: return ".f64";
+    case torch::kInt64: return ".i64";
+    default: return nullptr;
+  }
+}
+
+struct Args {
+  std::string package, out_prefix;
+  std::vector<std::string> inputs;
+};
+
+Args parse_args(int argc, char** argv) {
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (a.size() > 1 && a[0] == '-') throw UsageError("unknown option " + a);
+    positional.push_back(a);
+  }
+  if (positional.size() < 2) {
+    throw UsageError("expected MODEL.pt2, the inputs and OUT_PREFIX, got " + std::to_string(positional.size()) +
+                     " arguments");
+  }
+  Args args{positional.front(), positional.back(), {positional.begin() + 1, positional.end() - 1}};
+  if (file_dtype(args.out_prefix)) {
+    throw UsageError("the last argument is OUT_PREFIX, but '" + args.out_prefix +
+                     "' looks like an input file; add a prefix such as out/result_");
+  }
+  for (const std::string& in : args.inputs) {
+    if (!file_dtype(in)) {
+      throw UsageError("input '" + in + "' has no dtype extension: name it .bin or .f32 (float32), .f64 (float64) "
+                       "or .i64 (int64)");
+    }
+  }
+  return args;
+}
+
+torch::Tensor read_tensor(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) throw std::runtime_error("cannot open '" + path + "' (does it exist?)");
+  const auto file_size = static_cast<int64_t>(f.tellg());
+  f.seekg(0);
+  int64_t ndim = -1;
   f.read(reinterpret_cast<char*>(&ndim), sizeof ndim);
-  if (!f || ndim < 0 || ndim > 8) throw std::runtime_error(path + ": bad header");
-  std::vector<int64_t> dims(ndim);
-  f.read(reinterpret_cast<char*>(dims.data()), ndim * sizeof(int64_t));
-  bool is_int = path.size() > 4 && path.compare(path.size() - 4, 4, ".i64") == 0;
-  auto t = torch::empty(dims, is_int ? torch::kInt64 : torch::kFloat32);
-  f.read(reinterpret_cast<char*>(t.data_ptr()), t.nbytes());
-  if (!f) throw std::runtime_error(path + ": truncated data");
+  if (!f || ndim < 0 || ndim > kMaxRank) {
+    throw std::runtime_error(path + ": bad header: expected int64 ndim in 0.." + std::to_string(kMaxRank) +
+                             (f ? ", got " + std::to_string(ndim) : ", got a truncated file"));
+  }
+  std::vector<int64_t> dims(static_cast<std::size_t>(ndim));
+  f.read(reinterpret_cast<char*>(dims.data()), ndim * static_cast<int64_t>(sizeof(int64_t)));
+  if (!f) throw std::runtime_error(path + ": bad header: truncated dims");
+  for (const int64_t d : dims)
+    if (d < 0) throw std::runtime_error(path + ": bad header: negative dimension in " + deploy_lstm::shape_string(dims));
+  const c10::ScalarType dtype = *file_dtype(path);
+  auto t = torch::empty(dims, dtype);
+  const auto header = static_cast<int64_t>(sizeof(int64_t)) * (1 + ndim);
+  const auto want = static_cast<int64_t>(t.nbytes());
+  if (file_size - header != want) {
+    throw std::runtime_error(path + ": shape " + deploy_lstm::shape_string(dims) + " of " +
+                             deploy_lstm::dtype_name(dtype) + " needs " + std::to_string(want) + " data bytes, got " +
+                             std::to_string(file_size - header));
+  }
+  f.read(reinterpret_cast<char*>(t.data_ptr()), want);
+  if (!f) throw std::runtime_error(path + ": read failed");
   return t;
 }
 
-static void write_tensor(const std::string& path, const torch::Tensor& t) {
-  auto c = t.contiguous().to(torch::kFloat32);
-  std::ofstream f(path, std::ios::binary);
-  int64_t ndim = c.dim();
+void write_tensor(const std::string& path, const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous();
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  const int64_t ndim = c.dim();
   f.write(reinterpret_cast<const char*>(&ndim), sizeof ndim);
-  f.write(reinterpret_cast<const char*>(c.sizes().data()), ndim * sizeof(int64_t));
-  f.write(reinterpret_cast<const char*>(c.data_ptr()), c.nbytes());
-  if (!f) throw std::runtime_error("cannot write " + path);
+  f.write(reinterpret_cast<const char*>(c.sizes().data()), ndim * static_cast<int64_t>(sizeof(int64_t)));
+  f.write(reinterpret_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+  if (!f) throw std::runtime_error("cannot write '" + path + "'");
 }
 
+int run(const Args& args) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(args.package, ec))
+    throw deploy_lstm::ModelLoadError("package not found: '" + args.package + "'");
+  std::optional<torch::inductor::AOTIModelPackageLoader> loader;
+  try {
+    loader.emplace(args.package);
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    throw deploy_lstm::ModelLoadError("cannot load '" + args.package + "' as an AOTInductor package: " +
+                                      what.substr(0, what.find('\n')));
+  }
+
+  // The I/O contract, when the package carries one: names for messages, checks before running.
+  std::optional<deploy_lstm::IoSpec> io;
+  const auto metadata = loader->get_metadata();
+  if (const auto it = metadata.find(deploy_lstm::kMetaIo); it != metadata.end())
+    io = deploy_lstm::parse_io_spec(it->second, "'" + args.package + "' metadata");
+  if (io && io->inputs.size() != args.inputs.size()) {
+    throw deploy_lstm::InputError("'" + args.package + "' takes " + std::to_string(io->inputs.size()) + " inputs (" +
+                                  deploy_lstm::join(io->input_names()) + "), got " + std::to_string(args.inputs.size()));
+  }
+
+  std::vector<torch::Tensor> inputs;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<std::string> dtypes;
+  for (const std::string& path : args.inputs) {
+    inputs.push_back(read_tensor(path));
+    shapes.push_back(inputs.back().sizes().vec());
+    dtypes.push_back(deploy_lstm::dtype_name(inputs.back().scalar_type()));
+  }
+  if (io) io->check_inputs(shapes, dtypes);
+
+  std::vector<torch::Tensor> outputs;
+  try {
+    c10::InferenceMode guard;
+    outputs = loader->run(inputs);
+  } catch (const std::exception& e) {
+    std::vector<std::string> got;
+    for (std::size_t i = 0; i < inputs.size(); ++i)
+      got.push_back((io ? io->inputs[i].name : "input " + std::to_string(i)) + "=" + deploy_lstm::describe(inputs[i]));
+    const std::string what = e.what();
+    throw deploy_lstm::RunError("the package failed on " + deploy_lstm::join(got) + ": " + what.substr(0, what.find('\n')));
+  }
+
+  // Check every output's dtype before writing any: no partial results on failure.
+  std::vector<std::string> paths;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const char* ext = file_extension(outputs[i].scalar_type());
+    if (ext == nullptr) {
+      throw std::runtime_error("output " + std::to_string(i) + " has dtype " +
+                               deploy_lstm::dtype_name(outputs[i].scalar_type()) +
+                               "; the tensor files hold float32, float64 or int64");
+    }
+    paths.push_back(args.out_prefix + std::to_string(i) + ext);
+  }
+  const std::filesystem::path parent = std::filesystem::path(args.out_prefix).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    write_tensor(paths[i], outputs[i]);
+    const std::string name = io && io->outputs.size() == outputs.size() ? io->outputs[i].name + " " : "";
+    std::cout << paths[i] << ": " << name << deploy_lstm::describe(outputs[i]) << "\n";
+  }
+  std::cout << outputs.size() << " outputs written\n";
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  if (argc < 6) {
-    std::cerr << "usage: aoti_run model.pt2 input.bin h0.bin c0.bin [lengths.i64] out_prefix\n";
+  Args args;
+  try {
+    args = parse_args(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "error: " << e.what() << "\n" << kUsage;
     return 2;
   }
   try {
-    torch::inductor::AOTIModelPackageLoader loader(argv[1]);
-    std::vector<torch::Tensor> inputs;
-    for (int i = 2; i < argc - 1; ++i) inputs.push_back(read_tensor(argv[i]));
-    std::vector<torch::Tensor> outputs = loader.run(inputs);
-    std::string prefix = argv[argc - 1];
-    for (size_t i = 0; i < outputs.size(); ++i) write_tensor(prefix + std::to_string(i) + ".bin", outputs[i]);
-    std::cout << outputs.size() << " outputs written\n";
+    return run(args);
+  } catch (const deploy_lstm::InputError& e) {
+    std::cerr << "error: bad input: " << e.what() << "\n";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    std::cerr << "error: " << what.substr(0, what.find('\n')) << "\n";
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
-    return 1;
   }
-  return 0;
+  return 1;
 }

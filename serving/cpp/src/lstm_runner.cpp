@@ -1,8 +1,9 @@
 #include "deploy_lstm/lstm_runner.h"
 
 #include "deploy_lstm/npy.h"
+#include "deploy_lstm/tensor_npy.h"
+#include "deploy_lstm/torchscript.h"
 
-#include <filesystem>
 #include <sstream>
 
 namespace deploy_lstm {
@@ -11,22 +12,8 @@ namespace {
 // One formatter for shapes, shared with the .npy code: "(2, 3)", "(5,)".
 std::string shape_str(c10::IntArrayRef sizes) { return shape_string(sizes.vec()); }
 
-std::string dtype_str(c10::ScalarType t) {
-  switch (t) {
-    case c10::ScalarType::Float: return "float32";
-    case c10::ScalarType::Double: return "float64";
-    case c10::ScalarType::Long: return "int64";
-    case c10::ScalarType::Int: return "int32";
-    default: return c10::toString(t);
-  }
-}
-
-// The first line of a c10 message, without miniz's generic advice about corrupted checkpoints.
-std::string first_line(const std::string& s) {
-  std::string line = s.substr(0, s.find('\n'));
-  const std::size_t advice = line.find(" This is an internal miniz error.");
-  return advice == std::string::npos ? line : line.substr(0, advice);
-}
+constexpr const char* kConstants[] = {"input_size", "hidden_size", "num_layers", "bias",
+                                      "batch_first", "bidirectional", "proj_size"};
 
 c10::IValue constant(const torch::jit::Module& m, const std::string& name, const std::string& path) {
   if (!m.hasattr(name)) {
@@ -55,29 +42,20 @@ std::string LstmConfig::to_string() const {
   std::ostringstream out;
   out << std::boolalpha << "input_size=" << input_size << " hidden_size=" << hidden_size
       << " num_layers=" << num_layers << " bidirectional=" << bidirectional << " proj_size=" << proj_size
-      << " batch_first=" << batch_first << " bias=" << bias << " dtype=" << dtype_str(dtype);
+      << " batch_first=" << batch_first << " bias=" << bias << " dtype=" << dtype_name(dtype);
   return out.str();
 }
 
-LstmRunner::LstmRunner(const std::string& path) : path_(path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw ModelLoadError("model file not found: '" + path + "'");
-  if (std::filesystem::is_directory(path, ec))
-    throw ModelLoadError("model path is a directory, expected a TorchScript file: '" + path + "'");
-  try {
-    module_ = torch::jit::load(path, torch::kCPU);
-  } catch (const c10::Error& e) {
-    throw ModelLoadError("cannot load '" + path +
-                         "' as a TorchScript archive (write one with torch.jit.save, e.g. "
-                         "export/export_torchscript.py): " +
-                         first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    throw ModelLoadError("cannot load '" + path + "' as a TorchScript archive: " + first_line(e.what()));
-  }
-  module_.eval();
-  if (!module_.find_method("forward"))
-    throw ModelLoadError("'" + path + "' has no forward method (was it saved with torch.jit.script?)");
+LstmRunner::LstmRunner(const std::string& path) : LstmRunner(load_torchscript(path).module, path) {}
 
+bool LstmRunner::is_lstm(const torch::jit::Module& module) {
+  for (const char* name : kConstants)
+    if (!module.hasattr(name)) return false;
+  return module.hasattr("weight_ih_l0");
+}
+
+LstmRunner::LstmRunner(torch::jit::Module module, const std::string& path) : path_(path), module_(std::move(module)) {
+  module_.eval();
   config_.input_size = int_constant(module_, "input_size", path);
   config_.hidden_size = int_constant(module_, "hidden_size", path);
   config_.num_layers = int_constant(module_, "num_layers", path);
@@ -89,7 +67,7 @@ LstmRunner::LstmRunner(const std::string& path) : path_(path) {
   if (!w.isTensor()) throw ModelLoadError("'" + path + "': weight_ih_l0 is not a tensor");
   config_.dtype = w.toTensor().scalar_type();
   if (config_.dtype != c10::ScalarType::Float && config_.dtype != c10::ScalarType::Double) {
-    throw ModelLoadError("'" + path + "' has " + dtype_str(config_.dtype) +
+    throw ModelLoadError("'" + path + "' has " + dtype_name(config_.dtype) +
                          " weights; only float32 and float64 models are supported");
   }
 }
@@ -111,9 +89,9 @@ void LstmRunner::check_input(const torch::Tensor& input) const {
                      shape_str(input.sizes()));
   }
   if (input.scalar_type() != config_.dtype) {
-    throw InputError("expected input of dtype " + dtype_str(config_.dtype) + " (the model's), got " +
-                     dtype_str(input.scalar_type()) + "; convert the input (e.g. arr.astype(np." +
-                     dtype_str(config_.dtype) + ")) or export a " + dtype_str(input.scalar_type()) +
+    throw InputError("expected input of dtype " + dtype_name(config_.dtype) + " (the model's), got " +
+                     dtype_name(input.scalar_type()) + "; convert the input (e.g. arr.astype(np." +
+                     dtype_name(config_.dtype) + ")) or export a " + dtype_name(input.scalar_type()) +
                      " model");
   }
   if (input.size(-1) != I) {
@@ -146,8 +124,8 @@ void LstmRunner::check_state(const LstmState& state, const torch::Tensor& input)
                        ") for input of shape " + shape_str(input.sizes()) + ", got " + shape_str(t.sizes()));
     }
     if (t.scalar_type() != config_.dtype) {
-      throw InputError("expected " + std::string(names[k]) + " of dtype " + dtype_str(config_.dtype) +
-                       " (the model's), got " + dtype_str(t.scalar_type()));
+      throw InputError("expected " + std::string(names[k]) + " of dtype " + dtype_name(config_.dtype) +
+                       " (the model's), got " + dtype_name(t.scalar_type()));
     }
   }
 }
@@ -157,7 +135,7 @@ void LstmRunner::check_lengths(const torch::Tensor& lengths, const torch::Tensor
   const int64_t N = batch_size(input);
   const int64_t T = config_.batch_first ? input.size(1) : input.size(0);
   if (lengths.scalar_type() != c10::ScalarType::Long)
-    throw InputError("expected lengths of dtype int64, got " + dtype_str(lengths.scalar_type()));
+    throw InputError("expected lengths of dtype int64, got " + dtype_name(lengths.scalar_type()));
   if (lengths.dim() != 1 || lengths.size(0) != N) {
     throw InputError("expected lengths of shape (" + std::to_string(N) + ",), one per sequence, got " +
                      shape_str(lengths.sizes()));

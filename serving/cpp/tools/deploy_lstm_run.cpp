@@ -1,4 +1,10 @@
-// deploy_lstm_run: run a TorchScript deploy_lstm.LSTM on .npy inputs, write .npy outputs.
+// deploy_lstm_run: run a TorchScript model on .npy inputs, write .npy outputs.
+//
+// Two kinds of archive, told apart by the module itself:
+//   * a scripted deploy_lstm.LSTM (it has the configuration constants): one INPUT.npy,
+//     --h0/--c0/--lengths, --chunk streaming; writes output.npy, hn.npy, cn.npy;
+//   * any other scripted model ("whole model"): forward's Tensor and (nested) Tuple
+//     arguments flattened, one .npy per tensor in order; one .npy per flat output.
 //
 // Exit status: 0 on success, 2 on bad command-line arguments, 1 on any other
 // error (missing model, not TorchScript, input that does not fit, malformed .npy).
@@ -13,20 +19,29 @@
 #include <ATen/Parallel.h>
 
 #include "deploy_lstm/lstm_runner.h"
+#include "deploy_lstm/model_runner.h"
 #include "deploy_lstm/npy.h"
+#include "deploy_lstm/tensor_npy.h"
+#include "deploy_lstm/torchscript.h"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: deploy_lstm_run MODEL.pt INPUT.npy [--h0 H0.npy --c0 C0.npy] [--lengths LENGTHS.npy]\n"
     "                       [--chunk K] [--out DIR] [--threads N]\n"
-    "  MODEL.pt   a scripted deploy_lstm.LSTM saved with torch.jit.save\n"
-    "  INPUT.npy  (T, N, input_size), (N, T, input_size) if batch_first, or (T, input_size);\n"
+    "       deploy_lstm_run MODEL.pt INPUT.npy [INPUT.npy ...] [--out DIR] [--threads N]\n"
+    "  MODEL.pt   a TorchScript archive (torch.jit.save): a scripted deploy_lstm.LSTM (first form),\n"
+    "             or a whole model whose forward takes Tensors and (nested) Tuples of Tensors (second form)\n"
+    "  INPUT.npy  deploy_lstm.LSTM: (T, N, input_size), (N, T, input_size) if batch_first, or (T, input_size);\n"
     "             little-endian float32/float64 (the model's dtype), C order\n"
+    "             whole model: one file per tensor of forward's arguments flattened in order, e.g.\n"
+    "             input.npy h0.npy c0.npy for forward(input, hidden=(h0, c0)); float32, float64 or int64\n"
     "  --h0/--c0  initial state, (num_layers*num_directions, N, proj_size or hidden_size) / (.., hidden_size)\n"
     "  --lengths  int64 (N,) lengths of a right-padded batch\n"
     "  --chunk K  stream the input K time steps at a time, carrying (h, c) (unidirectional models)\n"
-    "  --out DIR  where to write output.npy, hn.npy, cn.npy (default: current directory)\n"
+    "  --out DIR  where to write output.npy, hn.npy, cn.npy; for a whole model one .npy per flattened\n"
+    "             output, named as in the archive's I/O contract or output_0.npy, output_1.npy, ...\n"
+    "             (default: current directory)\n"
     "  --threads N  intra-op threads (default: torch's choice)\n";
 
 struct UsageError : std::runtime_error {
@@ -34,7 +49,8 @@ struct UsageError : std::runtime_error {
 };
 
 struct Args {
-  std::string model, input, out = ".";
+  std::string model, out = ".";
+  std::vector<std::string> inputs;  // one for a deploy_lstm.LSTM, forward's flat inputs for a whole model
   std::optional<std::string> h0, c0, lengths;
   int64_t chunk = 0;
   int threads = 0;
@@ -84,69 +100,43 @@ Args parse_args(int argc, char** argv) {
       positional.push_back(a);
     }
   }
-  if (positional.size() != 2)
+  if (positional.size() < 2)
     throw UsageError("expected MODEL.pt and INPUT.npy, got " + std::to_string(positional.size()) + " positional arguments");
   args.model = positional[0];
-  args.input = positional[1];
+  args.inputs.assign(positional.begin() + 1, positional.end());
   if (args.h0.has_value() != args.c0.has_value()) throw UsageError("--h0 and --c0 must be given together");
   if (args.chunk > 0 && args.lengths) throw UsageError("--chunk cannot be combined with --lengths");
   return args;
 }
 
-torch::Tensor to_tensor(const deploy_lstm::NpyArray& a) {
-  const auto dtype = a.dtype == deploy_lstm::NpyDtype::kFloat32   ? torch::kFloat32
-                     : a.dtype == deploy_lstm::NpyDtype::kFloat64 ? torch::kFloat64
-                                                                  : torch::kInt64;
-  // from_blob does not copy; clone so the tensor owns its memory.
-  return torch::from_blob(const_cast<char*>(a.data.data()), a.shape, torch::TensorOptions().dtype(dtype)).clone();
-}
-
-deploy_lstm::NpyArray to_npy(const torch::Tensor& t) {
-  const torch::Tensor c = t.contiguous();
-  deploy_lstm::NpyArray a;
-  if (c.scalar_type() == torch::kFloat32) {
-    a.dtype = deploy_lstm::NpyDtype::kFloat32;
-  } else if (c.scalar_type() == torch::kFloat64) {
-    a.dtype = deploy_lstm::NpyDtype::kFloat64;
-  } else if (c.scalar_type() == torch::kInt64) {
-    a.dtype = deploy_lstm::NpyDtype::kInt64;
-  } else {
-    throw std::runtime_error(std::string("cannot write a tensor of dtype ") + c10::toString(c.scalar_type()) + " as .npy");
-  }
-  a.shape.assign(c.sizes().begin(), c.sizes().end());
-  const auto* bytes = static_cast<const char*>(c.data_ptr());
-  a.data.assign(bytes, bytes + c.numel() * c.element_size());
-  return a;
-}
-
-std::string describe(const torch::Tensor& t) {
-  return deploy_lstm::shape_string(t.sizes().vec()) + " " +
-         (t.scalar_type() == torch::kFloat32 ? "float32" : t.scalar_type() == torch::kFloat64 ? "float64" : "int64");
-}
+torch::Tensor read_tensor(const std::string& path) { return deploy_lstm::npy_to_tensor(deploy_lstm::read_npy(path)); }
 
 double ms_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-int run(const Args& args) {
-  if (args.threads > 0) at::set_num_threads(args.threads);
+using deploy_lstm::describe;
+using deploy_lstm::tensor_to_npy;
 
-  auto t0 = std::chrono::steady_clock::now();
-  deploy_lstm::LstmRunner runner(args.model);
-  const double load_ms = ms_since(t0);
+// A scripted deploy_lstm.LSTM: configuration from its constants, --h0/--c0/--lengths, --chunk.
+int run_lstm(const Args& args, deploy_lstm::LstmRunner& runner, double load_ms) {
+  if (args.inputs.size() != 1) {
+    throw UsageError("'" + args.model + "' is a deploy_lstm.LSTM: it takes one INPUT.npy (the state and lengths "
+                     "through --h0/--c0/--lengths), got " + std::to_string(args.inputs.size()) + " input files");
+  }
   const auto& cfg = runner.config();
 
-  const torch::Tensor input = to_tensor(deploy_lstm::read_npy(args.input));
+  const torch::Tensor input = read_tensor(args.inputs[0]);
   std::optional<deploy_lstm::LstmState> state;
-  if (args.h0) state = deploy_lstm::LstmState{to_tensor(deploy_lstm::read_npy(*args.h0)), to_tensor(deploy_lstm::read_npy(*args.c0))};
+  if (args.h0) state = deploy_lstm::LstmState{read_tensor(*args.h0), read_tensor(*args.c0)};
   std::optional<torch::Tensor> lengths;
-  if (args.lengths) lengths = to_tensor(deploy_lstm::read_npy(*args.lengths));
+  if (args.lengths) lengths = read_tensor(*args.lengths);
 
   runner.validate(input, state, lengths);  // whole-input messages, also in --chunk mode
 
   deploy_lstm::LstmOutput out;
   int64_t chunks = 1;
-  t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   if (args.chunk > 0) {
     deploy_lstm::LstmStream stream = runner.stream(state);
     const int64_t time_dim = input.dim() == 3 && cfg.batch_first ? 1 : 0;
@@ -164,9 +154,9 @@ int run(const Args& args) {
 
   std::filesystem::create_directories(args.out);
   const std::filesystem::path dir(args.out);
-  deploy_lstm::write_npy((dir / "output.npy").string(), to_npy(out.output));
-  deploy_lstm::write_npy((dir / "hn.npy").string(), to_npy(out.h_n));
-  deploy_lstm::write_npy((dir / "cn.npy").string(), to_npy(out.c_n));
+  deploy_lstm::write_npy((dir / "output.npy").string(), tensor_to_npy(out.output));
+  deploy_lstm::write_npy((dir / "hn.npy").string(), tensor_to_npy(out.h_n));
+  deploy_lstm::write_npy((dir / "cn.npy").string(), tensor_to_npy(out.c_n));
 
   std::cout << "model:  " << args.model << " (" << cfg.to_string() << ")\n"
             << "input:  " << describe(input);
@@ -181,6 +171,62 @@ int run(const Args& args) {
   return 0;
 }
 
+// Any other scripted model: forward's flattened inputs in, its flattened outputs out.
+int run_model(const Args& args, deploy_lstm::ModelRunner& runner, double load_ms) {
+  if (args.h0 || args.lengths || args.chunk > 0) {
+    throw UsageError("--h0/--c0, --lengths and --chunk are for a deploy_lstm.LSTM; '" + args.model +
+                     "' is a whole model, " + runner.signature() + ": give its inputs as .npy files in order (" +
+                     runner.inputs_string() + ")");
+  }
+  runner.check_count(args.inputs.size());  // before reading: the count is the likelier mistake
+  std::vector<torch::Tensor> inputs;
+  for (const std::string& path : args.inputs) inputs.push_back(read_tensor(path));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<torch::Tensor> outputs = runner.run(inputs);
+  const double run_ms = ms_since(t0);
+
+  // Convert every output before writing any: no partial results on failure.
+  const std::vector<std::string> names = runner.output_names(outputs.size());
+  std::vector<deploy_lstm::NpyArray> arrays;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    try {
+      arrays.push_back(tensor_to_npy(outputs[i]));
+    } catch (const deploy_lstm::NpyError& e) {
+      throw deploy_lstm::NpyError("output '" + names[i] + "': " + e.what());
+    }
+  }
+  std::filesystem::create_directories(args.out);
+  const std::filesystem::path dir(args.out);
+  std::vector<std::string> written;
+  for (std::size_t i = 0; i < arrays.size(); ++i) {
+    written.push_back((dir / (names[i] + ".npy")).string());
+    deploy_lstm::write_npy(written.back(), arrays[i]);
+  }
+
+  const std::vector<std::string>& input_names = runner.input_names();
+  std::cout << "model:  " << args.model << " (whole model: " << runner.signature() << ")\ninputs: ";
+  for (std::size_t i = 0; i < inputs.size(); ++i) std::cout << (i ? "  " : "") << input_names[i] << ": " << describe(inputs[i]);
+  std::cout << "\noutput: ";
+  for (std::size_t i = 0; i < outputs.size(); ++i) std::cout << (i ? "  " : "") << names[i] << ": " << describe(outputs[i]);
+  std::cout << "\ntime:   load " << load_ms << " ms, run " << run_ms << " ms (first run: includes TorchScript warm-up)"
+            << "\nwrote:  " << deploy_lstm::join(written) << "\n";
+  return 0;
+}
+
+int run(const Args& args) {
+  if (args.threads > 0) at::set_num_threads(args.threads);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  deploy_lstm::LoadedModule loaded = deploy_lstm::load_torchscript(args.model);
+  if (deploy_lstm::LstmRunner::is_lstm(loaded.module)) {
+    deploy_lstm::LstmRunner runner(std::move(loaded.module), args.model);
+    return run_lstm(args, runner, ms_since(t0));
+  }
+  deploy_lstm::ModelRunner runner(std::move(loaded), args.model);
+  return run_model(args, runner, ms_since(t0));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,11 +239,16 @@ int main(int argc, char** argv) {
   }
   try {
     return run(args);
+  } catch (const UsageError& e) {  // an argument that does not fit the model just loaded
+    std::cerr << "error: " << e.what() << "\n" << kUsage;
+    return 2;
   } catch (const deploy_lstm::ModelLoadError& e) {
     std::cerr << "error: " << e.what() << "\n";
   } catch (const deploy_lstm::InputError& e) {
     std::cerr << "error: bad input: " << e.what() << "\n";
   } catch (const deploy_lstm::NpyError& e) {
+    std::cerr << "error: " << e.what() << "\n";
+  } catch (const deploy_lstm::RunError& e) {
     std::cerr << "error: " << e.what() << "\n";
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";

@@ -11,23 +11,12 @@
 #include <torch/script.h>
 
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "deploy_lstm/errors.h"  // ModelLoadError, InputError
+
 namespace deploy_lstm {
-
-// The file is missing, is not a TorchScript archive, or is not a deploy_lstm.LSTM.
-class ModelLoadError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// An input, state or lengths tensor does not fit the model.
-class InputError : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
 
 struct LstmConfig {
   int64_t input_size = 0;
@@ -60,6 +49,13 @@ class LstmRunner {
  public:
   // Loads a TorchScript archive on the CPU, in eval mode.  Throws ModelLoadError.
   explicit LstmRunner(const std::string& path);
+  // Wraps a module already loaded (e.g. by load_torchscript); `path` names it in
+  // messages.  Throws ModelLoadError when it is not a deploy_lstm.LSTM.
+  LstmRunner(torch::jit::Module module, const std::string& path);
+
+  // Whether `module` is a scripted deploy_lstm.LSTM: it has every configuration
+  // constant and weight_ih_l0.  Anything else is a whole model (ModelRunner).
+  static bool is_lstm(const torch::jit::Module& module);
 
   const LstmConfig& config() const { return config_; }
   const std::string& path() const { return path_; }

@@ -28,12 +28,15 @@
 #include <string>
 #include <vector>
 
+#include "deploy_lstm/cli.h"
 #include "deploy_lstm/errors.h"
 #include "deploy_lstm/io_spec.h"
 #include "deploy_lstm/npy.h"
 #include "deploy_lstm/tensor_npy.h"
 
 namespace {
+
+using deploy_lstm::UsageError;
 
 constexpr const char* kUsage =
     "usage: aoti_run MODEL.pt2 INPUT... OUT_PREFIX\n"
@@ -43,10 +46,6 @@ constexpr const char* kUsage =
     "  OUT_PREFIX  outputs go to OUT_PREFIX0.bin, OUT_PREFIX1.bin, ... (.f64 / .i64 for float64 / int64)\n";
 
 constexpr int64_t kMaxRank = 16;
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -76,16 +75,9 @@ struct Args {
 };
 
 Args parse_args(int argc, char** argv) {
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    }
-    if (a.size() > 1 && a[0] == '-') throw UsageError("unknown option " + a);
-    positional.push_back(a);
-  }
+  // No options: every "-..." argument but -h/--help is unknown.
+  const std::vector<std::string> positional =
+      deploy_lstm::parse_command_line(argc, argv, kUsage, [](const std::string&, const auto&) { return false; });
   if (positional.size() < 2) {
     throw UsageError("expected MODEL.pt2, the inputs and OUT_PREFIX, got " + std::to_string(positional.size()) +
                      " arguments");
@@ -214,22 +206,6 @@ int run(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args args;
-  try {
-    args = parse_args(argc, argv);
-  } catch (const UsageError& e) {
-    std::cerr << "error: " << e.what() << "\n" << kUsage;
-    return 2;
-  }
-  try {
-    return run(args);
-  } catch (const deploy_lstm::InputError& e) {
-    std::cerr << "error: bad input: " << e.what() << "\n";
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    std::cerr << "error: " << what.substr(0, what.find('\n')) << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  }
-  return 1;
+  // c10 errors (e.g. from the package loader) span several lines: keep the first.
+  return deploy_lstm::run_tool(argc, argv, kUsage, parse_args, run, deploy_lstm::C10Message::kFirstLine);
 }

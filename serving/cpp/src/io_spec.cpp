@@ -69,6 +69,24 @@ class JsonReader {
     ++pos_;
   }
 
+  // After an opening bracket: `item()` for each ','-separated item up to `close`, which it consumes.
+  template <class Item>
+  void items(char close, Item item) {
+    ++pos_;
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == close) {
+      ++pos_;
+      return;
+    }
+    while (true) {
+      item();
+      skip_space();
+      if (pos_ < s_.size() && s_[pos_] == ',') { ++pos_; continue; }
+      expect(close);
+      return;
+    }
+  }
+
   Json value(int depth) {
     if (depth > kMaxDepth) fail("nested deeper than " + std::to_string(kMaxDepth));
     skip_space();
@@ -77,39 +95,19 @@ class JsonReader {
     const char c = s_[pos_];
     if (c == '{') {
       v.kind = Json::Kind::kObject;
-      ++pos_;
-      skip_space();
-      if (pos_ < s_.size() && s_[pos_] == '}') {
-        ++pos_;
-        return v;
-      }
-      while (true) {
+      items('}', [&] {
         skip_space();
         if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a string key");
         std::string key = string();
         expect(':');
         v.fields.emplace_back(std::move(key), value(depth + 1));
-        skip_space();
-        if (pos_ < s_.size() && s_[pos_] == ',') { ++pos_; continue; }
-        expect('}');
-        return v;
-      }
+      });
+      return v;
     }
     if (c == '[') {
       v.kind = Json::Kind::kArray;
-      ++pos_;
-      skip_space();
-      if (pos_ < s_.size() && s_[pos_] == ']') {
-        ++pos_;
-        return v;
-      }
-      while (true) {
-        v.items.push_back(value(depth + 1));
-        skip_space();
-        if (pos_ < s_.size() && s_[pos_] == ',') { ++pos_; continue; }
-        expect(']');
-        return v;
-      }
+      items(']', [&] { v.items.push_back(value(depth + 1)); });
+      return v;
     }
     if (c == '"') {
       v.kind = Json::Kind::kString;

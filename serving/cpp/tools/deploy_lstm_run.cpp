@@ -9,7 +9,6 @@
 // Exit status: 0 on success, 2 on bad command-line arguments, 1 on any other
 // error (missing model, not TorchScript, input that does not fit, malformed .npy).
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -18,6 +17,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "deploy_lstm/cli.h"
 #include "deploy_lstm/lstm_runner.h"
 #include "deploy_lstm/model_runner.h"
 #include "deploy_lstm/npy.h"
@@ -25,6 +25,8 @@
 #include "deploy_lstm/torchscript.h"
 
 namespace {
+
+using deploy_lstm::UsageError;
 
 constexpr const char* kUsage =
     "usage: deploy_lstm_run MODEL.pt INPUT.npy [--h0 H0.npy --c0 C0.npy] [--lengths LENGTHS.npy]\n"
@@ -44,10 +46,6 @@ constexpr const char* kUsage =
     "             (default: current directory)\n"
     "  --threads N  intra-op threads (default: torch's choice)\n";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 struct Args {
   std::string model, out = ".";
   std::vector<std::string> inputs;  // one for a deploy_lstm.LSTM, forward's flat inputs for a whole model
@@ -56,50 +54,19 @@ struct Args {
   int threads = 0;
 };
 
-int64_t parse_positive(const std::string& flag, const std::string& value) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || v < 1) throw UsageError(flag + " expects a positive integer, got '" + value + "'");
-  return v;
-}
-
 Args parse_args(int argc, char** argv) {
   Args args;
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (a == "--h0") {
-      args.h0 = value();
-    } else if (a == "--c0") {
-      args.c0 = value();
-    } else if (a == "--lengths") {
-      args.lengths = value();
-    } else if (a == "--chunk") {
-      args.chunk = parse_positive(a, value());
-    } else if (a == "--out") {
-      args.out = value();
-    } else if (a == "--threads") {
-      const int64_t threads = parse_positive(a, value());
-      if (threads > 1024) throw UsageError("--threads expects at most 1024, got " + std::to_string(threads));
-      args.threads = static_cast<int>(threads);
-    } else if (a.size() > 1 && a[0] == '-') {
-      throw UsageError("unknown option " + a);
-    } else {
-      positional.push_back(a);
-    }
-  }
+  const std::vector<std::string> positional =
+      deploy_lstm::parse_command_line(argc, argv, kUsage, [&args](const std::string& a, const auto& value) {
+        if (a == "--h0") args.h0 = value();
+        else if (a == "--c0") args.c0 = value();
+        else if (a == "--lengths") args.lengths = value();
+        else if (a == "--chunk") args.chunk = deploy_lstm::parse_int(a, value(), 1);
+        else if (a == "--out") args.out = value();
+        else if (a == "--threads") args.threads = deploy_lstm::parse_threads(a, value());
+        else return false;
+        return true;
+      });
   if (positional.size() < 2)
     throw UsageError("expected MODEL.pt and INPUT.npy, got " + std::to_string(positional.size()) + " positional arguments");
   args.model = positional[0];
@@ -229,31 +196,4 @@ int run(const Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Args args;
-  try {
-    args = parse_args(argc, argv);
-  } catch (const UsageError& e) {
-    std::cerr << "error: " << e.what() << "\n" << kUsage;
-    return 2;
-  }
-  try {
-    return run(args);
-  } catch (const UsageError& e) {  // an argument that does not fit the model just loaded
-    std::cerr << "error: " << e.what() << "\n" << kUsage;
-    return 2;
-  } catch (const deploy_lstm::ModelLoadError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  } catch (const deploy_lstm::InputError& e) {
-    std::cerr << "error: bad input: " << e.what() << "\n";
-  } catch (const deploy_lstm::NpyError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  } catch (const deploy_lstm::RunError& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-  }
-  return 1;
-}
+int main(int argc, char** argv) { return deploy_lstm::run_tool(argc, argv, kUsage, parse_args, run); }

@@ -17,11 +17,15 @@
 
 #include <ATen/Parallel.h>
 
+#include "deploy_lstm/cli.h"
 #include "deploy_lstm/model_runner.h"
 #include "deploy_lstm/npy.h"
 #include "deploy_lstm/tensor_npy.h"
 
 namespace {
+
+using deploy_lstm::parse_int;
+using deploy_lstm::UsageError;
 
 constexpr const char* kUsage =
     "usage: seq2seq_greedy ENCODER.ts DECODER.ts SRC.npy --max-len K [--out TOKENS.npy] [--bos ID] [--threads N]\n"
@@ -33,10 +37,6 @@ constexpr const char* kUsage =
     "  --bos ID     the first decoder input (default: 1, export/export_seq2seq.py's BOS)\n"
     "  --threads N  intra-op threads (default: torch's choice)\n";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 struct Args {
   std::string encoder, decoder, src, out = "tokens.npy";
   int64_t max_len = 0;
@@ -44,49 +44,17 @@ struct Args {
   int threads = 0;
 };
 
-int64_t parse_int(const std::string& flag, const std::string& value, int64_t lowest) {
-  std::size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(value, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != value.size() || v < lowest) {
-    throw UsageError(flag + " expects " + (lowest == 0 ? "a non-negative" : "a positive") + " integer, got '" + value +
-                     "'");
-  }
-  return v;
-}
-
 Args parse_args(int argc, char** argv) {
   Args args;
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (a == "--max-len") {
-      args.max_len = parse_int(a, value(), 1);
-    } else if (a == "--out") {
-      args.out = value();
-    } else if (a == "--bos") {
-      args.bos = parse_int(a, value(), 0);
-    } else if (a == "--threads") {
-      const int64_t threads = parse_int(a, value(), 1);
-      if (threads > 1024) throw UsageError("--threads expects at most 1024, got " + std::to_string(threads));
-      args.threads = static_cast<int>(threads);
-    } else if (a.size() > 1 && a[0] == '-') {
-      throw UsageError("unknown option " + a);
-    } else {
-      positional.push_back(a);
-    }
-  }
+  const std::vector<std::string> positional =
+      deploy_lstm::parse_command_line(argc, argv, kUsage, [&args](const std::string& a, const auto& value) {
+        if (a == "--max-len") args.max_len = parse_int(a, value(), 1);
+        else if (a == "--out") args.out = value();
+        else if (a == "--bos") args.bos = parse_int(a, value(), 0);
+        else if (a == "--threads") args.threads = deploy_lstm::parse_threads(a, value());
+        else return false;
+        return true;
+      });
   if (positional.size() != 3) {
     throw UsageError("expected ENCODER.ts, DECODER.ts and SRC.npy, got " + std::to_string(positional.size()) +
                      " positional arguments");
@@ -176,22 +144,4 @@ int run(const Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  Args args;
-  try {
-    args = parse_args(argc, argv);
-  } catch (const UsageError& e) {
-    std::cerr << "error: " << e.what() << "\n" << kUsage;
-    return 2;
-  }
-  try {
-    return run(args);
-  } catch (const deploy_lstm::InputError& e) {
-    std::cerr << "error: bad input: " << e.what() << "\n";
-  } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {  // ModelLoadError, NpyError, RunError, I/O
-    std::cerr << "error: " << e.what() << "\n";
-  }
-  return 1;
-}
+int main(int argc, char** argv) { return deploy_lstm::run_tool(argc, argv, kUsage, parse_args, run); }

@@ -840,7 +840,7 @@ def benchmark_model(
     threads = threads or os.cpu_count() or 1
     spec = folder.model_spec()
     if folder.config is not None:  # a bare LSTM: nn.LSTM (packed with lengths) is the original
-        sig = signature(spec.model, lengths=bool(folder.options.get("lengths")))
+        sig = signature(spec.model, lengths=LENGTHS in folder.io.input_names)
         original: nn.Module = TorchLSTMGraph(spec.model.to_torch().eval())
     else:
         sig = signature(spec.model, **spec.call_arguments())
@@ -869,7 +869,7 @@ def benchmark_model(
     try:
         with torch.inference_mode():
             for N, T in cases:
-                feeds = inputs_at(sig, N, T, rng)
+                feeds = inputs_at(sig, N, T, rng, use_lengths=True)  # every input the artifacts take
                 timed = _measure_case(
                     {name: (lambda r=r: r(feeds)) for name, r in runners.items()}, rounds=rounds, warmup=warmup,
                     block_s=block_ms / 1e3, max_calls=max_calls, pause_s=pause_ms / 1e3,

@@ -430,3 +430,16 @@ def _factory_state(tmp_path):  # type: ignore[no-untyped-def]
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.make().model.state_dict()
+
+
+def test_export_bench_on_a_bare_lstm_with_lengths(tmp_path):
+    """--bench times every artifact of the new folder, lengths input included."""
+    ckpt = tmp_path / "lstm.pt"
+    torch.save(nn.LSTM(4, 8, num_layers=2).state_dict(), ckpt)
+    r = cli("export", str(ckpt), "--lengths", "--out", str(tmp_path / "o"), "--bench")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "o-bench" / "results.json").read_text())
+    want = {"original (torch.nn LSTMs) eager", "deploy_lstm eager", "torchscript", "onnxruntime"}
+    assert set(res["backends"]) == want
+    assert all("median_ms" in case["results"][n] for case in res["cases"] for n in want), res["cases"]
+    assert "| onnxruntime |" in r.stdout

@@ -42,10 +42,7 @@ from .recurrence import (
     zero_past_end,
 )
 
-__all__ = ["ROUTES", "route_for", "traceable", "module_tree_copy", "with_fused", "onnx_lstm"]
-
-ROUTES = ("native", "scan", "loop")
-
+__all__ = ["route_for", "traceable", "module_tree_copy", "with_fused", "onnx_lstm"]
 
 # --- the custom op that stands for one ONNX LSTM node --------------------------------
 

@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Sequence
 import onnx
 import torch
 
-from . import bench
+from . import bench, contract
 from .convert import load_checkpoint, lstm_from_state_dict
 from .errors import ConfigError, DeployLSTMError
 from .folder import load, load_model_spec
@@ -143,10 +143,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{path}")
-    print("  opset:     " + ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
+    print("  opset:       " + ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
+    labels = {contract.META_VERSION: "deploy_lstm", contract.META_TORCH: "torch"}
     for key, value in sorted(meta.items()):
-        if key != "deploy_lstm.io":  # shown below as inputs/outputs
-            print(f"  {key.split('.', 1)[-1] + ':':<10} {value}")
+        if key != contract.META_IO:  # shown below as inputs/outputs
+            label = labels.get(key, key.replace("deploy_lstm.", ""))
+            print(f"  {label + ':':<12} {value}")
     print("  inputs:")
     for s in info["inputs"]:
         print(f"    {s}")

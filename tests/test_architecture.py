@@ -35,6 +35,7 @@ LAYERS = [
     {"runtime"},
     {"validation"},
     {"bench_report"},
+    {"bench_backends"},
     {"pipeline", "bench"},
     {"cli"},
 ]

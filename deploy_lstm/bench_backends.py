@@ -1,0 +1,277 @@
+"""The backends the LSTM benchmark times, and how each is built for one configuration.
+
+``bench.py`` times them; this module names them (:data:`BACKENDS`), makes their
+inputs, and builds each from a configuration or an export folder's files
+(:func:`build_backends`), recording a backend that cannot be built as an
+:class:`~deploy_lstm.bench_report.Unavailable`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from .bench_report import Unavailable
+from .contract import C0, CN, H0, HN, INPUT, LENGTHS, OUTPUT, LSTMConfig, lstm_io
+from .errors import ExportError
+from .exporting import quiet_exporter
+from .folder import FILES
+from .model import LSTM
+from .onnx_export import export_onnx, graph_ops
+from .quantize import QUANTIZED_LSTM, quantize_int8
+from .torchscript import export_torchscript
+
+__all__ = [
+    "NN", "EAGER", "TS_LOOP", "TS_FUSED", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8", "BACKENDS", "NOT_FLOAT32",
+    "ORT_EXPORTERS", "Shape", "Inputs", "make_inputs", "Sources", "build_backends", "export_nn_lstm", "torch_runner",
+    "ort_runner", "Runner",
+]
+
+
+NN = "nn.LSTM eager"
+EAGER = "deploy_lstm eager"
+TS_LOOP = "deploy_lstm torchscript"
+TS_FUSED = "deploy_lstm torchscript (fused)"
+ORT_DYNAMO = "ort: ours (dynamo)"
+ORT_TS = "ort: ours (torchscript)"
+ORT_NN = "ort: nn.LSTM export"
+ORT_INT8 = "ort: ours int8"
+BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8]
+ORT_EXPORTERS = {ORT_DYNAMO: "dynamo", ORT_TS: "torchscript"}
+
+#: backends that do not compute in float32: their GFLOP/s are float-equivalent (the same
+#: count), and they are neither part of nor compared with the float32 reference
+NOT_FLOAT32 = frozenset({ORT_INT8})
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    name: str  # "stream N=1 x64" or "N=.. T=.."
+    batch: int  # N
+    steps: int  # T: sequence length, or steps streamed one at a time
+    stream: bool = False  # one call per step, carrying (h, c)
+
+
+
+# --- building the backends -----------------------------------------------------------
+
+
+class _NNWrapper(nn.Module):
+    def __init__(self, lstm: nn.LSTM) -> None:
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, input, h0, c0):  # type: ignore[no-untyped-def]
+        output, (hn, cn) = self.lstm(input, (h0, c0))
+        return output, hn, cn
+
+
+def export_nn_lstm(lstm: nn.LSTM, path: str | os.PathLike) -> Path:
+    """``torch.nn.LSTM``'s own ONNX export (``torch.onnx.export(dynamo=False)``, opset 17).
+
+    The graph has this library's I/O contract (``contract.lstm_io``: names and
+    dynamic batch and sequence axes), so it runs with the same feeds as our exports.
+
+    Raises:
+        ExportError: ``proj_size > 0`` (the exporter has no LSTM-with-projection
+            symbolic), or the exporter's own failure.
+    """
+    if lstm.proj_size > 0:
+        # torch.onnx.export(dynamo=False) raises "Unsupported: ONNX export of operator LSTM,
+        # LSTMs with projections" (symbolic_opset9), after printing the whole TorchScript IR to
+        # stdout; refuse before that.  Users rewrite LSTMP by hand instead: k2-fsa/icefall#621.
+        raise ExportError(
+            "torch.onnx.export cannot export nn.LSTM with proj_size > 0 "
+            "(Unsupported: ONNX export of operator LSTM, LSTMs with projections)"
+        )
+    cfg = LSTMConfig.of(lstm)
+    io = lstm_io(cfg)
+    N, T = 3, 5
+    x = torch.zeros(N, T, cfg.input_size) if cfg.batch_first else torch.zeros(T, N, cfg.input_size)
+    args = (x, torch.zeros(cfg.num_states, N, cfg.real_hidden_size), torch.zeros(cfg.num_states, N, cfg.hidden_size))
+    path = Path(path)
+    try:
+        with quiet_exporter(), warnings.catch_warnings():
+            # "Exporting a model to ONNX with a batch_size other than 1...": h0/c0 are graph inputs here
+            warnings.simplefilter("ignore", UserWarning)
+            torch.onnx.export(
+                _NNWrapper(lstm).eval(), args, str(path), dynamo=False, opset_version=17,
+                input_names=io.input_names, output_names=io.output_names, dynamic_axes=io.dynamic_axes(),
+            )
+    except Exception as e:
+        raise ExportError(f"torch.onnx.export of nn.LSTM failed: {e}") from e
+    return path
+
+
+Runner = Callable[[], Any]
+Built = Dict[str, Union[Callable[["Inputs"], Runner], Unavailable]]
+
+
+@dataclasses.dataclass
+class Inputs:
+    """One shape's inputs, as numpy arrays (onnxruntime) and tensors sharing their memory (torch)."""
+
+    shape: Shape
+    batch_first: bool
+    arrays: Tuple[np.ndarray, np.ndarray, np.ndarray]  # x, h0, c0
+    tensors: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+    def steps(self, x: Any) -> List[Any]:
+        """``x`` cut into one-step slices along the time axis (contiguous)."""
+        T = self.shape.steps
+        if self.batch_first:
+            return [x[:, t : t + 1].copy() if isinstance(x, np.ndarray) else x[:, t : t + 1].contiguous() for t in range(T)]
+        return [x[t : t + 1].copy() if isinstance(x, np.ndarray) else x[t : t + 1].contiguous() for t in range(T)]
+
+
+def make_inputs(cfg: LSTMConfig, shape: Shape, rng: np.random.Generator) -> Inputs:
+    N, T = shape.batch, shape.steps
+    x = rng.standard_normal((N, T, cfg.input_size) if cfg.batch_first else (T, N, cfg.input_size)).astype(np.float32)
+    h0 = rng.standard_normal((cfg.num_states, N, cfg.real_hidden_size)).astype(np.float32)
+    c0 = rng.standard_normal((cfg.num_states, N, cfg.hidden_size)).astype(np.float32)
+    arrays = (x, h0, c0)
+    return Inputs(shape, cfg.batch_first, arrays, tuple(torch.from_numpy(a) for a in arrays))  # type: ignore[arg-type]
+
+
+def torch_runner(module: Callable[..., Any], native: bool) -> Callable[[Inputs], Runner]:
+    def make(inp: Inputs) -> Runner:
+        x, h0, c0 = inp.tensors
+        call = (lambda x, h, c: module(x, (h, c))) if native else (lambda x, h, c: module(x, (h, c), None))
+        if not inp.shape.stream:
+            return lambda: call(x, h0, c0)
+        steps = inp.steps(x)
+
+        def stream() -> None:
+            h, c = h0, c0
+            for xt in steps:
+                _, (h, c) = call(xt, h, c)
+
+        return stream
+
+    return make
+
+
+def ort_runner(session: ort.InferenceSession) -> Callable[[Inputs], Runner]:
+    run = session.run
+    names = [OUTPUT, HN, CN]
+    lengths = LENGTHS in {i.name for i in session.get_inputs()}  # an export with lengths: full lengths
+
+    def make(inp: Inputs) -> Runner:
+        x, h0, c0 = inp.arrays
+        N = inp.shape.batch
+        if not inp.shape.stream:
+            feeds = {INPUT: x, H0: h0, C0: c0}
+            if lengths:
+                feeds[LENGTHS] = np.full(N, inp.shape.steps, np.int64)
+            return lambda: run(names, feeds)
+        steps = inp.steps(x)
+        one = {LENGTHS: np.ones(N, np.int64)} if lengths else {}
+
+        def stream() -> None:
+            h, c = h0, c0
+            for xt in steps:
+                _, h, c = run(names, {INPUT: xt, H0: h, C0: c, **one})
+
+        return stream
+
+    return make
+
+
+@dataclasses.dataclass
+class Sources:
+    """Where the artifacts come from: exported here, or an export folder's files."""
+
+    weights: Optional[Dict[str, torch.Tensor]] = None
+    onnx: Optional[Tuple[str, Path]] = None  # (exporter, path)
+    torchscript: Optional[Tuple[bool, Path]] = None  # (fused, path)
+    int8: Optional[Path] = None
+    folder: Optional[Path] = None
+
+
+def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Sources, log: Callable[[str], None]) -> Tuple[Built, Dict[str, Any]]:
+    """({backend: make-runner | Unavailable}, {backend: ONNX recurrent ops}) for one configuration.
+
+    From an export folder, our backends run its files only (one missing is n/a); the
+    references (nn.LSTM eager and its own export, deploy_lstm eager) use its weights.
+    onnxruntime sessions are opened here and live only as long as the returned dict.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ours = LSTM(**dataclasses.asdict(cfg)).eval()
+    if sources.weights is not None:
+        ours.load_state_dict(sources.weights)
+    reference = ours.to_torch().eval()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3  # errors only: not "Removing initializer ..." per session
+    built: Built = {NN: torch_runner(reference, native=True), EAGER: torch_runner(ours, native=False)}
+    graphs: Dict[str, Any] = {}
+
+    def attempt(name: str, make: Callable[[], Union[Callable[[Inputs], Runner], Unavailable]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            built[name] = make()
+        except Exception as e:  # recorded in the results, not raised
+            built[name] = Unavailable.of(name, e)
+        b = built[name]
+        log(f"  {name}: n/a ({b.reason})" if isinstance(b, Unavailable) else f"  built {name} in {time.perf_counter() - t0:.1f}s")
+
+    def session(name: str, path: Path) -> Callable[[Inputs], Runner]:
+        ops = graph_ops(onnx.load(str(path), load_external_data=False))
+        graphs[name] = {op: n for op, n in sorted(ops.items()) if op in ("LSTM", "Scan", "Loop", QUANTIZED_LSTM)}
+        return ort_runner(ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"]))
+
+    def missing(name: str, kind: str) -> Unavailable:
+        return Unavailable(name, f"the export folder has no {FILES[kind]}")
+
+    def ts(fused: bool) -> Union[Callable[[Inputs], Runner], Unavailable]:
+        name = TS_FUSED if fused else TS_LOOP
+        if sources.folder is not None:  # an export folder holds at most one model.ts
+            if sources.torchscript is None:
+                return missing(name, "torchscript")
+            have_fused, path = sources.torchscript
+            if have_fused != fused:
+                return Unavailable(name, f"the export folder's {FILES['torchscript']} is the {'fused' if have_fused else 'loop'} one")
+        else:
+            path = export_torchscript(ours, workdir / f"model-{'fused' if fused else 'loop'}.ts", fused=fused)
+        return torch_runner(torch.jit.load(str(path), map_location="cpu").eval(), native=False)
+
+    attempt(TS_LOOP, lambda: ts(False))
+    attempt(TS_FUSED, lambda: ts(True))
+    onnx_paths: Dict[str, Path] = {}
+    if sources.onnx is not None:
+        onnx_paths[sources.onnx[0]] = sources.onnx[1]
+    for name, exporter in ORT_EXPORTERS.items():
+
+        def ours_session(name: str = name, exporter: str = exporter) -> Union[Callable[[Inputs], Runner], Unavailable]:
+            if exporter not in onnx_paths:
+                if sources.folder is not None and sources.onnx is None:
+                    return missing(name, "onnx")
+                if sources.folder is not None:
+                    return Unavailable(name, f"the export folder's {FILES['onnx']} is from the {sources.onnx[0]} exporter")
+                onnx_paths[exporter] = export_onnx(ours, workdir / f"{exporter}.onnx", exporter=exporter)
+            return session(name, onnx_paths[exporter])
+
+        attempt(name, ours_session)
+    attempt(ORT_NN, lambda: session(ORT_NN, export_nn_lstm(reference, workdir / "nn_lstm.onnx")))
+
+    def int8() -> Union[Callable[[Inputs], Runner], Unavailable]:
+        if sources.folder is not None:
+            return session(ORT_INT8, sources.int8) if sources.int8 is not None else missing(ORT_INT8, "onnx-int8")
+        src = next(iter(onnx_paths.values()), None)
+        if src is None:
+            return Unavailable(ORT_INT8, "no float ONNX model to quantize")
+        return session(ORT_INT8, quantize_int8(src, workdir / "int8.onnx"))
+
+    attempt(ORT_INT8, int8)
+    return built, graphs

@@ -10,8 +10,8 @@ says what made them and what they take:
   by that callable (which returns a :class:`~deploy_lstm.contract.ModelSpec`);
 * ``io``: the graph inputs and outputs (:class:`~deploy_lstm.contract.IOSpec`);
 * ``artifacts``: per kind, its file, SHA-256, size and how it was made;
-* ``options``, ``versions`` (deploy_lstm, torch, onnx, onnxruntime, Python) and
-  the validation ``report``.
+* ``versions`` (deploy_lstm, torch, onnx, onnxruntime, Python) and the
+  validation ``report``.
 
 :func:`load` checks the format version and every checksum; :meth:`ExportFolder.create`
 stages a new folder and moves it into place only when everything was written.
@@ -113,7 +113,6 @@ class ExportFolder:
         self.format_version: int = manifest["format_version"]
         self.model: Dict[str, Any] = manifest["model"]
         self.io = IOSpec.from_json(json.dumps(manifest["io"]))
-        self.options: Dict[str, Any] = manifest.get("options", {})
         self.versions: Dict[str, str] = manifest.get("versions", {})
         self.report: Optional[Dict[str, Any]] = manifest.get("report")
         self.artifacts: Dict[str, Artifact] = {k: Artifact(kind=k, **v) for k, v in manifest["artifacts"].items()}
@@ -211,7 +210,6 @@ class FolderWriter:
         self.staging = staging
         self.model: Optional[Dict[str, Any]] = None
         self.io: Optional[IOSpec] = None
-        self.options: Dict[str, Any] = {}
         self.report: Optional[Dict[str, Any]] = None
         self._details: Dict[str, Dict[str, Any]] = {}
         self.folder: Optional[ExportFolder] = None
@@ -264,7 +262,6 @@ class FolderWriter:
             "model": self.model,
             "io": json.loads(self.io.to_json()),
             "artifacts": artifacts,
-            "options": self.options,
             "versions": _versions(),
             "report": self.report,
         }

@@ -100,7 +100,6 @@ def export_folder(
             w.lstm(LSTMConfig.of(bare))
         else:
             w.factory(factory)  # type: ignore[arg-type]
-        w.options = {"lengths": bool(lengths)}
         paths = {}
         if "onnx" in artifacts:
             with step(f"exporting model.onnx ({exporter} exporter)"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import shutil
 import subprocess
 import sys
@@ -584,15 +583,19 @@ BAD_WHOLE_INPUTS = [
 @pytest.mark.parametrize("edit,message", [c[1:] for c in BAD_WHOLE_INPUTS], ids=[c[0] for c in BAD_WHOLE_INPUTS])
 def test_whole_model_bad_input(binary: Path, language_model, tmp_path: Path, edit, message: str) -> None:
     _, _, path = language_model
-    files = []
-    for i, arr in enumerate(edit(_lm_arrays())):
-        files.append(tmp_path / f"in_{i}.npy")
-        np.save(files[-1], arr)
-    proc = run_cli(binary, path, *files, "--out", tmp_path / "o")
+    proc = run_cli(binary, path, *_save_inputs(edit(_lm_arrays()), tmp_path), "--out", tmp_path / "o")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr
     assert not (tmp_path / "o").exists(), "no outputs on failure"
+
+
+def _save_inputs(arrays: List[np.ndarray], tmp_path: Path) -> List[Path]:
+    """One .npy per array, in order: in_0.npy, in_1.npy, ..."""
+    files = [tmp_path / f"in_{i}.npy" for i in range(len(arrays))]
+    for f, arr in zip(files, arrays):
+        np.save(f, arr)
+    return files
 
 
 BAD_NAMED_INPUTS = [
@@ -612,11 +615,7 @@ def test_whole_model_inputs_checked_against_the_archive_contract(binary: Path, l
                                                                   edit, message: str) -> None:
     _, model, path = language_model
     named = _save_with_contract(model, path, tmp_path / "lm-named.ts")
-    files = []
-    for i, arr in enumerate(edit(_lm_arrays())):
-        files.append(tmp_path / f"in_{i}.npy")
-        np.save(files[-1], arr)
-    proc = run_cli(binary, named, *files, "--out", tmp_path / "o")
+    proc = run_cli(binary, named, *_save_inputs(edit(_lm_arrays()), tmp_path), "--out", tmp_path / "o")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr.startswith("error: bad input: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr

@@ -159,6 +159,23 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from . import engine, server  # the [serve] extra: starlette, uvicorn, grpcio, tritonclient, prometheus_client
+    except ImportError as e:
+        raise ConfigError(f"'deploy-lstm serve' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
+    options = engine.ServeOptions(
+        name=args.name, provider=args.provider, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+        max_padding=args.max_padding, max_sequence_length=args.max_sequence_length, max_sequences=args.max_sequences,
+        sequence_idle_s=args.sequence_idle_s, threads=args.threads, allow_nonfinite=args.allow_nonfinite,
+    )
+    address = server.ServerAddress(
+        host=args.host, port=args.port, grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes, grace_s=args.grace_s,
+    )
+    server.serve(load(args.dir), options, address)
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -172,6 +189,10 @@ EXAMPLES = {
     "validate": "example:\n  deploy-lstm validate out/lstm",
     "info": "examples:\n  deploy-lstm info out/lstm/model.onnx\n  deploy-lstm info out/lstm",
     "bench": "examples:\n  deploy-lstm bench --quick --out /tmp/bench\n  deploy-lstm bench out/lstm",
+    "serve": """examples:
+  deploy-lstm serve out/lstm
+  deploy-lstm serve out/lstm --host 0.0.0.0 --port 8000 --grpc-port 8001 --name lstm
+  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300""",
 }
 
 
@@ -225,6 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark the backends against torch.nn.LSTM", epilog=EXAMPLES["bench"], formatter_class=fmt)
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
+
+    p = sub.add_parser("serve", help="serve an export folder over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
+                       epilog=EXAMPLES["serve"], formatter_class=fmt)
+    p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0 = no gRPC)")
+    p.add_argument("--name", help="model name (default: the folder's name); the stateful model is NAME_stream")
+    p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="onnxruntime execution provider (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default 0: onnxruntime's choice)")
+    p.add_argument("--max-batch", type=int, default=32, help="rows per executed batch and per request (default 32)")
+    p.add_argument("--max-delay-ms", type=float, default=2.0, help="while traffic is concurrent, how long a batch waits for more requests (default 2)")
+    p.add_argument("--max-padding", type=float, default=0.5, help="padded steps allowed per real step in a batch (default 0.5)")
+    p.add_argument("--max-sequence-length", type=int, default=10_000, help="time steps per request (default 10000)")
+    p.add_argument("--max-sequences", type=int, default=1024, help="live streaming sequences (default 1024)")
+    p.add_argument("--sequence-idle-s", type=float, default=60.0, help="drop a sequence idle this long (default 60)")
+    p.add_argument("--max-request-bytes", type=int, default=64 << 20, help="largest request body, after inflating (default 64 MiB)")
+    p.add_argument("--grace-s", type=float, default=10.0, help="on SIGTERM, how long to finish the requests in flight (default 10)")
+    p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf in float inputs (refused by default)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -183,3 +183,34 @@ def lstm_io(config: LSTMConfig, lengths: bool = False, dtype: str = "float32") -
         TensorSpec(CN, (S, BATCH, H), dtype),
     ]
     return IOSpec(tuple(inputs), tuple(outputs))
+
+
+# -- axes and state, as the server and the Triton repository see a graph ---------------------
+
+
+def batch_axis(spec: TensorSpec) -> Optional[int]:
+    """The axis of ``spec`` that is the batch: the dynamic dim whose name contains "batch"."""
+    return next((i for i, d in enumerate(spec.shape) if isinstance(d, str) and BATCH in d), None)
+
+
+def sequence_axis(spec: TensorSpec) -> Optional[int]:
+    """The axis of ``spec`` that is the time: any other dynamic dim (the validation convention)."""
+    return next((i for i, d in enumerate(spec.shape) if isinstance(d, str) and BATCH not in d), None)
+
+
+def state_pairs(io: IOSpec) -> List[Tuple[str, str]]:
+    """The (state input, state output) pairs a stream carries from one chunk to the next.
+
+    nn.LSTM's naming: an input ``<p>h0``/``<p>c0`` pairs with the output ``<p>hn``/``<p>cn``
+    of the same shape, dtype and batch axis (``h0`` -> ``hn`` and ``c0`` -> ``cn`` for a bare
+    LSTM; ``dec_h0`` -> ``dec_hn`` in a whole model).
+    """
+    pairs = []
+    for t in io.inputs:
+        if not t.name.endswith(("h0", "c0")):
+            continue
+        out_name = t.name[:-1] + "n"
+        out = next((o for o in io.outputs if o.name == out_name), None)
+        if out is not None and out.shape == t.shape and out.dtype == t.dtype and batch_axis(t) is not None:
+            pairs.append((t.name, out_name))
+    return pairs

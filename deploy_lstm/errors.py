@@ -16,6 +16,9 @@ __all__ = [
     "ArtifactError",
     "ConfigError",
     "RuntimeUnavailable",
+    "InvalidRequest",
+    "ModelNotFound",
+    "ServerBusy",
 ]
 
 
@@ -50,3 +53,19 @@ class ConfigError(DeployLSTMError, ValueError):
 
 class RuntimeUnavailable(DeployLSTMError, RuntimeError):
     """A requested runtime or execution provider (e.g. CUDA) is not available here."""
+
+
+# -- serving: each maps to one HTTP status and one gRPC code (deploy_lstm.server) -------------
+
+
+class InvalidRequest(DeployLSTMError, ValueError):
+    """A malformed or unsatisfiable inference request: HTTP 400, gRPC INVALID_ARGUMENT."""
+
+
+class ModelNotFound(DeployLSTMError, LookupError):
+    """A request for a model or version this server does not serve: HTTP 404, gRPC NOT_FOUND."""
+
+
+class ServerBusy(DeployLSTMError, RuntimeError):
+    """The server cannot take the request now (too many live sequences, shutting down):
+    HTTP 503, gRPC UNAVAILABLE.  The client may retry later."""

@@ -34,6 +34,10 @@ LAYERS = [
     {"folder"},
     {"runtime"},
     {"validation"},
+    {"protocol", "metrics"},
+    {"engine"},
+    {"http_server", "grpc_server"},
+    {"server"},
     {"bench_report"},
     {"bench_backends"},
     {"pipeline", "bench"},
@@ -41,7 +45,7 @@ LAYERS = [
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # imports inside a function that are allowed: optional dependencies, loaded only when used
-LOCAL_IMPORTS_ALLOWED = {("bench_report", "matplotlib"), ("bench_report", "matplotlib.pyplot")}
+LOCAL_IMPORTS_ALLOWED = {("bench_report", "matplotlib"), ("bench_report", "matplotlib.pyplot"), ("cli", ".")}  # cli: the [serve] extra
 
 
 def _imports(path: Path):  # type: ignore[no-untyped-def]

@@ -1,0 +1,58 @@
+"""The server's Prometheus metrics, in a registry of their own (one per server)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST"]
+
+_LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class ServerMetrics:
+    """What ``GET /metrics`` shows: requests, errors, batches, queueing, padding, sequences."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "deploy_lstm_requests", "Inference requests answered, by model, protocol and outcome",
+            ["model", "protocol", "outcome"], registry=r,
+        )
+        self.errors = Counter(
+            "deploy_lstm_request_errors", "Requests refused or failed, by model, protocol and status code",
+            ["model", "protocol", "code"], registry=r,
+        )
+        self.latency = Histogram(
+            "deploy_lstm_request_seconds", "Time from a decoded request to its encoded response",
+            ["model", "protocol"], buckets=_LATENCY, registry=r,
+        )
+        self.queue = Histogram(
+            "deploy_lstm_queue_seconds", "Time a request waited for its batch to start", ["model"],
+            buckets=_LATENCY, registry=r,
+        )
+        self.compute = Histogram(
+            "deploy_lstm_compute_seconds", "onnxruntime time per batch", ["model"], buckets=_LATENCY, registry=r,
+        )
+        self.batch_requests = Histogram(
+            "deploy_lstm_batch_requests", "Requests per executed batch", ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+        )
+        self.batch_rows = Histogram(
+            "deploy_lstm_batch_rows", "Rows (batch entries) per executed batch", ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
+        )
+        self.padding = Histogram(
+            "deploy_lstm_padding_ratio", "Padded time steps / real time steps per executed batch", ["model"],
+            buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0), registry=r,
+        )
+        self.live_sequences = Gauge(
+            "deploy_lstm_live_sequences", "Streaming sequences whose state the server holds", ["model"], registry=r,
+        )
+        self.expired_sequences = Counter(
+            "deploy_lstm_expired_sequences", "Sequences dropped after their idle timeout", ["model"], registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

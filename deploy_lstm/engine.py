@@ -405,8 +405,13 @@ class ServedModel:
                     sequence.state, sequence.rows = None, None
                 elif self.sequences.live.get(sequence.key) is not sequence:
                     raise InvalidRequest(f"sequence {sequence_id!r} ended while this chunk waited for the one before")
-                item = self.prepare(request.inputs, stream=True, state=sequence.state, rows=sequence.rows, name=name)
-                out = await self.batcher.submit(item)
+                try:
+                    item = self.prepare(request.inputs, stream=True, state=sequence.state, rows=sequence.rows, name=name)
+                    out = await self.batcher.submit(item)
+                except BaseException:
+                    if start:  # a sequence whose first chunk failed never started
+                        self.sequences.end(sequence, "its first chunk failed")
+                    raise
                 sequence.state = {i: out[o] for i, o in self.states}
                 sequence.rows, sequence.last_used = item.rows, time.monotonic()
                 if end:
@@ -450,6 +455,8 @@ class ServedModel:
             elif spec.name in self.optional:
                 feeds[spec.name] = np.zeros(_concrete(spec, rows_), dtype=spec.dtype)
         check_feeds(self.io.inputs, feeds, f"model {name!r}")
+        if rows_ < 1 or (steps < 1 and any(s is not None for s in self.sequence_axes.values())):
+            raise InvalidRequest(f"model {name!r} needs batch >= 1 and sequence >= 1, got batch {rows_}, sequence {steps}")
         for spec in self.io.inputs:
             value = feeds[spec.name]
             if spec.name == contract.LENGTHS and steps and value.size and (value.min() < 1 or value.max() > steps):
@@ -483,8 +490,6 @@ class ServedModel:
                 f"sequence of {steps} steps, over this server's limit of {self.options.max_sequence_length} "
                 "(--max-sequence-length); stream it in chunks with sequence_id"
             )
-        if rows < 1 or (steps < 1 and any(s is not None for s in self.sequence_axes.values())):
-            raise InvalidRequest(f"model {name!r} needs batch >= 1 and sequence >= 1, got batch {rows}, sequence {steps}")
         return rows, steps
 
     def run_batch(self, items: Sequence[Item], record: bool = True) -> List[Dict[str, np.ndarray]]:

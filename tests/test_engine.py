@@ -1,0 +1,157 @@
+"""The served model without a transport: batch planning, padding probe, streaming rules.
+
+The server tests (test_server.py) drive the same engine through HTTP and gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+import deploy_lstm
+from deploy_lstm.contract import ModelSpec
+from deploy_lstm.demo import export_spec
+from deploy_lstm.engine import Item, ServedModel, ServeOptions, plan_batches
+from deploy_lstm.errors import InvalidRequest
+from deploy_lstm.pipeline import export_folder
+from deploy_lstm.protocol import InferRequest
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 300)), min_size=1, max_size=40),
+    max_rows=st.integers(1, 16),
+    max_padding=st.sampled_from([0.0, 0.25, 0.5, 2.0]),
+)
+def test_plan_batches_bounds_rows_and_padding(shapes: List[Tuple[int, int]], max_rows: int, max_padding: float) -> None:
+    items = [Item({}, rows, steps, key=None) for rows, steps in shapes]
+    batches = plan_batches(items, max_rows, max_padding)
+    assert sorted(id(i) for b in batches for i in b) == sorted(id(i) for i in items)  # each item once
+    for batch in batches:
+        if len(batch) == 1:
+            continue  # an item alone is always allowed
+        rows = sum(i.rows for i in batch)
+        real = sum(i.rows * i.steps for i in batch)
+        assert rows <= max_rows
+        assert rows * max(i.steps for i in batch) <= (1 + max_padding) * real + 1e-9
+
+
+def test_a_long_request_does_not_make_short_ones_pay_for_its_length() -> None:
+    items = [Item({}, 1, 1000, key=None)] + [Item({}, 1, 10, key=None) for _ in range(8)]
+    batches = plan_batches(items, 32, 0.5)
+    assert [len(b) for b in batches] == [1, 8]
+
+
+def test_requests_with_different_keys_never_share_a_batch() -> None:
+    a, b = Item({}, 1, 10, key="a"), Item({}, 1, 10, key="b")
+    assert plan_batches([a, b], 32, 0.5) == [[a], [b]]
+
+
+# -- served models ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    root = tmp_path_factory.mktemp("engine")
+    torch.manual_seed(0)
+    export_folder(deploy_lstm.LSTM(3, 4, bidirectional=True), root / "bi", artifacts=["onnx"], lengths=True)
+    export_folder(export_spec(), root / "demo", factory="deploy_lstm.demo:export_spec", artifacts=["onnx"])
+    export_folder(_pooled_spec(), root / "pooled", factory="unused:factory", artifacts=["onnx"])
+    return {"bi": root / "bi", "demo": root / "demo", "pooled": root / "pooled"}
+
+
+class Pooled(nn.Module):
+    """A whole model with a lengths input whose output depends on the padded steps (a plain mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = deploy_lstm.LSTM(3, 4, batch_first=True)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        y, _ = self.rnn(x)
+        return y.mean(dim=1) + 0 * lengths.unsqueeze(1)  # ignores lengths: padding changes it
+
+
+def _pooled_spec() -> ModelSpec:
+    return ModelSpec(
+        Pooled().eval(), (torch.randn(2, 5, 3), torch.tensor([5, 3])), input_names=["input", "lengths"],
+        output_names=["pooled"], dynamic_axes={"input": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "pooled": {0: "batch"}},
+    )
+
+
+def _run(model: ServedModel, requests: List[Tuple[InferRequest, str]]) -> List[Any]:
+    async def main() -> List[Any]:
+        model.start()
+        try:
+            return await asyncio.gather(*(model.infer(r, n) for r, n in requests), return_exceptions=True)
+        finally:
+            await model.close()
+
+    return asyncio.run(main())
+
+
+def test_padding_is_refused_when_the_probe_shows_it_changes_outputs(folders: Dict[str, Path]) -> None:
+    model = ServedModel(deploy_lstm.load(folders["pooled"]), ServeOptions())
+    assert not model.pads and model.optional == {"lengths"}
+    assert model.stream_name is None and "no state inputs and outputs" in model.stream_refusal  # type: ignore[operator]
+
+
+def test_a_bidirectional_model_serves_but_does_not_stream(folders: Dict[str, Path]) -> None:
+    model = ServedModel(deploy_lstm.load(folders["bi"]), ServeOptions(name="bi"))
+    assert model.pads and model.stream_name is None and model.names() == ["bi"]
+    x = np.random.default_rng(0).standard_normal((6, 1, 3)).astype(np.float32)
+    [ok, refused] = _run(model, [(InferRequest({"input": x}), "bi"), (InferRequest({"input": x}, parameters={"sequence_id": 1, "sequence_start": True}), "bi")])
+    with torch.no_grad():
+        want = deploy_lstm.load(folders["bi"]).model_spec().model(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(ok["output"], want, rtol=0, atol=1e-5)
+    assert isinstance(refused, InvalidRequest)
+    assert "cannot stream: it is bidirectional: the reverse direction of a chunk needs the steps after it" in str(refused)
+
+
+def test_a_whole_model_streams_and_batches_equal_lengths(folders: Dict[str, Path]) -> None:
+    """The demo forecaster (x, h0, c0) -> (y, hn, cn), batch-first, no lengths input."""
+    folder = deploy_lstm.load(folders["demo"])
+    model = ServedModel(folder, ServeOptions(name="demo"))
+    assert not model.pads and model.stream_name == "demo_stream" and model.states == [("h0", "hn"), ("c0", "cn")]
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((1, t, 1)).astype(np.float32) for t in (8, 8, 8, 5)]
+    whole = rng.standard_normal((1, 12, 1)).astype(np.float32)
+    requests = [(InferRequest({"input": x}), "demo") for x in xs]
+    results = _run(model, requests)
+    eager = folder.model_spec().model
+    with torch.no_grad():
+        for x, got in zip(xs, results):
+            np.testing.assert_allclose(got["output"], eager(torch.from_numpy(x), *_zeros(eager, 1))[0].numpy(), rtol=0, atol=1e-5)
+        want = eager(torch.from_numpy(whole), *_zeros(eager, 1))[0].numpy()
+    model = ServedModel(folder, ServeOptions(name="demo"))
+    parts = _run_stream(model, [whole[:, :5], whole[:, 5:9], whole[:, 9:]])
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), want, rtol=0, atol=1e-5)
+
+
+def _zeros(model: nn.Module, batch: int) -> Tuple[Tensor, Tensor]:
+    lstm = model.lstm  # type: ignore[attr-defined]
+    shape = (lstm.num_layers, batch, lstm.hidden_size)
+    return torch.zeros(shape), torch.zeros(shape)
+
+
+def _run_stream(model: ServedModel, chunks: List[np.ndarray]) -> List[np.ndarray]:
+    async def main() -> List[np.ndarray]:
+        model.start()
+        try:
+            out = []
+            for k, chunk in enumerate(chunks):
+                params = {"sequence_id": "s", "sequence_start": k == 0, "sequence_end": k == len(chunks) - 1}
+                out.append((await model.infer(InferRequest({"input": chunk}, parameters=params), "demo_stream"))["output"])
+            return out
+        finally:
+            await model.close()
+
+    return asyncio.run(main())

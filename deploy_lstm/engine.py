@@ -161,13 +161,14 @@ class Batcher:
                     continue
                 try:
                     outs = await loop.run_in_executor(self.executor, self.model.run_batch, batch)
-                except Exception as e:  # onnxruntime failed: every request of the batch gets it
-                    for item in batch:
-                        if not item.future.done():  # type: ignore[union-attr]
-                            item.future.set_exception(e)  # type: ignore[union-attr]
-                    continue
+                except Exception as e:  # the batch failed: its requests get the error, the loop goes on
+                    outs = [e] * len(batch)
                 for item, out in zip(batch, outs):
-                    if not item.future.done():  # type: ignore[union-attr]
+                    if item.future.done():  # type: ignore[union-attr]
+                        continue
+                    if isinstance(out, Exception):
+                        item.future.set_exception(out)  # type: ignore[union-attr]
+                    else:
                         item.future.set_result(out)  # type: ignore[union-attr]
 
     async def close(self) -> None:

@@ -49,13 +49,16 @@ def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: i
     async def ready(request: Request) -> Response:
         return Response(status_code=200 if state["ready"] else 503)
 
-    async def model_metadata(request: Request) -> Response:
-        try:
-            name = request.path_params["model"]
-            model.check_name(name, request.path_params.get("version"))
-            return JSONResponse(model.metadata(name))
-        except Exception as e:
-            return error(e)
+    def describe(what: Any) -> Any:  # GET a model's metadata or config
+        async def handler(request: Request) -> Response:
+            try:
+                name = request.path_params["model"]
+                model.check_name(name, request.path_params.get("version"))
+                return JSONResponse(what(name))
+            except Exception as e:
+                return error(e)
+
+        return handler
 
     async def model_ready(request: Request) -> Response:
         try:
@@ -63,14 +66,6 @@ def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: i
         except ModelNotFound as e:
             return error(e)
         return Response(status_code=200 if state["ready"] else 503)
-
-    async def model_config(request: Request) -> Response:
-        try:
-            name = request.path_params["model"]
-            model.check_name(name, request.path_params.get("version"))
-            return JSONResponse(model.config(name))
-        except Exception as e:
-            return error(e)
 
     async def repository_index(request: Request) -> Response:
         body = await request.body()
@@ -125,9 +120,9 @@ def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: i
     ]
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         routes += [
-            Route(prefix, model_metadata),
+            Route(prefix, describe(model.metadata)),
             Route(prefix + "/ready", model_ready),
-            Route(prefix + "/config", model_config),
+            Route(prefix + "/config", describe(model.config)),
             Route(prefix + "/infer", infer, methods=["POST"]),
         ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})

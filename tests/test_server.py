@@ -37,6 +37,7 @@ import deploy_lstm
 from deploy_lstm.cli import main
 from deploy_lstm.pipeline import export_folder
 from deploy_lstm.protocol import datatype_of
+from deploy_lstm.runtime import cuda_available
 
 INPUT_SIZE, HIDDEN, LAYERS = 5, 7, 2
 
@@ -579,3 +580,20 @@ def test_serve_refuses_a_folder_it_cannot_serve(tmp_path: Path, lstm_folder: Pat
     assert f"{tmp_path} has no manifest.json" in capsys.readouterr().err
     assert main(["serve", str(lstm_folder), "--max-batch", "0"]) == 2
     assert "max_batch must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(cuda_available(), reason="CUDA is available here: the CUDA provider serves instead of being refused")
+def test_serve_on_cuda_without_cuda_is_refused_with_the_reason(lstm_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", str(lstm_folder), "--provider", "cuda"]) == 2
+    assert "onnxruntime has no CUDAExecutionProvider" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="needs onnxruntime-gpu and a CUDA device")
+def test_serve_on_cuda(lstm_folder: Path, oracle: nn.LSTM) -> None:
+    s = Server(lstm_folder, "--name", "m", "--provider", "cuda", "--grpc-port", "0")
+    try:
+        x = sequence(np.random.default_rng(16), 20, 3)
+        close(s.http().infer("m", [http_input("input", x)]).as_numpy("output"), expected(oracle, x)["output"])
+    finally:
+        assert s.stop() == 0

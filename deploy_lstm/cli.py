@@ -176,6 +176,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_triton(args: argparse.Namespace) -> int:
+    try:
+        from . import triton  # tritonclient's ModelConfig protobuf: the [serve] extra
+    except ImportError as e:
+        raise ConfigError(f"'deploy-lstm triton' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
+    repo = triton.write_repository(
+        load(args.dir), args.repo, name=args.name, max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us,
+        sequence_idle_us=int(args.sequence_idle_s * 1e6), instances=args.instances, storage_uri=args.storage_uri,
+        kserve_name=args.kserve_name, overwrite=args.overwrite,
+    )
+    print(f"wrote {repo.model.path} (dynamic batching, up to {args.max_batch} per batch)")
+    if repo.stream is not None:
+        print(f"wrote {repo.stream.path} (sequence batching: Triton carries {', '.join(i for i, _ in repo.stream.states)})")
+    else:
+        print(f"no stream model: {repo.stream_skipped}")
+    print(f"wrote {repo.kserve} (KServe InferenceService)\nserve it: tritonserver --model-repository {repo.repo}")
+    return 0
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -193,6 +212,9 @@ EXAMPLES = {
   deploy-lstm serve out/lstm
   deploy-lstm serve out/lstm --host 0.0.0.0 --port 8000 --grpc-port 8001 --name lstm
   deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300""",
+    "triton": """examples:
+  deploy-lstm triton out/lstm --repo models
+  deploy-lstm triton out/lstm --repo models --name lstm --storage-uri s3://bucket/models --overwrite""",
 }
 
 
@@ -266,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-s", type=float, default=10.0, help="on SIGTERM, how long to finish the requests in flight (default 10)")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf in float inputs (refused by default)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository and a KServe manifest for an export folder",
+                       epilog=EXAMPLES["triton"], formatter_class=fmt)
+    p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
+    p.add_argument("--repo", required=True, help="the model repository folder (created; other models in it are left alone)")
+    p.add_argument("--name", help="model name (default: the folder's name); the stateful model is NAME_stream")
+    p.add_argument("--max-batch", type=int, default=32, help="max_batch_size of both models (default 32)")
+    p.add_argument("--max-delay-us", type=int, default=2000, help="max_queue_delay_microseconds of the batchers (default 2000)")
+    p.add_argument("--sequence-idle-s", type=float, default=60.0, help="the stream model drops a sequence idle this long (default 60)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (instance_group count, default 1)")
+    p.add_argument("--storage-uri", help="storageUri of the KServe manifest (default: the repository's file:// URI)")
+    p.add_argument("--kserve-name", help="name of the KServe InferenceService (default: the repository folder's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace NAME and NAME_stream if they exist")
+    p.set_defaults(func=cmd_triton)
     return parser
 
 

@@ -198,7 +198,7 @@ def _call_of(folder: ExportFolder) -> _Call:
                 f"{folder.path}: the model factory's example has {len(flat)} input tensors, the manifest "
                 f"{len(folder.io.inputs)}; re-export the folder"
             )
-    missing = [t.name for t in io_tensors(call.io) if contract.batch_axis(t) is None]
+    missing = [t.name for t in _io_tensors(call.io) if contract.batch_axis(t) is None]
     if missing:
         raise ConfigError(
             f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no batch axis (a dynamic axis named "
@@ -208,7 +208,7 @@ def _call_of(folder: ExportFolder) -> _Call:
     return call
 
 
-def io_tensors(io: IOSpec) -> Tuple[TensorSpec, ...]:
+def _io_tensors(io: IOSpec) -> Tuple[TensorSpec, ...]:
     return io.inputs + io.outputs
 
 
@@ -298,7 +298,7 @@ def _check_values(what: str, diffs: Dict[str, float], atol: float) -> None:
         )
 
 
-def _check_dynamic(call: _Call, path: Path, zeros: Sequence[str], atol: float) -> None:
+def _check_dynamic(call: _Call, path: Path, zeros: Sequence[str], atol: float, label: str) -> None:
     """The dynamic graph equals the eager model at shapes other than the export example."""
     session = _Session(path)
     rng = np.random.default_rng(1)
@@ -308,10 +308,10 @@ def _check_dynamic(call: _Call, path: Path, zeros: Sequence[str], atol: float) -
             feeds[z] = np.zeros_like(feeds[z])
         want = {t.name: _to_first(t, v) for t, v in zip(call.io.outputs, _eager(call, feeds).values())}
         got = session.run({t.name: _to_first(t, feeds[t.name]) for t in call.io.inputs if t.name not in zeros})
-        _check_values(f"{path} at batch {N}, sequence {T}", _max_diff(got, want, list(want)), atol)
+        _check_values(f"the Triton model {label!r} at batch {N}, sequence {T}", _max_diff(got, want, list(want)), atol)
 
 
-def _check_stream(call: _Call, path: Path, pairs: Sequence[Tuple[str, str]], atol: float) -> Optional[str]:
+def _check_stream(call: _Call, path: Path, pairs: Sequence[Tuple[str, str]], atol: float, label: str) -> Optional[str]:
     """Run the stream graph chunk by chunk as the sequence batcher does and compare with the
     eager model on the whole sequences.
 
@@ -346,7 +346,7 @@ def _check_stream(call: _Call, path: Path, pairs: Sequence[Tuple[str, str]], ato
     # one chunk holding everything, from garbage state that START must discard
     garbage = {s: rng.standard_normal(first[s].shape).astype(first[s].dtype) for s in states}
     whole = run(0, sum(chunks), garbage, True)
-    _check_values(f"{path} on whole sequences", _max_diff(whole, want, list(want)), atol)
+    _check_values(f"the Triton model {label!r} on whole sequences (one chunk, from START)", _max_diff(whole, want, list(want)), atol)
     # chunk by chunk, the state out fed back in
     carried, pieces, lo = dict(garbage), [], 0
     for i, size in enumerate(chunks):
@@ -619,7 +619,7 @@ def write_repository(
         raise ArtifactError(f"cannot write the model repository {repo}: {parent} is not writable")
     taken = [n for n in (name, stream_name) if (repo / n).exists()]
     if taken and not overwrite:
-        raise ArtifactError(f"{repo} already holds {', '.join(taken)}; pick another name or pass overwrite=True")
+        raise ArtifactError(f"{repo} already holds {', '.join(taken)}; pick another name or pass overwrite=True (--overwrite)")
 
     call = _call_of(folder)
     ins = [_first(t) for t in call.io.inputs]
@@ -653,7 +653,7 @@ def write_repository(
         dynamic_graph = _BatchFirst(call, zeros=zeros).eval()
         _export(dynamic_graph, tmp / "dynamic.onnx", [e for t, e in zip(ins, example) if t.name not in zeros],
                 model_ins, outs, exporter, opset, native_lstm)
-        _check_dynamic(call, tmp / "dynamic.onnx", zeros, atol)
+        _check_dynamic(call, tmp / "dynamic.onnx", zeros, atol, name)
         text = _config_text(name, model_ins, outs, max_batch, instances, _dynamic_batching(max_queue_delay_us))
         _write_model(stage, name, text, tmp / "dynamic.onnx")
         written = [name]
@@ -666,12 +666,12 @@ def write_repository(
             _export(stream_graph, tmp / "stream.onnx", example + [start], ins + [TensorSpec(START, (contract.BATCH, 1), "int32")],
                     outs, exporter, opset, native_lstm)
             _add_unused_inputs(tmp / "stream.onnx", [(END, onnx.TensorProto.INT32), (CORRID, onnx.TensorProto.UINT64)])
-            skipped = _check_stream(call, tmp / "stream.onnx", pairs, atol)
+            skipped = _check_stream(call, tmp / "stream.onnx", pairs, atol, stream_name)
             if skipped is None:
                 text = _config_text(
                     stream_name, [t for t in ins if t.name not in states], [t for t in outs if t.name not in states],
                     max_batch, instances,
-                    _sequence_batching([(by_name[i], by_name[o]) for (i, _), (_, o) in zip(pairs, pairs[::-1])], max_batch, max_queue_delay_us, sequence_idle_us),
+                    _sequence_batching([(by_name[i], by_name[o]) for i, o in pairs], max_batch, max_queue_delay_us, sequence_idle_us),
                 )
                 _write_model(stage, stream_name, text, tmp / "stream.onnx")
                 written.append(stream_name)

@@ -34,6 +34,7 @@ LAYERS = [
     {"folder"},
     {"runtime"},
     {"validation"},
+    {"triton"},
     {"protocol", "metrics"},
     {"engine"},
     {"http_server", "grpc_server"},

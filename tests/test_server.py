@@ -40,6 +40,7 @@ from deploy_lstm.protocol import datatype_of
 from deploy_lstm.runtime import cuda_available
 
 INPUT_SIZE, HIDDEN, LAYERS = 5, 7, 2
+CLIENT = Path(__file__).resolve().parents[1] / "serving" / "client.py"  # the README's client script
 
 
 def _free_port() -> int:
@@ -401,6 +402,29 @@ def test_load_32_clients_mixed_lengths_and_streams_no_errors(server: Server, ora
     with ThreadPoolExecutor(32) as pool:
         assert sum(pool.map(client, range(32))) == 1600
     assert not errors, errors[:3]
+
+
+@pytest.mark.slow
+def test_the_readme_client_script_against_deploy_lstm_serve(tmp_path: Path) -> None:
+    """serving/client.py, unchanged but for the URL (test_triton.py runs it against tritonserver)."""
+    torch.manual_seed(3)
+    folder, _ = export_folder(deploy_lstm.LSTM(4, 6, batch_first=True), tmp_path / "bf", artifacts=["onnx"], lengths=True)
+    ref = nn.LSTM(4, 6, batch_first=True)
+    ref.load_state_dict(folder.state_dict())
+    s = Server(folder.path, "--name", "lstm")
+    try:
+        for url, flags in ((s.url, []), (s.grpc_url, ["--grpc"])):
+            out = tmp_path / "client.npz"
+            done = subprocess.run([sys.executable, str(CLIENT), "--url", url, "--model", "lstm", "--save", str(out), *flags],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout + done.stderr
+            saved = np.load(out)
+            with torch.no_grad():
+                want = ref(torch.from_numpy(saved["input"]))[0].numpy()
+            close(saved["output"], want)
+            close(saved["streamed"], want)
+    finally:
+        assert s.stop() == 0
 
 
 # -- bad input --------------------------------------------------------------------------------

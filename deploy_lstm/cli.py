@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence
 
 import onnx
 import torch
@@ -159,11 +160,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _serve_extra(command: str, *modules: str) -> List[Any]:
+    """Modules that need the [serve] extra (starlette, uvicorn, grpcio, tritonclient, prometheus_client),
+    imported when their command runs, so the other commands work without it."""
     try:
-        from . import engine, server  # the [serve] extra: starlette, uvicorn, grpcio, tritonclient, prometheus_client
+        return [importlib.import_module(f".{m}", __package__) for m in modules]
     except ImportError as e:
-        raise ConfigError(f"'deploy-lstm serve' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
+        raise ConfigError(f"'deploy-lstm {command}' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    engine, server = _serve_extra("serve", "engine", "server")
     options = engine.ServeOptions(
         name=args.name, provider=args.provider, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
         max_padding=args.max_padding, max_sequence_length=args.max_sequence_length, max_sequences=args.max_sequences,
@@ -177,10 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    try:
-        from . import triton  # tritonclient's ModelConfig protobuf: the [serve] extra
-    except ImportError as e:
-        raise ConfigError(f"'deploy-lstm triton' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
+    (triton,) = _serve_extra("triton", "triton")
     repo = triton.write_repository(
         load(args.dir), args.repo, name=args.name, max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us,
         sequence_idle_us=int(args.sequence_idle_s * 1e6), instances=args.instances, storage_uri=args.storage_uri,

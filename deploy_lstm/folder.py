@@ -41,7 +41,7 @@ from .errors import ArtifactError, ConfigError
 from .model import LSTM
 from .version import __version__
 
-__all__ = ["ExportFolder", "FolderWriter", "Artifact", "load", "load_model_spec", "FORMAT_VERSION", "FILES"]
+__all__ = ["ExportFolder", "FolderWriter", "Artifact", "load", "load_model_spec", "writable_parent", "FORMAT_VERSION", "FILES"]
 
 FORMAT = "deploy-lstm-export"
 FORMAT_VERSION = 1
@@ -74,6 +74,22 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def writable_parent(out: Path, what: str) -> Path:
+    """The nearest existing folder at or above ``out``, where a staging folder for ``out`` can go.
+
+    Raises:
+        ArtifactError: ``out`` exists and is not a folder, or that folder is not writable.
+    """
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out} exists and is not a folder; give {what} folder")
+    parent = out if out.exists() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"cannot write {what} at {out}: {parent} is not writable")
+    return parent
 
 
 def load_model_spec(factory: str) -> ModelSpec:
@@ -186,13 +202,7 @@ class ExportFolder:
         an error nothing in ``path`` changes.
         """
         out = Path(path)
-        if out.exists() and not out.is_dir():
-            raise ArtifactError(f"{out} exists and is not a folder")
-        parent = out if out.exists() else out.parent
-        while not parent.exists():
-            parent = parent.parent
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ArtifactError(f"cannot write under {parent}")
+        parent = writable_parent(out, "an export folder")
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=parent))
         try:
             writer = FolderWriter(out, staging)

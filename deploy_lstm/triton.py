@@ -42,7 +42,7 @@ from . import contract
 from .contract import IOSpec, TensorSpec
 from .errors import ArtifactError, ConfigError, ExportError
 from .exporting import BareLSTM, lstm_configs
-from .folder import ExportFolder
+from .folder import ExportFolder, writable_parent
 from .onnx_export import export_onnx
 from .runtime import providers_for
 
@@ -610,13 +610,7 @@ def write_repository(
     name = _sanitise(name if name is not None else folder.path.resolve().name)
     stream_name = f"{name}_stream"
     repo = Path(repo)
-    if repo.exists() and not repo.is_dir():
-        raise ArtifactError(f"{repo} exists and is not a folder; give a model repository folder")
-    parent = repo if repo.exists() else repo.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ArtifactError(f"cannot write the model repository {repo}: {parent} is not writable")
+    writable_parent(repo, "a model repository")
     taken = [n for n in (name, stream_name) if (repo / n).exists()]
     if taken and not overwrite:
         raise ArtifactError(f"{repo} already holds {', '.join(taken)}; pick another name or pass overwrite=True (--overwrite)")

@@ -46,7 +46,7 @@ LAYERS = [
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # imports inside a function that are allowed: optional dependencies, loaded only when used
-LOCAL_IMPORTS_ALLOWED = {("bench_report", "matplotlib"), ("bench_report", "matplotlib.pyplot"), ("cli", ".")}  # cli: the [serve] extra
+LOCAL_IMPORTS_ALLOWED = {("bench_report", "matplotlib"), ("bench_report", "matplotlib.pyplot")}
 
 
 def _imports(path: Path):  # type: ignore[no-untyped-def]

@@ -130,17 +130,21 @@ class Batcher:
         self.queue.put_nowait(item)
         return await item.future
 
-    async def _collect(self) -> List[Item]:
+    async def _collect(self, backlog: List[Item]) -> List[Item]:
+        """What the next batch is planned from: the backlog and the queue (waiting for a first
+        item, and up to ``max_delay_ms`` for more while traffic is concurrent)."""
         opts = self.model.options
-        first = await self.queue.get()
-        pending, rows = [first], first.rows
+        pending = list(backlog)
+        if not pending:
+            pending.append(await self.queue.get())
+        rows = sum(i.rows for i in pending)
         deadline = time.perf_counter() + opts.max_delay_ms / 1000.0
-        while rows < opts.max_batch:
+        while rows < opts.max_batch or not self.queue.empty():
             if not self.queue.empty():
                 item = self.queue.get_nowait()
             else:
                 timeout = deadline - time.perf_counter()
-                if not self.concurrent or timeout <= 0:
+                if backlog or not self.concurrent or timeout <= 0:
                     break
                 try:
                     item = await asyncio.wait_for(self.queue.get(), timeout)
@@ -151,25 +155,31 @@ class Batcher:
         return pending
 
     async def _loop(self) -> None:
+        """Plan batches from everything waiting, run the one holding the oldest request, re-plan
+        with what arrived meanwhile: new requests join the batches still waiting, and no request
+        waits behind more than the batches planned before it arrived (bounded p99)."""
         loop = asyncio.get_running_loop()
+        backlog: List[Item] = []
         while True:
-            pending = await self._collect()
+            pending = [i for i in await self._collect(backlog) if i.future is not None and not i.future.done()]  # cancelled: drop
+            if not pending:
+                backlog = []
+                continue
             self.concurrent = len(pending) > 1
-            for batch in plan_batches(pending, self.model.options.max_batch, self.model.options.max_padding):
-                batch = [i for i in batch if i.future is not None and not i.future.done()]  # cancelled: skip
-                if not batch:
+            batches = plan_batches(pending, self.model.options.max_batch, self.model.options.max_padding)
+            batch = min(batches, key=lambda b: min(i.enqueued for i in b))
+            backlog = [i for b in batches if b is not batch for i in b]
+            try:
+                outs: List[Any] = await loop.run_in_executor(self.executor, self.model.run_batch, batch)
+            except Exception as e:  # the batch failed: its requests get the error, the loop goes on
+                outs = [e] * len(batch)
+            for item, out in zip(batch, outs):
+                if item.future.done():  # type: ignore[union-attr]
                     continue
-                try:
-                    outs = await loop.run_in_executor(self.executor, self.model.run_batch, batch)
-                except Exception as e:  # the batch failed: its requests get the error, the loop goes on
-                    outs = [e] * len(batch)
-                for item, out in zip(batch, outs):
-                    if item.future.done():  # type: ignore[union-attr]
-                        continue
-                    if isinstance(out, Exception):
-                        item.future.set_exception(out)  # type: ignore[union-attr]
-                    else:
-                        item.future.set_result(out)  # type: ignore[union-attr]
+                if isinstance(out, Exception):
+                    item.future.set_exception(out)  # type: ignore[union-attr]
+                else:
+                    item.future.set_result(out)  # type: ignore[union-attr]
 
     async def close(self) -> None:
         if self.task is not None:

@@ -72,6 +72,7 @@ class LSTMConfig:
     dropout: float = 0.0  # between layers, training only
     bidirectional: bool = False  # add a reverse direction per layer
     proj_size: int = 0  # LSTMP projection of h; 0 = none
+    cell: str = "lstm"  # "lstm" (nn.LSTM's), "peephole", "layernorm" or "cell_gated"
 
     @property
     def num_directions(self) -> int:
@@ -113,6 +114,7 @@ class LSTMConfig:
             dropout=float(lstm.dropout),  # type: ignore[attr-defined]
             bidirectional=bool(lstm.bidirectional),  # type: ignore[attr-defined]
             proj_size=int(lstm.proj_size),  # type: ignore[attr-defined]
+            cell=str(getattr(lstm, "cell", "lstm")),
         )
 
 

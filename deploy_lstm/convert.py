@@ -48,8 +48,13 @@ def swap_lstms(model: nn.Module) -> nn.Module:
 
 def restore_lstms(model: nn.Module) -> nn.Module:
     """The inverse of :func:`swap_lstms`: back to ``torch.nn`` modules, in place, sharing
-    parameters and modules the same way."""
-    return _replace_tree(model, {LSTM: LSTM.to_torch, LSTMCell: LSTMCell.to_torch})
+    parameters and modules the same way.  Variant cells (``cell="peephole"``, ...), which
+    ``torch.nn`` does not have, stay as they are."""
+
+    def back(m: nn.Module) -> nn.Module:
+        return m.to_torch() if m.cell == "lstm" else m  # type: ignore[operator]
+
+    return _replace_tree(model, {LSTM: back, LSTMCell: back})
 
 
 def _replace_tree(model: nn.Module, convert: Dict[type, Callable[..., nn.Module]]) -> nn.Module:
@@ -130,8 +135,10 @@ def onnx_weights(lstm: LSTM | nn.LSTM) -> Dict[int, Tuple[Tensor, Tensor, Tensor
 
 # --- checkpoints: a state dict in, an LSTM with its configuration read from the keys out --
 
+#: a key that marks a variant cell's weights, and the cell
+_CELL_KEYS = (("weight_ph_l0", "peephole"), ("ln_ih_weight_l0", "layernorm"), ("weight_ch_l0", "cell_gated"))
 _KEY = re.compile(
-    r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(?P<layer>\d+)(?P<rev>_reverse)?$"
+    r"^(?P<prefix>.*?)(?P<kind>weight_ih|weight_hh|weight_ch|bias_ih|bias_hh|bias_ch|weight_hr|weight_ph|ln_(?:ih|hh|c)_(?:weight|bias))_l(?P<layer>\d+)(?P<rev>_reverse)?$"
 )
 
 
@@ -189,8 +196,9 @@ def lstm_from_state_dict(
 
     The configuration is read from key names and shapes: ``input_size`` and
     ``hidden_size`` from ``weight_ih_l0``, ``num_layers`` from the highest layer,
-    ``bias``, ``bidirectional`` and ``proj_size`` from which keys exist.
-    ``batch_first`` is not in the weights: give it.
+    ``bias``, ``bidirectional``, ``proj_size`` and the cell from which keys exist
+    (``weight_ph_l0``: "peephole"; ``ln_ih_weight_l0``: "layernorm"; ``weight_ch_l0``:
+    "cell_gated").  ``batch_first`` is not in the weights: give it.
 
     Args:
         state: a state dict holding one LSTM, or several under different prefixes.
@@ -226,15 +234,17 @@ def lstm_from_state_dict(
         "bias": "bias_ih_l0" in sub,
         "bidirectional": "weight_ih_l0_reverse" in sub,
         "proj_size": int(sub["weight_hr_l0"].shape[0]) if "weight_hr_l0" in sub else 0,
+        "cell": next((cell for key, cell in _CELL_KEYS if key in sub), "lstm"),
     }
     for key, value in (expect or {}).items():
         if value is not None and inferred[key] != value:
             raise CheckpointError(f"--{key.replace('_', '-')} {value} contradicts the weights, which say {key}={inferred[key]}")
-    model = LSTM(**inferred, batch_first=batch_first, dtype=w.dtype)
+    model = LSTM(**inferred, batch_first=batch_first, dtype=w.dtype)  # type: ignore[arg-type]
     try:
         model.load_state_dict(sub, strict=True)
     except RuntimeError as e:
         lines = str(e).splitlines()
         first = lines[1].strip() if len(lines) > 1 else str(e)
-        raise CheckpointError(f"the weights under prefix {prefix!r} do not form one nn.LSTM: {first}") from None
+        what = "nn.LSTM" if inferred["cell"] == "lstm" else f"deploy_lstm.LSTM(cell={inferred['cell']!r})"
+        raise CheckpointError(f"the weights under prefix {prefix!r} do not form one {what}: {first}") from None
     return model.eval()

@@ -25,7 +25,15 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .contract import LSTMConfig
 from .errors import LSTMInputError
-from .recurrence import cell_step, cell_weights, length_mask, lstm_direction, project_input
+from .recurrence import (
+    cell_code,
+    cell_parameter_shapes,
+    cell_step,
+    cell_weights,
+    length_mask,
+    lstm_direction,
+    project_input,
+)
 
 __all__ = ["LSTM", "LSTMCell"]
 
@@ -58,7 +66,47 @@ def _value_checks_enabled() -> bool:
     return enabled
 
 
-class LSTM(nn.Module):
+class _FlatWeights(nn.Module):
+    """Keeps ``_flat_weights`` (what TorchScript reads) in step with the parameters named
+    ``_flat_weights_names``, as nn.RNNBase does."""
+
+    def _init_flat_weights(self) -> None:
+        # Fix: an absent weight (deleted, not yet set again) is None, as in nn.RNNBase,
+        # so ``.to()`` / ``.double()`` in between no longer raise AttributeError.
+        self._flat_weights = [
+            getattr(self, name) if hasattr(self, name) else None  # type: ignore[misc]
+            for name in self._flat_weights_names
+        ]
+
+    def _keep_flat_weight(self, name: str, value: Optional[Tensor]) -> None:
+        """Mirror weight ``name`` into ``_flat_weights`` (what TorchScript reads)."""
+        names = self.__dict__.get("_flat_weights_names")
+        if names is not None and name in names and "_flat_weights" in self.__dict__:
+            self._flat_weights[names.index(name)] = value  # type: ignore[call-overload]
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        self._keep_flat_weight(attr, value)  # type: ignore[arg-type]
+        super().__setattr__(attr, value)
+
+    def __delattr__(self, attr: str) -> None:
+        # Fix: a deleted weight is absent (None) until it is set again, as weight-norm
+        # tools do: ``del m.weight_hh_l0; m.weight_hh_l0 = w``.
+        super().__delattr__(attr)
+        self._keep_flat_weight(attr, None)
+
+    def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
+        # Fix: torch.nn.utils.parametrize restores a weight with register_parameter,
+        # which bypasses __setattr__.
+        super().register_parameter(name, param)
+        self._keep_flat_weight(name, param)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        ret = super()._apply(fn, recurse)
+        self._init_flat_weights()
+        return ret
+
+
+class LSTM(_FlatWeights):
     r"""Drop-in, scriptable replacement for :class:`torch.nn.LSTM`.
 
     Same constructor, defaults, argument checks, parameter names/shapes/order and
@@ -78,7 +126,13 @@ class LSTM(nn.Module):
         fused: (keyword-only, not in nn.LSTM) run ``aten::lstm``, the kernel nn.LSTM
             uses, instead of the static time loop; in eager mode and inside TorchScript.
             Fixed when the module is scripted.  ONNX/AOTInductor export always uses
-            their own graphs, whatever this flag says.
+            their own graphs, whatever this flag says.  Only for ``cell="lstm"``.
+        cell: (keyword-only, not in nn.LSTM) ``"lstm"`` (nn.LSTM's cell, the default),
+            ``"peephole"`` (the ONNX ``LSTM`` operator's peepholes, ``weight_ph_l{k}``),
+            ``"layernorm"`` (layer-normalised gates and cell state, ``ln_*_l{k}``) or
+            ``"cell_gated"`` (gates read c_{t-1} instead of h_{t-1}: Wikipedia's peephole
+            LSTM; ``weight_ch_l{k}``, no projection).  Equations:
+            :func:`deploy_lstm.recurrence.cell_step`.
     """
 
     __constants__ = [
@@ -93,6 +147,8 @@ class LSTM(nn.Module):
         "num_directions",
         "_weights_per_cell",
         "fused",
+        "cell",
+        "_cell",
     ]
 
     __jit_unused_properties__ = ["all_weights"]
@@ -108,6 +164,8 @@ class LSTM(nn.Module):
     num_directions: int
     _weights_per_cell: int
     fused: bool
+    cell: str
+    _cell: int
     _flat_weights: List[Tensor]
 
     def __init__(
@@ -124,8 +182,14 @@ class LSTM(nn.Module):
         dtype: Optional[torch.dtype] = None,
         *,
         fused: bool = False,
+        cell: str = "lstm",
     ) -> None:
         super().__init__()
+        code = cell_code(cell)  # ValueError for an unknown cell
+        if fused and cell != "lstm":
+            raise ValueError(f"fused=True runs aten::lstm, which has no {cell!r} cell; use fused=False")
+        if cell == "cell_gated" and proj_size != 0:
+            raise ValueError("the 'cell_gated' cell has no projection (its h is tanh(o * c)); use proj_size=0")
         # The same checks, in the same order, with the same messages as nn.RNNBase.
         # Fix: nn.RNNBase runs float(dropout) before its checks, so e.g. dropout=None
         # raises float()'s TypeError and dropout="a" its ValueError; match that.
@@ -182,74 +246,30 @@ class LSTM(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.num_directions = 2 if bidirectional else 1
-        self._weights_per_cell = 2 + (2 if bias else 0) + (1 if proj_size > 0 else 0)
         self.fused = bool(fused)
+        self.cell = cell
+        self._cell = code
 
         factory = {"device": device, "dtype": dtype}
         real_hidden = proj_size if proj_size > 0 else hidden_size
-        gate_size = 4 * hidden_size
         names: List[str] = []
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * self.num_directions
             for direction in range(self.num_directions):
                 sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = [
-                    ("weight_ih" + sfx, (gate_size, layer_input)),
-                    ("weight_hh" + sfx, (gate_size, real_hidden)),
-                ]
-                if bias:
-                    shapes += [("bias_ih" + sfx, (gate_size,)), ("bias_hh" + sfx, (gate_size,))]
-                if proj_size > 0:
-                    shapes += [("weight_hr" + sfx, (proj_size, hidden_size))]
+                shapes = cell_parameter_shapes(cell, layer_input, hidden_size, real_hidden, bias, proj_size)
                 for name, shape in shapes:
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-                    names.append(name)
+                    self.register_parameter(name + sfx, nn.Parameter(torch.empty(shape, **factory)))
+                    names.append(name + sfx)
+                self._weights_per_cell = len(shapes)
         self._flat_weights_names = names
         self._init_flat_weights()
         self.reset_parameters()
 
-    # -- parameters, kept in step with nn.RNNBase --------------------------------
-
-    def _init_flat_weights(self) -> None:
-        # Fix: an absent weight (deleted, not yet set again) is None, as in nn.RNNBase,
-        # so ``.to()`` / ``.double()`` in between no longer raise AttributeError.
-        self._flat_weights = [
-            getattr(self, name) if hasattr(self, name) else None  # type: ignore[misc]
-            for name in self._flat_weights_names
-        ]
-
-    def _keep_flat_weight(self, name: str, value: Optional[Tensor]) -> None:
-        """Mirror weight ``name`` into ``_flat_weights`` (what TorchScript reads)."""
-        names = self.__dict__.get("_flat_weights_names")
-        if names is not None and name in names and "_flat_weights" in self.__dict__:
-            self._flat_weights[names.index(name)] = value  # type: ignore[call-overload]
-
-    def __setattr__(self, attr: str, value: object) -> None:
-        self._keep_flat_weight(attr, value)  # type: ignore[arg-type]
-        super().__setattr__(attr, value)
-
-    def __delattr__(self, attr: str) -> None:
-        # Fix: a deleted weight is absent (None) until it is set again, as weight-norm
-        # tools do: ``del m.weight_hh_l0; m.weight_hh_l0 = w``.
-        super().__delattr__(attr)
-        self._keep_flat_weight(attr, None)
-
-    def register_parameter(self, name: str, param: Optional[nn.Parameter]) -> None:
-        # Fix: torch.nn.utils.parametrize restores a weight with register_parameter,
-        # which bypasses __setattr__.
-        super().register_parameter(name, param)
-        self._keep_flat_weight(name, param)
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        ret = super()._apply(fn, recurse)
-        self._init_flat_weights()
-        return ret
-
     def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTM does."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTM does; layer
+        norm weights 1 and biases 0, as nn.LayerNorm."""
+        _reset(self, self.hidden_size)
 
     def flatten_parameters(self) -> None:
         """No-op kept for API compatibility with nn.LSTM (which uses it for cuDNN)."""
@@ -274,6 +294,8 @@ class LSTM(nn.Module):
             s += ", dropout={dropout}"
         if self.bidirectional is not False:
             s += ", bidirectional={bidirectional}"
+        if self.cell != "lstm":
+            s += ", cell={cell!r}"
         return s.format(**self.__dict__)
 
     # -- conversion ----------------------------------------------------------------
@@ -287,16 +309,24 @@ class LSTM(nn.Module):
         w = lstm.weight_ih_l0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nn.LSTM already warned about dropout
-            new = cls(**_config_of(lstm), device=w.device, dtype=w.dtype)
+            new = cls(**_config_of(lstm), device=w.device, dtype=w.dtype)  # cell "lstm"
         new.load_state_dict(lstm.state_dict(), strict=True)
         return new.train(lstm.training)
 
     def to_torch(self) -> nn.LSTM:
-        """The equivalent ``torch.nn.LSTM`` with the same weights, device, dtype and flag."""
+        """The equivalent ``torch.nn.LSTM`` with the same weights, device, dtype and flag.
+
+        Raises:
+            ValueError: a variant cell, which nn.LSTM does not have.
+        """
+        if self.cell != "lstm":
+            raise ValueError(f"torch.nn.LSTM has no {self.cell!r} cell: only cell='lstm' converts to it")
         w = self.weight_ih_l0
+        config = _config_of(self)
+        del config["cell"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            lstm = nn.LSTM(**_config_of(self), device=w.device, dtype=w.dtype)
+            lstm = nn.LSTM(**config, device=w.device, dtype=w.dtype)
         lstm.load_state_dict(self.state_dict(), strict=True)
         return lstm.train(self.training)
 
@@ -437,11 +467,13 @@ class LSTM(nn.Module):
             outs: List[Tensor] = []
             for direction in range(self.num_directions):
                 idx = layer * self.num_directions + direction
-                w_ih, w_hh, bias, w_hr = cell_weights(
-                    weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0
+                w_ih, w_hh, bias, w_hr, ex_in, ex_step = cell_weights(
+                    weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0, self._cell
                 )
-                xw = project_input(layer_input, w_ih, bias)  # (T, N, 4H)
-                out, h, c = lstm_direction(xw, h0[idx], c0[idx], w_hh, w_hr, mask, direction == 1)
+                xw = project_input(layer_input, w_ih, bias, self._cell, ex_in)  # (T, N, 4H)
+                out, h, c = lstm_direction(
+                    xw, h0[idx], c0[idx], w_hh, w_hr, mask, direction == 1, self._cell, ex_step
+                )
                 outs.append(out)
                 h_n.append(h)
                 c_n.append(c)
@@ -563,12 +595,23 @@ class LSTM(nn.Module):
         return out, (h_n, c_n)
 
 
+def _reset(module: nn.Module, hidden_size: int) -> None:
+    """Uniform(-1/sqrt(H), 1/sqrt(H)), layer norm weights 1 and biases 0."""
+    stdv = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
+    with torch.no_grad():
+        for name, weight in module.named_parameters():
+            if name.startswith("ln_"):
+                weight.fill_(1.0 if "_weight" in name else 0.0)
+            else:
+                nn.init.uniform_(weight, -stdv, stdv)
+
+
 def _config_of(lstm: nn.Module) -> dict:
     """Constructor arguments of an ``nn.LSTM`` or ``deploy_lstm.LSTM``."""
     return dataclasses.asdict(LSTMConfig.of(lstm))
 
 
-class LSTMCell(nn.Module):
+class LSTMCell(_FlatWeights):
     r"""Drop-in, scriptable replacement for :class:`torch.nn.LSTMCell`.
 
     Args:
@@ -576,15 +619,20 @@ class LSTMCell(nn.Module):
         hidden_size: features of ``h`` and ``c``.
         bias: use ``bias_ih``/``bias_hh``.
         device, dtype: factory arguments for the parameters.
+        cell: (keyword-only) ``"lstm"`` (the default: nn.LSTMCell), ``"peephole"``,
+            ``"layernorm"`` or ``"cell_gated"``, as in :class:`LSTM`; the parameters are
+            :class:`LSTM`'s without the ``_l0`` suffix.
     """
 
-    __constants__ = ["input_size", "hidden_size", "bias"]
+    __constants__ = ["input_size", "hidden_size", "bias", "cell", "_cell", "_weights_per_cell"]
 
     input_size: int
     hidden_size: int
     bias: bool
-    bias_ih: Optional[Tensor]
-    bias_hh: Optional[Tensor]
+    cell: str
+    _cell: int
+    _weights_per_cell: int
+    _flat_weights: List[Tensor]
 
     def __init__(
         self,
@@ -593,31 +641,36 @@ class LSTMCell(nn.Module):
         bias: bool = True,
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
+        *,
+        cell: str = "lstm",
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
-        self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
-        else:
+        self._cell = cell_code(cell)  # ValueError for an unknown cell
+        self.cell = cell
+        shapes = cell_parameter_shapes(cell, input_size, hidden_size, hidden_size, bias, 0)
+        for name, shape in shapes:
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+        if not bias:  # as nn.LSTMCell: the attributes exist, as None
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self._weights_per_cell = len(shapes)
+        self._flat_weights_names = [name for name, _ in shapes]
+        self._init_flat_weights()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTMCell does."""
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTMCell does; layer
+        norm weights 1 and biases 0."""
+        _reset(self, self.hidden_size)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
-        return s if self.bias else s + ", bias=False"
+        s = s if self.bias else s + ", bias=False"
+        return s if self.cell == "lstm" else s + f", cell={self.cell!r}"
 
     @classmethod
     def from_torch(cls, cell: nn.LSTMCell) -> "LSTMCell":
@@ -631,6 +684,8 @@ class LSTMCell(nn.Module):
 
     def to_torch(self) -> nn.LSTMCell:
         """The equivalent ``torch.nn.LSTMCell``."""
+        if self.cell != "lstm":
+            raise ValueError(f"torch.nn.LSTMCell has no {self.cell!r} cell: only cell='lstm' converts to it")
         w = self.weight_ih
         cell = nn.LSTMCell(
             self.input_size, self.hidden_size, self.bias, device=w.device, dtype=w.dtype
@@ -700,12 +755,13 @@ class LSTMCell(nn.Module):
                 f"dtype ({_dtype_name(self.weight_ih.dtype)})"
             )
         _check_state_dtypes([h, c], x.dtype, "LSTMCell: Expected hx", "")
-        b_ih = self.bias_ih
-        b_hh = self.bias_hh
-        xw = torch.mm(x, self.weight_ih.t())  # (N, 4H)
-        if b_ih is not None and b_hh is not None:
-            xw = xw + (b_ih + b_hh)
-        h1, c1 = cell_step(xw, h, c, self.weight_hh.t(), None)
+        if torch.jit.is_scripting():
+            weights = self._flat_weights
+        else:
+            weights = [getattr(self, name) for name in self._flat_weights_names]
+        w_ih, w_hh, bias, _, ex_in, ex_step = cell_weights(weights, 0, self._weights_per_cell, self.bias, False, self._cell)
+        xw = project_input(x.unsqueeze(0), w_ih, bias, self._cell, ex_in)[0]  # (N, 4H)
+        h1, c1 = cell_step(xw, h, c, w_hh.t(), None, self._cell, ex_step)
         if not is_batched:
             return h1.squeeze(0), c1.squeeze(0)
         return h1, c1

@@ -39,18 +39,18 @@ _GB2 = 2**31 - 2**20  # protobuf's hard 2 GB limit, with a margin for the graph 
 # --- deploy_lstm::onnx_lstm as an ONNX LSTM node, for each exporter --------------------------
 
 
-def _onnx_lstm_dynamo(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size: int, bidirectional: bool):  # type: ignore[no-untyped-def]
+def _onnx_lstm_dynamo(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size: int, bidirectional: bool, p=None):  # type: ignore[no-untyped-def]
     """onnxscript translation of ``deploy_lstm::onnx_lstm`` for the dynamo exporter."""
     if sequence_lens is not None:
         sequence_lens = op.Cast(sequence_lens, to=onnx.TensorProto.INT32)
     direction = "bidirectional" if bidirectional else "forward"
     y, y_h, y_c = op.LSTM(
-        x, w, r, b, sequence_lens, initial_h, initial_c, direction=direction, hidden_size=hidden_size
+        x, w, r, b, sequence_lens, initial_h, initial_c, p, direction=direction, hidden_size=hidden_size
     )
     return y, y_h, y_c
 
 
-def _onnx_lstm_torchscript(g, x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size, bidirectional):  # type: ignore[no-untyped-def]
+def _onnx_lstm_torchscript(g, x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size, bidirectional, p=None):  # type: ignore[no-untyped-def]
     """Symbolic of ``deploy_lstm::onnx_lstm`` for the TorchScript-based exporter."""
     H = symbolic_helper._get_const(hidden_size, "i", "hidden_size")
     bidir = symbolic_helper._get_const(bidirectional, "b", "bidirectional")
@@ -59,8 +59,9 @@ def _onnx_lstm_torchscript(g, x, w, r, b, sequence_lens, initial_h, initial_c, h
         sequence_lens.setType(torch._C.OptionalType.ofTensor())
     else:
         sequence_lens = g.op("Cast", sequence_lens, to_i=onnx.TensorProto.INT32)
+    peepholes = [] if p is None or symbolic_helper._is_none(p) else [p]
     return g.op(
-        "LSTM", x, w, r, b, sequence_lens, initial_h, initial_c,
+        "LSTM", x, w, r, b, sequence_lens, initial_h, initial_c, *peepholes,
         direction_s="bidirectional" if bidir else "forward", hidden_size_i=H, outputs=3,
     )
 

@@ -114,7 +114,9 @@ def export_folder(
                 paths["torchscript"] = export_torchscript(
                     module, w.path("torchscript"), fused=torchscript == "fused", **whole  # type: ignore[arg-type]
                 )
-            w.add("torchscript", fused=torchscript == "fused")
+            # a variant cell has no aten kernel: it runs the static loop whatever was asked
+            cells = {m.cell for m in module.modules() if isinstance(m, LSTM)}
+            w.add("torchscript", fused=torchscript == "fused" and cells <= {"lstm"})
         if "aoti" in artifacts:
             with step("compiling model.pt2 (AOTInductor; about 30 s)"):
                 paths["aoti"] = export_aoti(module, w.path("aoti"), lengths=lengths, **whole)  # type: ignore[arg-type]

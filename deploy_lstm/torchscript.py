@@ -30,7 +30,8 @@ def export_torchscript(
 
     ``fused``: when given, every ``deploy_lstm.LSTM`` inside is scripted with that
     implementation (``True``: aten::lstm, nn.LSTM's kernel; ``False``: the static
-    loop).  ``model`` itself is not changed: a copy of its module tree, sharing its
+    loop).  A variant cell (``cell="peephole"``, ...) has no aten kernel: it always
+    runs the static loop.  ``model`` itself is not changed: a copy of its module tree, sharing its
     parameters, is scripted.
 
     The archive carries ``deploy_lstm_config.json`` (``_extra_files``): the bare
@@ -57,8 +58,13 @@ def export_torchscript(
     with atomic_path(path) as tmp:
         with export_errors(f"torch.jit.script of {type(model).__name__}"):
             copied = module_tree_copy(
-                model, lambda m: with_fused(m, m.fused if fused is None else bool(fused)) if isinstance(m, LSTM) else None
+                model, lambda m: with_fused(m, _fused(m, fused)) if isinstance(m, LSTM) else None
             )
             scripted = torch.jit.script(copied)
         torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
     return Path(path)
+
+
+def _fused(lstm: LSTM, fused: Optional[bool]) -> bool:
+    """Whether ``lstm`` runs aten::lstm in the scripted model: only nn.LSTM's cell can."""
+    return (lstm.fused if fused is None else bool(fused)) and lstm.cell == "lstm"

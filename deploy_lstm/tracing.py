@@ -33,6 +33,8 @@ from torch._higher_order_ops.scan import scan
 from .convert import from_onnx_gate_order, onnx_weights
 from .model import LSTM
 from .recurrence import (
+    LSTM_CELL,
+    PEEPHOLE,
     cell_step,
     cell_weights,
     hold_past_end,
@@ -58,19 +60,23 @@ def onnx_lstm(
     initial_c: Tensor,
     hidden_size: int,
     bidirectional: bool,
+    p: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """ONNX ``LSTM`` (opset 7+ semantics, layout 0) computed in PyTorch.
 
     x (T, N, I); w (D, 4H, I); r (D, 4H, H); b (D, 8H); sequence_lens (N,);
-    initial_h/c (D, N, H).  Returns Y (T, D, N, H), Y_h and Y_c (D, N, H).
+    initial_h/c (D, N, H); p (D, 3H) peepholes or None.  Returns Y (T, D, N, H),
+    Y_h and Y_c (D, N, H).
     """
     H = hidden_size
     mask = None if sequence_lens is None else length_mask(x.size(0), sequence_lens, x.device)
+    empty = x.new_empty(0)
     ys, hs, cs = [], [], []
     for d in range(w.size(0)):
         bias = from_onnx_gate_order(b[d, : 4 * H], H) + from_onnx_gate_order(b[d, 4 * H :], H)
-        xw = project_input(x, from_onnx_gate_order(w[d], H), bias)
-        y, h, c = lstm_direction(xw, initial_h[d], initial_c[d], from_onnx_gate_order(r[d], H), None, mask, d == 1)
+        xw = project_input(x, from_onnx_gate_order(w[d], H), bias, LSTM_CELL, empty)
+        cell, ex = (PEEPHOLE, p[d]) if p is not None else (LSTM_CELL, empty)
+        y, h, c = lstm_direction(xw, initial_h[d], initial_c[d], from_onnx_gate_order(r[d], H), None, mask, d == 1, cell, ex)
         ys.append(y)
         hs.append(h)
         cs.append(c)
@@ -78,7 +84,7 @@ def onnx_lstm(
 
 
 @onnx_lstm.register_fake
-def _onnx_lstm_fake(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size, bidirectional):  # type: ignore[no-untyped-def]
+def _onnx_lstm_fake(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size, bidirectional, p=None):  # type: ignore[no-untyped-def]
     y = x.new_empty(x.shape[0], w.shape[0], x.shape[1], hidden_size)
     return y, initial_h.new_empty(initial_h.shape), initial_c.new_empty(initial_c.shape)
 
@@ -87,7 +93,8 @@ def _onnx_lstm_fake(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size
 
 
 def _scan_direction(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], mask: Optional[Tensor], reverse: bool
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Optional[Tensor], mask: Optional[Tensor], reverse: bool,
+    cell: int, ex: Tensor,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """One direction as ``scan`` over the projected input ``xw`` (T, N, 4H)."""
     w_hh_t = w_hh.t()  # (P, 4H)
@@ -97,7 +104,7 @@ def _scan_direction(
     def step(carry, xs):  # type: ignore[no-untyped-def]
         h, c = carry
         xw_t, m = xs if mask is not None else (xs, None)
-        h_new, c_new = cell_step(xw_t, h, c, w_hh_t, w_hr_t)
+        h_new, c_new = cell_step(xw_t, h, c, w_hh_t, w_hr_t, cell, ex)
         if m is not None:
             h_new = hold_past_end(m, h_new, h)
             c_new = hold_past_end(m, c_new, c)
@@ -117,7 +124,7 @@ def _scan_direction(
 
 @torch.jit.script
 def _loop_direction(
-    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Tensor, has_proj: bool, mask: Tensor
+    xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Tensor, has_proj: bool, mask: Tensor, cell: int, ex: Tensor
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """One direction as a scripted loop (the TorchScript exporter makes it an ONNX ``Loop``).
 
@@ -131,7 +138,7 @@ def _loop_direction(
         w_hr_t = w_hr.t()
     outputs: List[Tensor] = []
     for t in range(xw.size(0)):
-        h_new, c_new = cell_step(xw[t], h, c, w_hh_t, w_hr_t)
+        h_new, c_new = cell_step(xw[t], h, c, w_hh_t, w_hr_t, cell, ex)
         m = mask[t]  # (N, 1)
         h = hold_past_end(m, h_new, h)
         c = hold_past_end(m, c_new, c)
@@ -150,7 +157,7 @@ class _TracedLSTM(LSTM):
     def _layer_stack(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], direction_fn: Callable
     ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Layers and directions in order; ``direction_fn(xw, h, c, w_hh, w_hr, reverse)`` runs one."""
+        """Layers and directions in order; ``direction_fn(xw, h, c, w_hh, w_hr, reverse, ex)`` runs one."""
         D = self.num_directions
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
@@ -159,9 +166,11 @@ class _TracedLSTM(LSTM):
             outs = []
             for direction in range(D):
                 idx = layer * D + direction
-                w_ih, w_hh, bias, w_hr = cell_weights(weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0)
-                xw = project_input(inp, w_ih, bias)  # (T, N, 4H)
-                y, h, c = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, direction == 1)
+                w_ih, w_hh, bias, w_hr, ex_in, ex_step = cell_weights(
+                    weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0, self._cell
+                )
+                xw = project_input(inp, w_ih, bias, self._cell, ex_in)  # (T, N, 4H)
+                y, h, c = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, direction == 1, ex_step)
                 outs.append(y)
                 h_n.append(h)
                 c_n.append(c)
@@ -175,8 +184,8 @@ class _ScanLSTM(_TracedLSTM):
     def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
         mask = None if lengths is None else length_mask(x.size(0), lengths, x.device)
 
-        def direction(xw, h, c, w_hh, w_hr, reverse):  # type: ignore[no-untyped-def]
-            return _scan_direction(xw, h, c, w_hh, w_hr, mask, reverse)
+        def direction(xw, h, c, w_hh, w_hr, reverse, ex):  # type: ignore[no-untyped-def]
+            return _scan_direction(xw, h, c, w_hh, w_hr, mask, reverse, self._cell, ex)
 
         return self._layer_stack(x, h0, c0, weights, direction)
 
@@ -190,10 +199,10 @@ class _LoopLSTM(_TracedLSTM):
         else:
             mask = length_mask(x.size(0), lengths, x.device)
 
-        def direction(xw, h, c, w_hh, w_hr, reverse):  # type: ignore[no-untyped-def]
+        def direction(xw, h, c, w_hh, w_hr, reverse, ex):  # type: ignore[no-untyped-def]
             m = mask.flip(0) if reverse else mask
             xw = xw.flip(0) if reverse else xw
-            y, h, c = _loop_direction(xw, h, c, w_hh, w_hr if w_hr is not None else w_hh, w_hr is not None, m)
+            y, h, c = _loop_direction(xw, h, c, w_hh, w_hr if w_hr is not None else w_hh, w_hr is not None, m, self._cell, ex)
             return (y.flip(0) if reverse else y), h, c
 
         return self._layer_stack(x, h0, c0, weights, direction)
@@ -209,6 +218,10 @@ class _NativeLSTM(_TracedLSTM):
             for layer, (W, R, B) in onnx_weights(self).items():
                 for kind, t in (("W", W), ("R", R), ("B", B)):
                     self.register_buffer(f"onnx_{kind}_l{layer}", t.detach().clone(), persistent=False)
+                if self.cell == "peephole":  # P (D, 3H): weight_ph is in ONNX's order already
+                    sfx = ["", "_reverse"][: self.num_directions]
+                    P = torch.stack([getattr(self, f"weight_ph_l{layer}{s}") for s in sfx])
+                    self.register_buffer(f"onnx_P_l{layer}", P.detach().clone(), persistent=False)
 
     def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
         D, H = self.num_directions, self.hidden_size
@@ -222,7 +235,8 @@ class _NativeLSTM(_TracedLSTM):
                 h_l, c_l = h0, c0
             else:
                 h_l, c_l = h0[layer * D : (layer + 1) * D], c0[layer * D : (layer + 1) * D]
-            y, y_h, y_c = torch.ops.deploy_lstm.onnx_lstm(inp, W, R, B, lengths, h_l, c_l, H, self.bidirectional)
+            P = getattr(self, f"onnx_P_l{layer}") if self.cell == "peephole" else None
+            y, y_h, y_c = torch.ops.deploy_lstm.onnx_lstm(inp, W, R, B, lengths, h_l, c_l, H, self.bidirectional, P)
             # y (T, D, N, H)
             inp = y.squeeze(1) if D == 1 else y.permute(0, 2, 1, 3).reshape(y.size(0), y.size(2), D * H)
             h_n.append(y_h)
@@ -236,8 +250,10 @@ _STAND_INS = {cls.route: cls for cls in (_NativeLSTM, _ScanLSTM, _LoopLSTM)}
 
 
 def route_for(lstm: LSTM, loop: str, native_lstm: bool = True) -> str:
-    """The route an exporter takes for ``lstm``: ``native`` where the ONNX op fits, else ``loop``."""
-    if native_lstm and lstm.proj_size == 0 and lstm.weight_ih_l0.dtype == torch.float32:
+    """The route an exporter takes for ``lstm``: ``native`` where the ONNX op fits (nn.LSTM's
+    cell or peepholes, no projection, float32), else ``loop``."""
+    fits = lstm.cell in ("lstm", "peephole") and lstm.proj_size == 0
+    if native_lstm and fits and lstm.weight_ih_l0.dtype == torch.float32:
         return "native"
     return loop
 

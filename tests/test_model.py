@@ -196,6 +196,7 @@ def test_from_torch_to_torch_round_trip():
         "dropout": 0.0,
         "bidirectional": True,
         "proj_size": 2,
+        "cell": "lstm",
     }
     with pytest.raises(TypeError, match="expected a torch.nn.LSTM, got GRU"):
         LSTM.from_torch(nn.GRU(3, 5))

@@ -12,6 +12,7 @@ all four gates of the recurrence.
 
 # No `from __future__ import annotations`: TorchScript must see real annotation
 # objects on the class (string annotations such as "List[Tensor]" fail to resolve).
+import importlib
 import math
 import numbers
 import warnings
@@ -333,6 +334,16 @@ class LSTM(_FlatWeights):
     def config(self) -> dict:
         """Constructor arguments (JSON-serialisable) that rebuild this module."""
         return _config_of(self)
+
+    @classmethod
+    def from_onnx(cls, path_or_model: object, node: Optional[str] = None) -> object:
+        """The module of an ONNX ``LSTM`` node (or a stack of them): its W, R, B, P and
+        attributes become a ``deploy_lstm.LSTM`` that scripts, fine-tunes and re-exports.
+
+        See :func:`deploy_lstm.onnx_import.lstm_from_onnx` (loaded on first use: this module
+        itself does not import onnx).
+        """
+        return importlib.import_module(".onnx_import", __package__).lstm_from_onnx(path_or_model, node)
 
     # -- forward ---------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ LAYERS = [
     {"tracing"},
     {"exporting"},
     {"onnx_export", "torchscript", "aoti"},
+    {"onnx_import"},
     {"quantize"},
     {"folder"},
     {"runtime"},
@@ -99,6 +100,7 @@ def test_model_knows_no_exporter() -> None:
     tree = ast.parse((PACKAGE / "model.py").read_text())
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names -= {"from_onnx", "lstm_from_onnx"}  # the importer's door (LSTM.from_onnx), which loads onnx_import on first use
     assert not [n for n in names if "export" in n.lower() or "onnx" in n.lower()]
 
 

@@ -54,6 +54,7 @@ DEFAULT_CASES: Tuple[Tuple[int, int], ...] = ((1, 1), (1, 13), (2, 1), (5, 4), (
 
 EAGER = "deploy_lstm eager"
 TORCH = "torch.nn.LSTM"
+LAYERNORM_ATOL, LAYERNORM_ATOL64 = 1e-4, 1e-9  # float32, float64 tolerances with layernorm cells (see validate)
 
 
 @dataclasses.dataclass
@@ -291,7 +292,11 @@ def validate(
         config = {"io": dataclasses.asdict(sig.io)}
     if atol is None:
         float64 = any(t.dtype == "float64" for t in sig.io.outputs)
-        atol = 1e-10 if float64 else 1e-5
+        # Layer norm divides every step by a row's standard deviation, so rounding differences
+        # between runtimes grow along the sequence (the float32 eager model itself is 5e-6 from
+        # float64 at T=50, hidden 5): 1e-4 in float32, 1e-9 in float64 with layernorm cells.
+        layernorm = "layernorm" in variants
+        atol = (LAYERNORM_ATOL64 if layernorm else 1e-10) if float64 else (LAYERNORM_ATOL if layernorm else 1e-5)
 
     references: Dict[str, Runner] = {EAGER: module_runner(sig.module, sig)}
     if reference is not None:

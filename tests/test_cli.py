@@ -12,7 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+import onnx
+
 import deploy_lstm
+from deploy_lstm.cli import main
+from deploy_lstm.onnx_export import graph_ops
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -443,3 +447,21 @@ def test_export_bench_on_a_bare_lstm_with_lengths(tmp_path):
     assert set(res["backends"]) == want
     assert all("median_ms" in case["results"][n] for case in res["cases"] for n in want), res["cases"]
     assert "| onnxruntime |" in r.stdout
+
+
+@pytest.mark.parametrize("cell", ["peephole", "layernorm", "cell_gated"])
+def test_export_infers_a_variant_cell_from_the_checkpoint(tmp_path: Path, cell: str) -> None:
+    """Parameter names tell the cell (weight_ph_*, ln_*, weight_ch_*); the folder says it and validates."""
+    torch.manual_seed(0)
+    model = deploy_lstm.LSTM(3, 5, num_layers=2, cell=cell)
+    ckpt = tmp_path / "variant.pt"
+    torch.save({"encoder." + k: v for k, v in model.state_dict().items()}, ckpt)
+    args = ["export", str(ckpt), "--prefix", "encoder.", "--out", str(tmp_path / "out"), "--artifacts", "onnx,torchscript", "--quiet"]
+    assert main(args) == 0
+    folder = deploy_lstm.load(tmp_path / "out")
+    assert folder.config is not None and folder.config.cell == cell
+    rebuilt = folder.model_spec().model
+    x = torch.randn(7, 2, 3)
+    torch.testing.assert_close(rebuilt(x)[0], model(x)[0], atol=0, rtol=0)
+    ops = graph_ops(onnx.load(str(folder.file("onnx"))))
+    assert ("LSTM" in ops) == (cell == "peephole"), ops  # peepholes: the native node with P; others: Scan

@@ -248,6 +248,23 @@ def test_matches_python(binary: Path, exporter: ModuleType, tmp_path: Path, tol,
     print(f"{name}: max abs error vs nn.LSTM {errs}")
 
 
+@pytest.mark.parametrize("cell", ["peephole", "layernorm", "cell_gated"])
+def test_variant_cells_match_python(binary: Path, exporter: ModuleType, tmp_path: Path, cell: str) -> None:
+    """A scripted variant cell runs in the C++ app as in Python (torch.nn has no twin: the
+    eager module is the reference, and the variant oracles are in test_variants)."""
+    torch.manual_seed(0)
+    model = deploy_lstm.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True, cell=cell).eval()
+    with torch.no_grad():  # leave the layer norm's 1/0 initialisation: randomise every parameter
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    path = exporter.export_torchscript(model, tmp_path / "model.pt")
+    feeds = random_inputs(model, 9, 3, True, True)
+    got = run_ok(binary, path, {k: v.numpy() for k, v in feeds.items()}, tmp_path)
+    want = reference(model, feeds["input"], (feeds["h0"], feeds["c0"]), feeds["lengths"])
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-5, rtol=0, msg=lambda m, k=key: f"{cell} {k}: {m}")
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
 def test_nan_and_inf_padding_never_reach_the_result(binary: Path, exporter: ModuleType, tmp_path: Path, tol,
                                                      pad_past_lengths, fused: bool) -> None:

@@ -202,7 +202,9 @@ def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Source
     """({backend: make-runner | Unavailable}, {backend: ONNX recurrent ops}) for one configuration.
 
     From an export folder, our backends run its files only (one missing is n/a); the
-    references (nn.LSTM eager and its own export, deploy_lstm eager) use its weights.
+    references (nn.LSTM eager and its own export, deploy_lstm eager) use its weights.  For a
+    variant cell the nn.LSTM references are the plain cell of the same shape (the baseline of
+    a variant's cost).
     onnxruntime sessions are opened here and live only as long as the returned dict.
     """
     with torch.random.fork_rng():
@@ -210,7 +212,13 @@ def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Source
         ours = LSTM(**dataclasses.asdict(cfg)).eval()
     if sources.weights is not None:
         ours.load_state_dict(sources.weights)
-    reference = ours.to_torch().eval()
+    if cfg.cell == "lstm":
+        reference = ours.to_torch().eval()
+    else:  # torch.nn has no variant cell: the baselines are nn.LSTM's plain cell of the same shape,
+        # so a variant's ratios show its cost relative to the plain cell
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            reference = LSTM(**{**dataclasses.asdict(cfg), "cell": "lstm"}).to_torch().eval()
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.log_severity_level = 3  # errors only: not "Removing initializer ..." per session
@@ -236,6 +244,8 @@ def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Source
 
     def ts(fused: bool) -> Union[Callable[[Inputs], Runner], Unavailable]:
         name = TS_FUSED if fused else TS_LOOP
+        if fused and cfg.cell != "lstm":
+            return Unavailable(name, f"the {cfg.cell!r} cell has no aten kernel: its TorchScript runs the loop")
         if sources.folder is not None:  # an export folder holds at most one model.ts
             if sources.torchscript is None:
                 return missing(name, "torchscript")

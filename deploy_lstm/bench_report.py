@@ -53,7 +53,8 @@ def matplotlib_missing() -> Optional[Unavailable]:
 
 def config_name(cfg: LSTMConfig) -> str:
     s = f"L{cfg.num_layers} {'bi' if cfg.bidirectional else 'uni'} H{cfg.hidden_size}"
-    return s + (f" P{cfg.proj_size}" if cfg.proj_size else "") + (" batch_first" if cfg.batch_first else "")
+    s += (f" P{cfg.proj_size}" if cfg.proj_size else "") + (" batch_first" if cfg.batch_first else "")
+    return s + (f" {cfg.cell}" if cfg.cell != "lstm" else "")
 
 
 # --- reports -------------------------------------------------------------------------

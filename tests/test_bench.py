@@ -419,3 +419,18 @@ def test_int8_quantization(tmp_path, exporter):
     report = validate(model, extra_onnx={"onnxruntime-int8": (dst, INT8_ATOL)}, devices=())
     assert report.passed, report.table()
     assert max(c.max_abs for c in report.checks if c.backend == "onnxruntime-int8") > 0
+
+
+@pytest.mark.parametrize("cell", ["peephole", "layernorm", "cell_gated"])
+def test_a_variant_cell_is_timed_against_the_plain_cell(cell):
+    """nn.LSTM has no variant: its rows are the plain cell of the same shape (the variant's cost
+    relative to it); TorchScript's fused row is n/a (no aten kernel), every other backend timed."""
+    cfg = LSTMConfig(4, 8, num_layers=2, cell=cell)
+    res = bench.benchmark([cfg], [bench.Shape("N=2 T=3", 2, 3)], threads=1, rounds=1, warmup=1, block_ms=2, retries=0,
+                          log=lambda s: None)
+    [case] = res["cases"]
+    assert case["config"].endswith(cell)
+    results = case["results"]
+    for name in (bench.NN, bench.EAGER, bench.TS_LOOP, bench.ORT_DYNAMO, bench.ORT_TS, bench.ORT_NN):
+        assert "median_ms" in results[name], (name, results[name])
+    assert "no aten kernel" in results[bench.TS_FUSED]["reason"]

@@ -92,6 +92,17 @@ def feature_size(folder: dl.ExportFolder) -> int:
     return folder.config.input_size if folder.config is not None else 1
 
 
+def check_streams(folder: dl.ExportFolder, seqs: Dict[int, np.ndarray], got: Dict[int, List[np.ndarray]]) -> None:
+    """Each sequence's chunks, concatenated, equal the eager model on the whole sequence (zero state)."""
+    for corrid, x in seqs.items():
+        if folder.config is not None:
+            want = eager_bare(folder, x)[0]
+        else:
+            zero = np.zeros((1, 2, 48), np.float32)
+            want = eager_demo(folder, x, zero, zero)[0]
+        np.testing.assert_allclose(np.concatenate(got[corrid], axis=1), want, atol=ATOL, rtol=0, err_msg=f"sequence {corrid}")
+
+
 # --- 1. what is written ---------------------------------------------------------------------------
 
 
@@ -267,13 +278,7 @@ def test_stream_graph_over_interleaved_chunks(repo: Dict[str, triton.TritonRepos
         for (c, _, _), out in zip(batch, batcher.batch(requests)):
             got[c].append(out["output"])
     assert batcher.store == {}  # every sequence ended
-    for c, x in seqs.items():
-        if folder.config is not None:
-            want = eager_bare(folder, x)[0]
-        else:
-            zero = np.zeros((1, 2, 48), np.float32)
-            want = eager_demo(folder, x, zero, zero)[0]
-        np.testing.assert_allclose(np.concatenate(got[c], axis=1), want, atol=ATOL, rtol=0, err_msg=f"sequence {c}")
+    check_streams(folder, seqs, got)
 
 
 # --- 4. bad input -----------------------------------------------------------------------------------
@@ -513,13 +518,7 @@ def test_stream_model_over_chunks(server: Dict[str, str], clients: Dict[str, Tup
         out = _infer(module, client, f"{name}_stream", {"input": seqs[corrid][:, lo:hi]}, ["output"], sequence_id=corrid,
                      sequence_start=k == 0, sequence_end=k == len(chunks[corrid]) - 1)
         got[corrid].append(out["output"])
-    for corrid, x in seqs.items():
-        if folder.config is not None:
-            want = eager_bare(folder, x)[0]
-        else:
-            zero = np.zeros((1, 2, 48), np.float32)
-            want = eager_demo(folder, x, zero, zero)[0]
-        np.testing.assert_allclose(np.concatenate(got[corrid], axis=1), want, atol=ATOL, rtol=0, err_msg=f"sequence {corrid}")
+    check_streams(folder, seqs, got)
 
 
 @pytest.mark.slow

@@ -155,3 +155,22 @@ def _run_stream(model: ServedModel, chunks: List[np.ndarray]) -> List[np.ndarray
             await model.close()
 
     return asyncio.run(main())
+
+
+@pytest.mark.parametrize("cell", ["peephole", "layernorm", "cell_gated"])
+def test_a_variant_cell_serves_batches_and_streams(tmp_path: Path, cell: str) -> None:
+    """The server needs nothing of a cell but its ONNX graph: mixed lengths padded, chunks carried."""
+    torch.manual_seed(0)
+    folder, _ = export_folder(deploy_lstm.LSTM(3, 4, cell=cell), tmp_path / cell, artifacts=["onnx"], lengths=True)
+    eager = folder.model_spec().model
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((t, 1, 3)).astype(np.float32) for t in (9, 6, 7)]
+    model = ServedModel(folder, ServeOptions(name="v"))
+    assert model.pads and model.stream_name == "v_stream"
+    results = _run(model, [(InferRequest({"input": x}), "v") for x in xs])
+    with torch.no_grad():
+        for x, got in zip(xs, results):
+            np.testing.assert_allclose(got["output"], eager(torch.from_numpy(x))[0].numpy(), rtol=0, atol=1e-5)
+        want = eager(torch.from_numpy(xs[0]))[0].numpy()
+    parts = _run_stream(ServedModel(folder, ServeOptions(name="demo")), [xs[0][:4], xs[0][4:]])
+    np.testing.assert_allclose(np.concatenate(parts), want, rtol=0, atol=1e-5)

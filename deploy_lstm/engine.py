@@ -374,11 +374,21 @@ class ServedModel:
     # -- running -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the batcher on the running event loop."""
+        """Start the batcher, and the sweep that drops idle sequences, on the running event loop."""
         self.batcher = Batcher(self)
         self.batcher.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="deploy-lstm-sequence-sweep")
+
+    async def _sweep(self) -> None:
+        """Idle sequences go even when no request comes (their state is freed, the gauge drops)."""
+        while True:
+            await asyncio.sleep(min(max(self.options.sequence_idle_s / 2, 0.1), 5.0))
+            self.sequences.expire()
 
     async def close(self) -> None:
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            sweeper.cancel()
         if self.batcher is not None:
             await self.batcher.close()
 

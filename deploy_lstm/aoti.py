@@ -1,8 +1,20 @@
 """AOTInductor export of a ``deploy_lstm.LSTM`` or a whole model: one ``.pt2`` package for Python or C++.
 
-The layers trace as ``scan`` (:func:`deploy_lstm.tracing.traceable` with
-``native_lstm=False``), so the package keeps a dynamic sequence length and batch
-size.  Load it with ``torch._inductor.aoti_load_package(path)(input, h0, c0[, lengths])``
+Each LSTM traces as one of two routes (:func:`deploy_lstm.tracing.traceable`), both
+keeping the sequence length and batch size dynamic:
+
+* ``fused`` (default where it fits: ``cell="lstm"``, any layers, directions,
+  projection, dtype, lengths): one call of the custom op ``deploy_lstm::fused_lstm``,
+  which runs aten's LSTM kernel, as fast as ``nn.LSTM``.  The process that runs the
+  package must have the op registered: in Python, importing ``deploy_lstm.tracing``
+  (which this module does) registers it; in C++, link ``serving/cpp/aoti``'s
+  ``deploy_lstm_ops`` library (as ``aoti_run`` does).
+* ``scan``: each direction as ``torch._higher_order_ops.scan`` (a while loop in the
+  compiled code, 2-3x slower than eager): the cell variants, or everything with
+  ``fused=False``.  Needs nothing but libtorch.
+
+The route each LSTM took is in the package metadata (``contract.META_ROUTES``).
+Load a package with ``torch._inductor.aoti_load_package(path)(input, h0, c0[, lengths])``
 or, in C++, ``torch::inductor::AOTIModelPackageLoader`` (see ``serving/cpp/aoti``).
 """
 
@@ -29,6 +41,7 @@ def export_aoti(
     model: nn.Module,
     path: str | os.PathLike,
     lengths: bool = False,
+    fused: bool = True,
     **graph: Unpack[GraphArgs],
 ) -> Path:
     """Compile ``model`` with AOTInductor into a ``.pt2`` package, atomically.
@@ -43,6 +56,9 @@ def export_aoti(
             mode; ``model`` is not changed).
         path: the ``.pt2`` file to write.
         lengths: bare LSTM: add the int64 ``lengths`` (batch,) input.
+        fused: run each LSTM with ``cell="lstm"`` through ``deploy_lstm::fused_lstm``
+            (aten's kernel; C++ needs the op library); ``False``: ``scan`` everywhere
+            (slower, plain libtorch).
         **graph: a whole model's call and names, as for ``export_onnx`` (:class:`GraphArgs`).
 
     Returns:
@@ -67,7 +83,8 @@ def export_aoti(
     else:
         metadata[contract.META_LSTMS] = json.dumps(configs, sort_keys=True)
     with atomic_path(path) as tmp, export_errors(f"AOTInductor export of {type(model).__name__}"), quiet_exporter():
-        copied, _ = traceable(model, "scan", native_lstm=False)
+        copied, routes = traceable(model, "scan", native_lstm=False, fused=fused)
+        metadata[contract.META_ROUTES] = json.dumps(routes, sort_keys=True)  # {submodule: "fused" | "scan"}
         graph = sig.wrap(copied).eval()
         program = torch.export.export(graph, sig.args, kwargs=sig.kwargs or None, dynamic_shapes=sig.dynamic_shapes())
         torch._inductor.aoti_compile_and_package(

@@ -118,7 +118,7 @@ def export_folder(
             cells = {m.cell for m in module.modules() if isinstance(m, LSTM)}
             w.add("torchscript", fused=torchscript == "fused" and cells <= {"lstm"})
         if "aoti" in artifacts:
-            with step("compiling model.pt2 (AOTInductor; about 30 s)"):
+            with step("compiling model.pt2 (AOTInductor; about 10 s)"):
                 paths["aoti"] = export_aoti(module, w.path("aoti"), lengths=lengths, **whole)  # type: ignore[arg-type]
             w.add("aoti")
         extra = {}

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import torch
 
 from . import contract
+from . import tracing  # noqa: F401 -- registers deploy_lstm::fused_lstm, which fused AOTInductor packages call
 from .contract import IOSpec, LSTMConfig, TensorSpec
 from .errors import ArtifactError, ConfigError, LSTMInputError, RuntimeUnavailable
 

@@ -16,6 +16,13 @@ The stand-ins (routes):
   the dynamo exporter; a while loop in AOTInductor).
 * ``loop``: each direction as a scripted loop (ONNX ``Loop`` through the TorchScript
   exporter).
+* ``fused``: the whole layer stack as one call of the custom op
+  ``deploy_lstm::fused_lstm``, which runs aten's LSTM kernel (``torch.lstm``, what
+  ``nn.LSTM`` runs).  Used by AOTInductor where that kernel fits (``cell="lstm"``):
+  the package calls the op by name, so a C++ process needs the same op registered
+  (``serving/cpp/aoti/fused_lstm_op.cpp``).  ``torch.export`` of ``aten::lstm`` itself
+  would fix the sequence length (pytorch/pytorch#115092, #123089); behind a custom op
+  with a fake kernel, T and N stay dynamic.
 
 The loop bodies call ``recurrence.py``'s cell step and mask rule, the same
 functions as the eager loop.
@@ -44,7 +51,7 @@ from .recurrence import (
     zero_past_end,
 )
 
-__all__ = ["route_for", "traceable", "module_tree_copy", "with_fused", "onnx_lstm"]
+__all__ = ["route_for", "traceable", "module_tree_copy", "with_fused", "onnx_lstm", "fused_lstm"]
 
 # --- the custom op that stands for one ONNX LSTM node --------------------------------
 
@@ -87,6 +94,56 @@ def onnx_lstm(
 def _onnx_lstm_fake(x, w, r, b, sequence_lens, initial_h, initial_c, hidden_size, bidirectional, p=None):  # type: ignore[no-untyped-def]
     y = x.new_empty(x.shape[0], w.shape[0], x.shape[1], hidden_size)
     return y, initial_h.new_empty(initial_h.shape), initial_c.new_empty(initial_c.shape)
+
+
+# --- the custom op that stands for a whole nn.LSTM layer stack ------------------------
+
+#: its schema, given explicitly (inferred from the signature, ``num_layers`` would be a
+#: ``SymInt``); the C++ registration (serving/cpp/aoti/fused_lstm_op.h) declares exactly this string
+FUSED_LSTM_SCHEMA = (
+    "deploy_lstm::fused_lstm(Tensor input, Tensor h0, Tensor c0, Tensor[] weights, Tensor? lengths, "
+    "bool has_biases, int num_layers, bool bidirectional) -> (Tensor, Tensor, Tensor)"
+)
+
+
+@torch.library.custom_op(
+    "deploy_lstm::fused_lstm", mutates_args=(), schema=FUSED_LSTM_SCHEMA[len("deploy_lstm::fused_lstm") :]
+)
+def fused_lstm(
+    input: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    weights: List[Tensor],
+    lengths: Optional[Tensor],
+    has_biases: bool,
+    num_layers: int,
+    bidirectional: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """nn.LSTM's layer stack in eval mode (aten::lstm), time-major.
+
+    input (T, N, I); h0 (L*D, N, P) with P = proj_size or hidden_size; c0 (L*D, N, H);
+    weights in nn.LSTM's ``_flat_weights`` order; lengths None or int64 (N,), each in
+    1..T, through a packed batch exactly as ``LSTM._forward_fused`` (zeros past each
+    length, states at each sequence's last step).  Returns output (T, N, D*P), h_n, c_n.
+    """
+    if lengths is None:
+        out, h_n, c_n = torch.lstm(input, [h0, c0], weights, has_biases, num_layers, 0.0, False, bidirectional, False)
+        return out, h_n, c_n
+    sorted_lengths, order = torch.sort(lengths.cpu(), descending=True)
+    order = order.to(input.device)
+    data, batch_sizes = torch._pack_padded_sequence(input.index_select(1, order), sorted_lengths, False)
+    hx = [h0.index_select(1, order), c0.index_select(1, order)]
+    out, h_n, c_n = torch.lstm(data, batch_sizes, hx, weights, has_biases, num_layers, 0.0, False, bidirectional)
+    padded, _ = torch._pad_packed_sequence(out, batch_sizes, False, 0.0, input.size(0))  # (T, N, D*P)
+    inverse = torch.argsort(order)
+    return padded.index_select(1, inverse), h_n.index_select(1, inverse), c_n.index_select(1, inverse)
+
+
+@fused_lstm.register_fake
+def _fused_lstm_fake(input, h0, c0, weights, lengths, has_biases, num_layers, bidirectional):  # type: ignore[no-untyped-def]
+    D = 2 if bidirectional else 1
+    out = input.new_empty(input.shape[0], input.shape[1], D * h0.shape[2])  # (T, N, D*P)
+    return out, h0.new_empty(h0.shape), c0.new_empty(c0.shape)
 
 
 # --- one direction as a graph loop ----------------------------------------------------
@@ -246,12 +303,24 @@ class _NativeLSTM(_TracedLSTM):
         return inp, torch.cat(h_n), torch.cat(c_n)
 
 
-_STAND_INS = {cls.route: cls for cls in (_NativeLSTM, _ScanLSTM, _LoopLSTM)}
+class _FusedLSTM(_TracedLSTM):
+    """The whole layer stack as one ``deploy_lstm::fused_lstm`` (aten::lstm) call."""
+
+    route = "fused"
+
+    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
+        return torch.ops.deploy_lstm.fused_lstm(x, h0, c0, weights, lengths, self.bias, self.num_layers, self.bidirectional)
 
 
-def route_for(lstm: LSTM, loop: str, native_lstm: bool = True) -> str:
-    """The route an exporter takes for ``lstm``: ``native`` where the ONNX op fits (nn.LSTM's
-    cell or peepholes, no projection, float32), else ``loop``."""
+_STAND_INS = {cls.route: cls for cls in (_NativeLSTM, _ScanLSTM, _LoopLSTM, _FusedLSTM)}
+
+
+def route_for(lstm: LSTM, loop: str, native_lstm: bool = True, fused: bool = False) -> str:
+    """The route an exporter takes for ``lstm``: ``fused`` when asked for and aten's kernel
+    fits (nn.LSTM's cell, any layers, directions, projection, dtype); else ``native`` where
+    the ONNX op fits (nn.LSTM's cell or peepholes, no projection, float32); else ``loop``."""
+    if fused and lstm.cell == "lstm":
+        return "fused"
     fits = lstm.cell in ("lstm", "peephole") and lstm.proj_size == 0
     if native_lstm and fits and lstm.weight_ih_l0.dtype == torch.float32:
         return "native"
@@ -305,7 +374,9 @@ def module_tree_copy(model: nn.Module, replace: Callable[[nn.Module], Optional[n
     return visit(model).eval()
 
 
-def traceable(model: nn.Module, loop: str, native_lstm: bool = True) -> Tuple[nn.Module, Dict[str, str]]:
+def traceable(
+    model: nn.Module, loop: str, native_lstm: bool = True, fused: bool = False
+) -> Tuple[nn.Module, Dict[str, str]]:
     """The module an exporter should trace in place of ``model``.
 
     Args:
@@ -314,6 +385,8 @@ def traceable(model: nn.Module, loop: str, native_lstm: bool = True) -> Tuple[nn
             (torch.export: the dynamo exporter, AOTInductor) or ``"loop"`` (the
             TorchScript exporter).
         native_lstm: use the ``native`` route where it fits.
+        fused: use the ``fused`` route (one ``deploy_lstm::fused_lstm`` call) where it
+            fits, before any other; for AOTInductor only (ONNX has no such op).
 
     Returns:
         (the copy to trace, {submodule name: route}).
@@ -322,7 +395,7 @@ def traceable(model: nn.Module, loop: str, native_lstm: bool = True) -> Tuple[nn
         raise ValueError(f"unknown loop route {loop!r}; expected 'scan' or 'loop'")
 
     def stand_in(lstm: LSTM) -> nn.Module:
-        new = _shallow_copy(lstm, _STAND_INS[route_for(lstm, loop, native_lstm)])
+        new = _shallow_copy(lstm, _STAND_INS[route_for(lstm, loop, native_lstm, fused)])
         if isinstance(new, _NativeLSTM):
             new._prepare()
         return new

@@ -1,16 +1,18 @@
 """AOTInductor packages: dynamic sequence and batch, checked against nn.LSTM.
 
-A bare LSTM and a whole model (the language model of export/export_language_model.py)
-are each compiled once per session (about 30 s each on 2 cores) and run -- in Python
-and through the C++ runner serving/cpp/aoti -- at shapes other than the export
-example (T=7, N=3).
+Bare LSTMs and whole models (the language model of export/export_language_model.py,
+a model mixing both routes) are each compiled once per session (5-10 s each with the
+``fused`` route, about 25 s with ``scan``, on 2 cores) and run -- in Python and
+through the C++ runner serving/cpp/aoti -- at shapes other than the export example.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import List
 
@@ -19,9 +21,10 @@ import pytest
 import torch
 
 import deploy_lstm
-from deploy_lstm import LSTM
+from deploy_lstm import LSTM, contract
 from deploy_lstm.aoti import export_aoti
 from deploy_lstm.errors import ExportError
+from deploy_lstm.tracing import FUSED_LSTM_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -268,3 +271,181 @@ def test_cpp_runner_bad_tensor_file(compiled, aoti_run: Path, tmp_path: Path) ->
                            str(tmp_path / "h.bin"), str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "shape (4, 2, 5) of float32 needs 160 data bytes, got 156" in proc.stderr
+
+
+# --- the two routes: "fused" (deploy_lstm::fused_lstm, aten's kernel) and "scan" ------------
+
+
+def _routes(path: Path) -> dict:
+    return json.loads(torch._inductor.aoti_load_package(str(path)).get_metadata()[contract.META_ROUTES])
+
+
+def test_fused_op_schema_is_the_declared_one() -> None:
+    """The C++ registration copies FUSED_LSTM_SCHEMA: the Python op must have exactly that schema."""
+    assert str(torch.ops.deploy_lstm.fused_lstm.default._schema) == FUSED_LSTM_SCHEMA
+    assert FUSED_LSTM_SCHEMA in (CPP_DIR / "fused_lstm_op.h").read_text().replace('"\n    "', "")
+
+
+def test_default_packages_take_the_fused_route(compiled, compiled_proj, lm_package) -> None:  # type: ignore[no-untyped-def]
+    assert _routes(compiled[0]) == {"": "fused"}
+    assert _routes(compiled_proj[1]) == {"": "fused"}
+    assert _routes(lm_package[1]) == {"rnn": "fused"}
+
+
+ROUTE_CASES = [
+    ("lstm", True, "fused"), ("lstm", False, "scan"), ("peephole", True, "scan"), ("layernorm", True, "scan"),
+    ("cell_gated", True, "scan"),
+]
+
+
+@pytest.mark.parametrize("cell, fused, route", ROUTE_CASES, ids=[f"{c}-{'fused' if f else 'scan'}" for c, f, _ in ROUTE_CASES])
+def test_route_recorded_in_metadata(monkeypatch, tmp_path: Path, cell: str, fused: bool, route: str) -> None:  # type: ignore[no-untyped-def]
+    """Variant cells have no aten kernel: scan.  fused=False forces scan.  (Compile stubbed: metadata only.)"""
+    seen = {}
+
+    def fake_compile(program, package_path, inductor_configs):  # type: ignore[no-untyped-def]
+        seen.update(inductor_configs["aot_inductor.metadata"])
+        seen["targets"] = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+        Path(package_path).write_bytes(b"")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_compile)
+    export_aoti(LSTM(3, 4, num_layers=2, cell=cell), tmp_path / "m.pt2", lengths=True, fused=fused)
+    assert json.loads(seen[contract.META_ROUTES]) == {"": route}
+    assert ("deploy_lstm.fused_lstm.default" in seen["targets"]) == (route == "fused"), seen["targets"]
+
+
+@pytest.fixture(scope="session")
+def compiled_f64(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """float64, 2 layers, bidirectional, projection, lengths: (model, package)."""
+    torch.manual_seed(2)
+    model = LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True, proj_size=3).double().eval()
+    return model, export_aoti(model, tmp_path_factory.mktemp("aoti-f64") / "model.pt2", lengths=True)
+
+
+def _packed_reference(model: LSTM, x, h0, c0, lengths):  # type: ignore[no-untyped-def]
+    """nn.LSTM with ``model``'s weights on the packed batch, padded back to T (time-major)."""
+    ref = model.to_torch().eval()
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out_p, (hn, cn) = ref(packed, (h0, c0))
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_p, total_length=x.size(0))
+    return out, hn, cn
+
+
+def _f64_case(T: int, N: int, seed: int, pad_past_lengths):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (N,), generator=g)
+    lengths[0] = T
+    x = pad_past_lengths(torch.randn(T, N, INPUT_SIZE, generator=g, dtype=torch.float64), lengths)
+    h0 = torch.randn(4, N, 3, generator=g, dtype=torch.float64)
+    c0 = torch.randn(4, N, HIDDEN_SIZE, generator=g, dtype=torch.float64)
+    return x, h0, c0, lengths
+
+
+@pytest.mark.parametrize("T, N", [(13, 6), (1, 1), (4, 9)])
+def test_fused_float64_with_lengths_matches_nn_lstm(compiled_f64, pad_past_lengths, tol, T: int, N: int) -> None:  # type: ignore[no-untyped-def]
+    model, path = compiled_f64
+    runner = torch._inductor.aoti_load_package(str(path))
+    x, h0, c0, lengths = _f64_case(T, N, T * 10 + N, pad_past_lengths)
+    got = runner(x, h0, c0, lengths)
+    for name, g, e in zip(("output", "hn", "cn"), got, _packed_reference(model, x, h0, c0, lengths)):
+        assert g.dtype == torch.float64 and torch.isfinite(g).all(), name
+        torch.testing.assert_close(g, e, **tol(torch.float64), msg=lambda m, k=name: f"{k}: {m}")
+
+
+def test_cpp_runner_fused_float64_with_lengths(compiled_f64, aoti_run: Path, tmp_path: Path, pad_past_lengths, tol) -> None:  # type: ignore[no-untyped-def]
+    model, path = compiled_f64
+    x, h0, c0, lengths = _f64_case(11, 5, 7, pad_past_lengths)
+    files = []
+    for name, t in (("input.f64", x), ("h0.f64", h0), ("c0.f64", c0), ("lengths.i64", lengths)):
+        files.append(tmp_path / name)
+        _write(files[-1], t)
+    proc = subprocess.run([str(aoti_run), str(path), *map(str, files), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for i, e in enumerate(_packed_reference(model, x, h0, c0, lengths)):
+        torch.testing.assert_close(_read(tmp_path / f"out{i}.f64"), e, **tol(torch.float64))
+
+
+def test_cpp_runner_fused_nan_padding_with_projection(compiled_proj, aoti_run: Path, tmp_path: Path, pad_past_lengths) -> None:  # type: ignore[no-untyped-def]
+    """compiled_proj (batch_first, projection, lengths) in C++: NaN/inf past each length change nothing."""
+    model, path = compiled_proj
+    N, T = 5, 12
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.tensor([12, 1, 7, 3, 12])
+    x = pad_past_lengths(torch.randn(N, T, INPUT_SIZE, generator=g), lengths, batch_first=True)
+    h0, c0 = torch.randn(2, N, 4, generator=g), torch.randn(2, N, HIDDEN_SIZE, generator=g)
+    files = []
+    for name, t in (("input.bin", x), ("h0.bin", h0), ("c0.bin", c0), ("lengths.i64", lengths)):
+        files.append(tmp_path / name)
+        _write(files[-1], t)
+    proc = subprocess.run([str(aoti_run), str(path), *map(str, files), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out, hn, cn = _packed_reference(model, x.transpose(0, 1), h0, c0, lengths)
+    for i, e in enumerate((out.transpose(0, 1), hn, cn)):
+        got = _read(tmp_path / f"out{i}.bin")
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, e, atol=1e-5, rtol=0)
+
+
+class _TwoRoutes(torch.nn.Module):
+    """An encoder LSTM (fused) feeding a peephole LSTM (no aten kernel: scan)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
+        self.decoder = LSTM(2 * HIDDEN_SIZE, HIDDEN_SIZE, cell="peephole")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.encoder(x)
+        z, _ = self.decoder(y)
+        return z
+
+
+@pytest.fixture(scope="session")
+def two_routes(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """(eager model, package): one LSTM of each route in one package."""
+    torch.manual_seed(3)
+    model = _TwoRoutes().eval()
+    path = export_aoti(
+        model, tmp_path_factory.mktemp("aoti-two") / "model.pt2", example_inputs=(torch.randn(7, 3, INPUT_SIZE),),
+        input_names=["x"], output_names=["z"], dynamic_axes={"x": {0: "sequence", 1: "batch"}},
+    )
+    return model, path
+
+
+def test_cpp_runner_runs_both_routes_in_one_package(two_routes, aoti_run: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, path = two_routes
+    assert _routes(path) == {"decoder": "scan", "encoder": "fused"}
+    x = torch.randn(10, 4, INPUT_SIZE, generator=torch.Generator().manual_seed(5))
+    _write(tmp_path / "x.bin", x)
+    proc = subprocess.run([str(aoti_run), str(path), str(tmp_path / "x.bin"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(_read(tmp_path / "out0.bin"), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch._inductor.aoti_load_package(str(path))(x), expected, atol=1e-5, rtol=0)
+
+
+_FRESH_PROCESS = """
+import sys, numpy as np
+{imports}
+from deploy_lstm.runtime import AotiPackage
+p = AotiPackage(sys.argv[1])
+out = p.run({{"input": np.zeros((3, 2, 5), np.float32), "h0": np.zeros((2, 2, 6), np.float32),
+             "c0": np.zeros((2, 2, 6), np.float32)}})
+print(out["output"].shape)
+"""
+
+
+@pytest.mark.parametrize("imports", [
+    "import deploy_lstm.tracing  # registers deploy_lstm::fused_lstm",
+    "",  # deploy_lstm.runtime registers it itself
+], ids=["tracing-imported", "runtime-alone"])
+def test_fresh_python_process_runs_fused_package(compiled, imports: str) -> None:  # type: ignore[no-untyped-def]
+    """A Python process that only loads packages needs the op registered (the C++ runner links it)."""
+    proc = subprocess.run([sys.executable, "-c", _FRESH_PROCESS.format(imports=imports), str(compiled[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "(3, 2, 12)" in proc.stdout, proc.stderr[-2000:]

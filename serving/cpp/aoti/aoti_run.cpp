@@ -10,12 +10,17 @@
 // package's order: <OUT_PREFIX>0.bin, <OUT_PREFIX>1.bin, ... (.f64 / .i64 for float64 /
 // int64 outputs).
 //
+// A package whose LSTMs took the "fused" route (metadata "deploy_lstm.lstm_ops") calls the
+// custom op deploy_lstm::fused_lstm, registered by libdeploy_lstm_ops (fused_lstm_op.cpp),
+// which this runner links; a "scan" package needs nothing but libtorch.
+//
 // When the package carries deploy_lstm's I/O contract (metadata "deploy_lstm.io"), the
 // inputs are checked against it before running: count, dtype, rank, fixed sizes, and
 // one size per named axis (every "batch" the same).
 //
 // Exit status: 0 on success, 2 on bad command-line arguments (with the usage line),
 // 1 on any other error, with one "error: ..." line on stderr.
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
 
@@ -46,6 +51,8 @@ constexpr const char* kUsage =
     "  OUT_PREFIX  outputs go to OUT_PREFIX0.bin, OUT_PREFIX1.bin, ... (.f64 / .i64 for float64 / int64)\n";
 
 constexpr int64_t kMaxRank = 16;
+
+constexpr const char* kFusedOp = "deploy_lstm::fused_lstm";
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -145,6 +152,13 @@ int run(const Args& args) {
     loader.emplace(args.package);
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
+    // A "fused" package in a runner built without libdeploy_lstm_ops: name the op and the ways out.
+    if (what.find(kFusedOp) != std::string::npos && !c10::Dispatcher::singleton().findSchema({kFusedOp, ""})) {
+      throw deploy_lstm::ModelLoadError("'" + args.package + "' calls the custom op " + kFusedOp +
+                                        " (the \"fused\" LSTM route), which this runner does not register: link "
+                                        "libdeploy_lstm_ops (serving/cpp/aoti) or re-export with "
+                                        "deploy_lstm.export_aoti(..., fused=False)");
+    }
     throw deploy_lstm::ModelLoadError("cannot load '" + args.package + "' as an AOTInductor package: " +
                                       what.substr(0, what.find('\n')));
   }
@@ -152,6 +166,7 @@ int run(const Args& args) {
   // The I/O contract, when the package carries one: names for messages, checks before running.
   std::optional<deploy_lstm::IoSpec> io;
   const auto metadata = loader->get_metadata();
+
   if (const auto it = metadata.find(deploy_lstm::kMetaIo); it != metadata.end())
     io = deploy_lstm::parse_io_spec(it->second, "'" + args.package + "' metadata");
   if (io && io->inputs.size() != args.inputs.size()) {

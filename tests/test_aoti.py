@@ -353,16 +353,21 @@ def test_fused_float64_with_lengths_matches_nn_lstm(compiled_f64, pad_past_lengt
         torch.testing.assert_close(g, e, **tol(torch.float64), msg=lambda m, k=name: f"{k}: {m}")
 
 
+def _run_cpp(aoti_run: Path, package: Path, tmp_path: Path, inputs: dict) -> None:
+    """aoti_run on the named tensor files (the extension gives the dtype); outputs go to tmp_path/out{i}.*"""
+    files = []
+    for name, t in inputs.items():
+        files.append(tmp_path / name)
+        _write(files[-1], t)
+    proc = subprocess.run([str(aoti_run), str(package), *map(str, files), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_cpp_runner_fused_float64_with_lengths(compiled_f64, aoti_run: Path, tmp_path: Path, pad_past_lengths, tol) -> None:  # type: ignore[no-untyped-def]
     model, path = compiled_f64
     x, h0, c0, lengths = _f64_case(11, 5, 7, pad_past_lengths)
-    files = []
-    for name, t in (("input.f64", x), ("h0.f64", h0), ("c0.f64", c0), ("lengths.i64", lengths)):
-        files.append(tmp_path / name)
-        _write(files[-1], t)
-    proc = subprocess.run([str(aoti_run), str(path), *map(str, files), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    _run_cpp(aoti_run, path, tmp_path, {"input.f64": x, "h0.f64": h0, "c0.f64": c0, "lengths.i64": lengths})
     for i, e in enumerate(_packed_reference(model, x, h0, c0, lengths)):
         torch.testing.assert_close(_read(tmp_path / f"out{i}.f64"), e, **tol(torch.float64))
 
@@ -375,13 +380,7 @@ def test_cpp_runner_fused_nan_padding_with_projection(compiled_proj, aoti_run: P
     lengths = torch.tensor([12, 1, 7, 3, 12])
     x = pad_past_lengths(torch.randn(N, T, INPUT_SIZE, generator=g), lengths, batch_first=True)
     h0, c0 = torch.randn(2, N, 4, generator=g), torch.randn(2, N, HIDDEN_SIZE, generator=g)
-    files = []
-    for name, t in (("input.bin", x), ("h0.bin", h0), ("c0.bin", c0), ("lengths.i64", lengths)):
-        files.append(tmp_path / name)
-        _write(files[-1], t)
-    proc = subprocess.run([str(aoti_run), str(path), *map(str, files), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    _run_cpp(aoti_run, path, tmp_path, {"input.bin": x, "h0.bin": h0, "c0.bin": c0, "lengths.i64": lengths})
     out, hn, cn = _packed_reference(model, x.transpose(0, 1), h0, c0, lengths)
     for i, e in enumerate((out.transpose(0, 1), hn, cn)):
         got = _read(tmp_path / f"out{i}.bin")

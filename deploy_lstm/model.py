@@ -124,10 +124,13 @@ class LSTM(_FlatWeights):
         bidirectional: add a reverse direction to every layer.
         proj_size: project ``h`` to this size (LSTMP); 0 disables.
         device, dtype: factory arguments for the parameters.
-        fused: (keyword-only, not in nn.LSTM) run ``aten::lstm``, the kernel nn.LSTM
-            uses, instead of the static time loop; in eager mode and inside TorchScript.
-            Fixed when the module is scripted.  ONNX/AOTInductor export always uses
-            their own graphs, whatever this flag says.  Only for ``cell="lstm"``.
+        fused: (keyword-only, not in nn.LSTM) ``True``: run ``aten::lstm``, the kernel
+            nn.LSTM uses, instead of the static time loop, in eager mode and inside
+            TorchScript; ``False``: the loop everywhere.  ``None`` (the default): the loop in
+            eager mode, ``aten::lstm`` once scripted (``torch.jit.script(lstm)`` gets nn.LSTM's
+            speed; both paths are checked against nn.LSTM).  Fixed when the module is
+            scripted.  ONNX/AOTInductor export always uses their own graphs, whatever this
+            flag says.  Only ``cell="lstm"`` has a kernel: a variant always runs the loop.
         cell: (keyword-only, not in nn.LSTM) ``"lstm"`` (nn.LSTM's cell, the default),
             ``"peephole"`` (the ONNX ``LSTM`` operator's peepholes, ``weight_ph_l{k}``),
             ``"layernorm"`` (layer-normalised gates and cell state, ``ln_*_l{k}``) or
@@ -148,6 +151,7 @@ class LSTM(_FlatWeights):
         "num_directions",
         "_weights_per_cell",
         "fused",
+        "script_fused",
         "cell",
         "_cell",
     ]
@@ -165,6 +169,7 @@ class LSTM(_FlatWeights):
     num_directions: int
     _weights_per_cell: int
     fused: bool
+    script_fused: bool
     cell: str
     _cell: int
     _flat_weights: List[Tensor]
@@ -182,7 +187,7 @@ class LSTM(_FlatWeights):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
         *,
-        fused: bool = False,
+        fused: Optional[bool] = None,
         cell: str = "lstm",
     ) -> None:
         super().__init__()
@@ -248,6 +253,7 @@ class LSTM(_FlatWeights):
         self.proj_size = proj_size
         self.num_directions = 2 if bidirectional else 1
         self.fused = bool(fused)
+        self.script_fused = (fused is None or bool(fused)) and cell == "lstm"  # what runs once scripted
         self.cell = cell
         self._cell = code
 
@@ -440,6 +446,9 @@ class LSTM(_FlatWeights):
         ``fused``.  An exporter's stand-in (``tracing.py``) overrides this method."""
         if self.fused:
             return self._forward_fused(x, h0, c0, weights, lengths)
+        if torch.jit.is_scripting():
+            if self.script_fused:  # a constant of the scripted module
+                return self._forward_fused(x, h0, c0, weights, lengths)
         mask: Optional[Tensor] = None
         if lengths is not None:
             mask = length_mask(x.size(0), lengths, x.device)  # (T, N, 1)

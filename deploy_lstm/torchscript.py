@@ -67,4 +67,4 @@ def export_torchscript(
 
 def _fused(lstm: LSTM, fused: Optional[bool]) -> bool:
     """Whether ``lstm`` runs aten::lstm in the scripted model: only nn.LSTM's cell can."""
-    return (lstm.fused if fused is None else bool(fused)) and lstm.cell == "lstm"
+    return (lstm.script_fused if fused is None else bool(fused)) and lstm.cell == "lstm"

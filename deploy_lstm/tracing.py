@@ -346,6 +346,7 @@ def with_fused(lstm: LSTM, fused: bool) -> LSTM:
     """A copy of ``lstm`` sharing its parameters, running aten::lstm (``True``) or the loop."""
     new = _shallow_copy(lstm)
     new.fused = fused
+    new.script_fused = fused
     return new  # type: ignore[return-value]
 
 

@@ -81,3 +81,25 @@ def test_fused_checks_inputs_like_the_loop():
         fused(torch.randn(5, 2, 3), lengths=torch.tensor([5, 0]))
     with pytest.raises(ValueError, match=r"input.size\(-1\) must be equal to input_size"):
         fused(torch.randn(5, 2, 4))
+
+
+def _ops_run(module: torch.nn.Module, x: torch.Tensor) -> set:
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        module(x)
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize("fused,cell,kernel", [
+    (None, "lstm", True),  # the default: scripting gives nn.LSTM's kernel
+    (True, "lstm", True),
+    (False, "lstm", False),  # the loop stays selectable
+    (None, "peephole", False),  # a variant has no aten kernel
+])
+def test_what_a_scripted_module_runs(fused, cell, kernel) -> None:
+    torch.manual_seed(0)
+    model = LSTM(3, 5, num_layers=2, fused=fused, cell=cell).eval()
+    x = torch.randn(6, 2, 3)
+    assert "aten::lstm" not in _ops_run(model, x) or fused is True  # eager: the loop unless fused=True
+    scripted = torch.jit.script(model)
+    assert ("aten::lstm" in _ops_run(scripted, x)) == kernel
+    torch.testing.assert_close(scripted(x), model(x), atol=1e-6, rtol=0)

@@ -26,7 +26,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
-import math
 import time
 from collections import OrderedDict
 from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
@@ -35,7 +34,7 @@ import numpy as np
 
 from . import contract
 from .contract import IOSpec, TensorSpec, batch_axis, sequence_axis, state_pairs
-from .errors import ConfigError, InvalidRequest, LSTMInputError, ModelNotFound, ServerBusy
+from .errors import ConfigError, InvalidRequest, ModelNotFound, ServerBusy
 from .folder import ExportFolder
 from .metrics import ServerMetrics
 from .protocol import InferRequest, SequenceId, datatype_of, sequence_key

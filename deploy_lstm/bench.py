@@ -56,6 +56,8 @@ from .folder import ExportFolder, load
 from .runtime import AotiPackage, OnnxLSTM
 from .validation import TorchLSTMGraph, artifact_runner, inputs_at, module_runner
 from .model import LSTM
+from . import recommend
+from .bench_memory import measure_memory, memory_markdown
 from .bench_backends import (
     BACKENDS,
     EAGER,
@@ -67,6 +69,8 @@ from .bench_backends import (
     ORT_TS,
     TS_FUSED,
     TS_LOOP,
+    TS_USER,
+    AOTI,
     Runner,
     Shape,
     Sources,
@@ -84,6 +88,8 @@ __all__ = [
     "EAGER",
     "TS_LOOP",
     "TS_FUSED",
+    "TS_USER",
+    "AOTI",
     "ORT_DYNAMO",
     "ORT_TS",
     "ORT_NN",
@@ -524,6 +530,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for results.{json,md,png}")
     parser.add_argument("--threads", type=int, default=None, help="threads for torch and onnxruntime (default: all cores)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per configuration and shape (default 7; --quick 3)")
+    parser.add_argument("--allow-int8", action="store_true",
+                        help="let the int8 model be recommended (by default only artifacts exact to float32 tolerance are)")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the memory measurements of an export folder (a fresh process per artifact: about 5 s each)")
+    parser.add_argument("--no-record", dest="record", action="store_false",
+                        help="do not record the recommendation in the export folder")
     parser.add_argument("--retries", type=int, default=None,
                         help="measure a case again when other processes used over 5%% of the CPU meanwhile (default 2; --quick 0)")
 
@@ -544,6 +556,8 @@ def _folder_sources(path: Path) -> Tuple[LSTMConfig, Sources]:
         sources.torchscript = (bool(folder.artifacts["torchscript"].details.get("fused", False)), folder.file("torchscript"))
     if folder.has("onnx-int8"):
         sources.int8 = folder.file("onnx-int8")
+    if folder.has("aoti"):
+        sources.aoti = folder.file("aoti")
     return cfg, sources
 
 
@@ -671,23 +685,53 @@ def benchmark_model(
     }
 
 
+def record_recommendation(folder: ExportFolder, res: Dict[str, Any], *, allow_int8: bool = False,
+                          write: bool = True) -> Dict[str, Any]:
+    """Recommend an artifact per target from ``res`` (a benchmark of ``folder``), store it in
+    ``res["recommendation"]`` and, with ``write``, in the export folder (``ExportFolder.record``)."""
+    rec = recommend.recommend(res, list(folder.artifacts), folder.report, allow_int8=allow_int8)
+    res["recommendation"] = rec
+    if write:
+        folder.record("recommendation", rec)
+    return rec
+
+
 def run(args: argparse.Namespace) -> int:
-    """``deploy-lstm bench``: measure, write ``results.{json,md,png}`` to ``--out``, print the table."""
-    if args.dir is not None and not args.config:
-        folder = load(args.dir)
-        if folder.config is None:  # a whole model: its artifacts at two shapes
-            res = benchmark_model(folder, threads=args.threads, rounds=args.rounds or (3 if args.quick else 7))
-            paths = write_model_results(res, args.out)
-            print(model_markdown(res))
-            print("wrote " + ", ".join(str(p) for p in paths.values()))
-            return 0
+    """``deploy-lstm bench``: measure, write ``results.{json,md,png}`` to ``--out``, print the table.
+
+    On an export folder it ends with a recommendation per target (:mod:`deploy_lstm.recommend`),
+    recorded in the export folder unless ``--no-record``.
+    """
+    folder = load(args.dir) if args.dir is not None and not args.config else None
+    sections: List[str] = []
+
+    def memory(res: Dict[str, Any]) -> None:  # after the timings: its processes would disturb them
+        if folder is not None and args.memory:
+            log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+            res["memory"] = measure_memory(folder.path, log=log)
+            sections.append(memory_markdown(res["memory"]))
+
+    if folder is not None and folder.config is None:  # a whole model: its artifacts at two shapes
+        res = benchmark_model(folder, threads=args.threads, rounds=args.rounds or (3 if args.quick else 7))
+        rec = record_recommendation(folder, res, allow_int8=args.allow_int8, write=args.record)
+        sections.append(recommend.to_markdown(rec))
+        memory(res)
+        paths = write_model_results(res, args.out, sections=sections)
+        print(model_markdown(res, sections))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        return 0
 
     def save(res: Dict[str, Any]) -> None:
         write_results(res, args.out)
 
     res = measure(args, checkpoint=save)
-    paths = write_results(res, args.out)
-    print(to_markdown(res))
+    if folder is not None:
+        rec = record_recommendation(folder, res, allow_int8=args.allow_int8, write=args.record)
+        sections.append(recommend.to_markdown(rec))
+        memory(res)
+    paths = write_results(res, args.out, sections=sections)
+    print(to_markdown(res, sections))
     print("wrote " + ", ".join(str(p) for p in paths.values() if p))
+    if folder is not None and args.record:
+        print(f"recorded the recommendation in the export folder {folder.path}")
     return 0
-

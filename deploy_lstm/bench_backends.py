@@ -27,12 +27,14 @@ from .errors import ExportError
 from .exporting import quiet_exporter
 from .folder import FILES
 from .model import LSTM
+from .aoti import export_aoti
 from .onnx_export import export_onnx, graph_ops
 from .quantize import QUANTIZED_LSTM, quantize_int8
+from .runtime import AotiPackage
 from .torchscript import export_torchscript
 
 __all__ = [
-    "NN", "EAGER", "TS_LOOP", "TS_FUSED", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8", "BACKENDS", "NOT_FLOAT32",
+    "NN", "EAGER", "TS_LOOP", "TS_FUSED", "TS_USER", "AOTI", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8", "BACKENDS", "NOT_FLOAT32",
     "ORT_EXPORTERS", "Shape", "Inputs", "make_inputs", "Sources", "build_backends", "export_nn_lstm", "torch_runner",
     "ort_runner", "Runner",
 ]
@@ -42,11 +44,13 @@ NN = "nn.LSTM eager"
 EAGER = "deploy_lstm eager"
 TS_LOOP = "deploy_lstm torchscript"
 TS_FUSED = "deploy_lstm torchscript (fused)"
+TS_USER = "torch.jit.script(deploy_lstm.LSTM)"  # as a user scripts it, in memory: the defaults decide what runs
+AOTI = "aotinductor (.pt2)"
 ORT_DYNAMO = "ort: ours (dynamo)"
 ORT_TS = "ort: ours (torchscript)"
 ORT_NN = "ort: nn.LSTM export"
 ORT_INT8 = "ort: ours int8"
-BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8]
+BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, TS_USER, AOTI, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8]
 ORT_EXPORTERS = {ORT_DYNAMO: "dynamo", ORT_TS: "torchscript"}
 
 #: backends that do not compute in float32: their GFLOP/s are float-equivalent (the same
@@ -187,6 +191,30 @@ def ort_runner(session: ort.InferenceSession) -> Callable[[Inputs], Runner]:
     return make
 
 
+def aoti_runner(package: AotiPackage) -> Callable[[Inputs], Runner]:
+    """Calls the compiled model on tensors, as a Python user of the ``.pt2`` does (no numpy round trip)."""
+    run = package.runner.loader.boxed_run  # flat tensors in (the list is consumed), flat outputs
+    lengths = LENGTHS in package.input_names
+
+    def make(inp: Inputs) -> Runner:
+        x, h0, c0 = inp.tensors
+        N = inp.shape.batch
+        if not inp.shape.stream:
+            full = [torch.full((N,), inp.shape.steps, dtype=torch.int64)] if lengths else []
+            return lambda: run([x, h0, c0, *full])
+        steps = inp.steps(x)
+        one = [torch.ones(N, dtype=torch.int64)] if lengths else []
+
+        def stream() -> None:
+            h, c = h0, c0
+            for xt in steps:
+                _, h, c = run([xt, h, c, *one])
+
+        return stream
+
+    return make
+
+
 @dataclasses.dataclass
 class Sources:
     """Where the artifacts come from: exported here, or an export folder's files."""
@@ -195,6 +223,7 @@ class Sources:
     onnx: Optional[Tuple[str, Path]] = None  # (exporter, path)
     torchscript: Optional[Tuple[bool, Path]] = None  # (fused, path)
     int8: Optional[Path] = None
+    aoti: Optional[Path] = None
     folder: Optional[Path] = None
 
 
@@ -258,6 +287,15 @@ def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Source
 
     attempt(TS_LOOP, lambda: ts(False))
     attempt(TS_FUSED, lambda: ts(True))
+    # not an artifact: what torch.jit.script gives a user who never heard of fused=
+    attempt(TS_USER, lambda: torch_runner(torch.jit.script(ours), native=False))
+
+    def aoti() -> Union[Callable[[Inputs], Runner], Unavailable]:
+        if sources.folder is not None:
+            return aoti_runner(AotiPackage(sources.aoti)) if sources.aoti is not None else missing(AOTI, "aoti")
+        return aoti_runner(AotiPackage(export_aoti(ours, workdir / "model.pt2")))
+
+    attempt(AOTI, aoti)
     onnx_paths: Dict[str, Path] = {}
     if sources.onnx is not None:
         onnx_paths[sources.onnx[0]] = sources.onnx[1]

@@ -189,7 +189,7 @@ def write_results(res: Dict[str, Any], out: Path, stem: str = "results", section
 # --- a whole model ------------------------------------------------------------------------
 
 
-def model_markdown(res: Dict[str, Any]) -> str:
+def model_markdown(res: Dict[str, Any], sections: Sequence[str] = ()) -> str:
     """``bench.benchmark_model``'s results: backend × shape, median ms (ratio to the original)."""
     s, m = res["settings"], res["machine"]
     lines = [
@@ -211,15 +211,15 @@ def model_markdown(res: Dict[str, Any]) -> str:
                 ratio = f" ({r['ratio_vs_original']:.2f}x)" if "ratio_vs_original" in r else ""
                 cells.append(f"{r['median_ms']:.3f}{ratio} [{r['p10_ms']:.3f}-{r['p90_ms']:.3f}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + [s.rstrip("\n") + "\n" for s in sections]).rstrip("\n") + "\n"
 
 
-def write_model_results(res: Dict[str, Any], out: Path, stem: str = "results") -> Dict[str, Path]:
+def write_model_results(res: Dict[str, Any], out: Path, stem: str = "results", sections: Sequence[str] = ()) -> Dict[str, Path]:
     """``<stem>.json`` and ``<stem>.md`` of a whole-model benchmark in ``out``, atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for ext, text in (("json", json.dumps(res, indent=1) + "\n"), ("md", model_markdown(res))):
+    for ext, text in (("json", json.dumps(res, indent=1) + "\n"), ("md", model_markdown(res, sections))):
         paths[ext] = out / f"{stem}.{ext}"
         with atomic_path(paths[ext]) as tmp:
             tmp.write_text(text)

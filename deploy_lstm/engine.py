@@ -45,6 +45,7 @@ __all__ = ["ServeOptions", "ServedModel", "Batcher", "Sequences", "plan_batches"
 STREAM_SUFFIX = "_stream"  # the stateful model's name: "<name>_stream", as in the Triton repository
 VERSION = "1"
 PLATFORM = "onnxruntime_onnx"
+SERVABLE = ("onnx", "onnx-int8")  # the artifact kinds the onnxruntime engine runs
 
 
 @dataclasses.dataclass
@@ -61,14 +62,36 @@ class ServeOptions:
     sequence_idle_s: float = 60.0  # a sequence idle this long is dropped
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
     allow_nonfinite: bool = False  # accept NaN/inf in float inputs
+    artifact: Optional[str] = None  # "onnx" or "onnx-int8"; default: what `deploy-lstm bench` recommended, else "onnx"
 
     def check(self) -> None:
+        if self.artifact not in (None,) + SERVABLE:
+            raise ConfigError(f"artifact must be one of {', '.join(SERVABLE)}, got {self.artifact!r}")
         for field, low in (("max_batch", 1), ("max_sequence_length", 1), ("max_sequences", 1)):
             if getattr(self, field) < low:
                 raise ConfigError(f"{field} must be >= {low}, got {getattr(self, field)}")
         for field in ("max_delay_ms", "max_padding", "sequence_idle_s"):
             if not getattr(self, field) >= 0:
                 raise ConfigError(f"{field} must be >= 0, got {getattr(self, field)}")
+
+
+def choose_artifact(folder: ExportFolder, asked: Optional[str]) -> Tuple[str, str]:
+    """(artifact kind, why) the server runs: ``asked``, else the folder's recommendation for
+    the server target (``deploy-lstm bench DIR``), else ``onnx``.
+
+    Raises:
+        ArtifactError: the asked artifact is not in the folder.
+    """
+    if asked is not None:
+        folder.file(asked)  # raises, naming what the folder has
+        return asked, "asked with --artifact"
+    kind = folder.recommended("server")
+    if kind in SERVABLE:
+        rec = folder.recommendation or {}
+        ratio = rec["targets"]["server"].get("ratio")
+        at = f" at {ratio:.2f}x the eager model" if isinstance(ratio, (int, float)) else ""
+        return kind, f"recommended by deploy-lstm bench on {rec.get('measured', '?')}{at}"
+    return "onnx", "no recommendation recorded (deploy-lstm bench DIR records one)"
 
 
 @dataclasses.dataclass(eq=False)
@@ -269,7 +292,8 @@ class ServedModel:
         self.options = options
         self.name = options.name or folder.path.resolve().name
         self.metrics = metrics or ServerMetrics()
-        self.session = OnnxLSTM(folder.file("onnx"), device=options.provider, intra_op_num_threads=options.threads)
+        self.artifact, self.artifact_why = choose_artifact(folder, options.artifact)
+        self.session = OnnxLSTM(folder.file(self.artifact), device=options.provider, intra_op_num_threads=options.threads)
         self.io: IOSpec = folder.io
         self.batch_axes = {t.name: batch_axis(t) for t in self.io.inputs + self.io.outputs}
         self.sequence_axes = {t.name: sequence_axis(t) for t in self.io.inputs + self.io.outputs}

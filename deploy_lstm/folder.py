@@ -11,7 +11,10 @@ says what made them and what they take:
 * ``io``: the graph inputs and outputs (:class:`~deploy_lstm.contract.IOSpec`);
 * ``artifacts``: per kind, its file, SHA-256, size and how it was made;
 * ``versions`` (deploy_lstm, torch, onnx, onnxruntime, Python) and the
-  validation ``report``.
+  validation ``report``;
+* ``recommendation`` (once ``deploy-lstm bench DIR`` ran): per target ("python",
+  "cpp", "server") the artifact to run, written by :mod:`deploy_lstm.recommend` and
+  read by ``deploy-lstm serve`` and the C++ runner.
 
 :func:`load` checks the format version and every checksum; :meth:`ExportFolder.create`
 stages a new folder and moves it into place only when everything was written.
@@ -55,6 +58,10 @@ FILES: Dict[str, str] = {
     "aoti": "model.pt2",
     "onnx-int8": "model.int8.onnx",
 }
+
+
+#: manifest entries that describe the artifacts: written once, by export
+_FIXED_ENTRIES = frozenset({"format", "format_version", "created", "model", "io", "artifacts", "versions", "report"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +139,7 @@ class ExportFolder:
         self.versions: Dict[str, str] = manifest.get("versions", {})
         self.report: Optional[Dict[str, Any]] = manifest.get("report")
         self.artifacts: Dict[str, Artifact] = {k: Artifact(kind=k, **v) for k, v in manifest["artifacts"].items()}
+        self.recommendation: Optional[Dict[str, Any]] = manifest.get("recommendation")
 
     # -- reading ------------------------------------------------------------------------
 
@@ -153,6 +161,41 @@ class ExportFolder:
             have = ", ".join(sorted(self.artifacts)) or "none"
             raise ArtifactError(f"{self.path} has no {kind} artifact (it has: {have}); re-export with it")
         return self.path / self.artifacts[kind].file
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def recommended(self, target: str) -> Optional[str]:
+        """The artifact kind ``deploy-lstm bench`` recommended for ``target`` ("python",
+        "cpp", "server") on the machine it ran on, if it did and that artifact is here."""
+        entry = ((self.recommendation or {}).get("targets") or {}).get(target) or {}
+        kind = entry.get("artifact")
+        return kind if isinstance(kind, str) and kind in self.artifacts else None
+
+    def record(self, key: str, value: Any) -> None:
+        """Set a top-level entry of ``manifest.json`` (e.g. ``"recommendation"``), atomically:
+        the new manifest is written beside the old one and moved over it.  Entries that
+        describe the artifacts (``artifacts``, ``io``, ``model``, ...) cannot be changed here.
+
+        Raises:
+            ArtifactError: ``key`` is one of those, or the folder cannot be written.
+        """
+        if key in _FIXED_ENTRIES:
+            raise ArtifactError(f"manifest entry {key!r} describes the artifacts; re-export the folder to change it")
+        manifest = {**self.manifest, key: value}
+        target = self.manifest_path
+        try:
+            with tempfile.NamedTemporaryFile("w", dir=self.path, prefix=".manifest-", suffix=".tmp", delete=False) as f:
+                f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            os.replace(f.name, target)
+        except OSError as e:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(f.name)
+            raise ArtifactError(f"cannot update {target}: {e}") from None
+        self.manifest = manifest
+        if key == "recommendation":
+            self.recommendation = value
 
     def state_dict(self) -> Dict[str, Tensor]:
         return dict(load_file(str(self.file("weights"))))

@@ -113,7 +113,7 @@ def serve(folder: ExportFolder, options: ServeOptions, address: ServerAddress, a
         padding = "pads mixed lengths" if model.pads else "batches equal lengths only (export with --lengths to pad)"
         stream = f"; streams as {model.stream_name!r}" if model.stream_name else f"; no streaming ({model.stream_refusal})"
         print(
-            f"serving {model.name!r} from {folder.path}: HTTP on http://{address.host}:{address.port}{grpc_at}; "
+            f"serving {model.name!r} from {folder.path / folder.artifacts[model.artifact].file} ({model.artifact_why}): HTTP on http://{address.host}:{address.port}{grpc_at}; "
             f"batches up to {options.max_batch} rows, {padding}{stream}",
             flush=True,
         )

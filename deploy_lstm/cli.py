@@ -15,17 +15,18 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import onnx
 import torch
 
-from . import bench, contract
+from . import bench, contract, recommend
 from .convert import load_checkpoint, lstm_from_state_dict
 from .errors import ConfigError, DeployLSTMError
 from .folder import load, load_model_spec
 from .onnx_export import graph_ops
 from .pipeline import ARTIFACTS, export_folder
+from .quantize import INT8_SHAPES, int8_error, int8_expectation
 from .validation import ValidationReport, validate_folder
 from .version import __version__
 
@@ -49,9 +50,30 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
     return step
 
 
-def _print_report(report: ValidationReport, args: argparse.Namespace) -> None:
+def _int8_summary(folder: Any, report: ValidationReport) -> Optional[Dict[str, Any]]:
+    """int8's error against float32 onnxruntime and whether it is expected to pay, for a folder with model.int8.onnx."""
+    if not (folder.has("onnx-int8") and folder.has("onnx")):
+        return None
+    err = int8_error(folder.file("onnx"), folder.file("onnx-int8"), INT8_SHAPES)
+    worth, advice = int8_expectation(folder.model_spec().model)
+    atol = max((c.atol for c in report.checks if c.backend == "onnxruntime-int8"), default=None)
+    shapes = [f"N={n} T={t}" for n, t in INT8_SHAPES]
+    return {**{k: err[k] for k in ("max_abs", "mean_abs", "rel", "scale")}, "shapes": shapes, "atol": atol,
+            "expected_worth_it": worth, "advice": advice}
+
+
+def _print_int8(summary: Optional[Dict[str, Any]]) -> None:
+    if summary is None:
+        return
+    print(f"\nint8 vs float32 (onnxruntime, random inputs at {', '.join(summary['shapes'])}): max abs error "
+          f"{summary['max_abs']:.1e} ({summary['rel']:.1%} of the output scale), mean {summary['mean_abs']:.1e}"
+          + (f"; validated at atol {summary['atol']:.1e}" if summary["atol"] is not None else ""))
+    print(f"int8 is {summary['advice']}")
+
+
+def _print_report(report: ValidationReport, args: argparse.Namespace, int8: Optional[Dict[str, Any]] = None) -> None:
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), **({"int8": int8} if int8 is not None else {})}, indent=2))
         return
     if args.quiet:
         for c in report.failures():
@@ -60,6 +82,7 @@ def _print_report(report: ValidationReport, args: argparse.Namespace) -> None:
     print(report.table())
     verdict = "all checks passed" if report.passed else f"{len(report.failures())} check(s) FAILED"
     print(f"\n{verdict} over {len(report.cases)} shapes ({', '.join(report.cases)})")
+    _print_int8(int8)
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -96,12 +119,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         quantize=args.quantize, atol=args.atol, int8_atol=args.int8_atol,
         progress=_progress(args.quiet or args.json),
     )
-    _print_report(report, args)
+    _print_report(report, args, None if args.quiet else _int8_summary(folder, report))
     if args.bench:
         res = bench.benchmark_model(folder)
-        bench.write_model_results(res, folder.path.parent / f"{folder.path.name}-bench")
+        sections = [recommend.to_markdown(bench.record_recommendation(folder, res))]
+        bench.write_model_results(res, folder.path.parent / f"{folder.path.name}-bench", sections=sections)
         if not args.quiet and not args.json:
-            print("\n" + bench.model_markdown(res))
+            print("\n" + bench.model_markdown(res, sections))
     if not args.quiet and not args.json:
         print(f"wrote {folder.path}: " + ", ".join(a.file for a in folder.artifacts.values()) + ", manifest.json")
         if args.demo and folder.has("onnx"):
@@ -110,8 +134,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    report = validate_folder(load(args.dir), atol=args.atol, int8_atol=args.int8_atol)
-    _print_report(report, args)
+    folder = load(args.dir)
+    report = validate_folder(folder, atol=args.atol, int8_atol=args.int8_atol)
+    _print_report(report, args, None if args.quiet else _int8_summary(folder, report))
     return 0 if report.passed else 1
 
 
@@ -175,6 +200,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         name=args.name, provider=args.provider, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
         max_padding=args.max_padding, max_sequence_length=args.max_sequence_length, max_sequences=args.max_sequences,
         sequence_idle_s=args.sequence_idle_s, threads=args.threads, allow_nonfinite=args.allow_nonfinite,
+        artifact=args.artifact,
     )
     address = server.ServerAddress(
         host=args.host, port=args.port, grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes, grace_s=args.grace_s,
@@ -249,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model.ts runs aten::lstm (fused, default: nn.LSTM's kernel) or the static time loop")
     p.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (onnxruntime dynamic quantization)")
     p.add_argument("--atol", type=float, help="max abs error allowed (default 1e-5 float32, 1e-10 float64)")
-    p.add_argument("--int8-atol", type=float, default=5e-2, help="max abs error allowed for the int8 model (default 5e-2)")
+    p.add_argument("--int8-atol", type=float,
+                   help="max abs error allowed for the int8 model (default: 4 x the weights' int8 step x sqrt(fan-in), measured; see README)")
     p.add_argument("--bench", action="store_true", help="then time every artifact against the eager model (results in OUT-bench/)")
     for flag in ("--input-size", "--hidden-size", "--num-layers", "--proj-size"):
         p.add_argument(flag, type=int, help="optional; must agree with the weights")
@@ -291,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-request-bytes", type=int, default=64 << 20, help="largest request body, after inflating (default 64 MiB)")
     p.add_argument("--grace-s", type=float, default=10.0, help="on SIGTERM, how long to finish the requests in flight (default 10)")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf in float inputs (refused by default)")
+    p.add_argument("--artifact", choices=("onnx", "onnx-int8"),
+                   help="which model to serve (default: what 'deploy-lstm bench DIR' recommended for the server, else onnx)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository and a KServe manifest for an export folder",

@@ -20,7 +20,7 @@ from .exporting import check_exportable, signature
 from .folder import ExportFolder
 from .model import LSTM
 from .onnx_export import DEFAULT_OPSET, export_onnx, read_metadata
-from .quantize import quantize_int8
+from .quantize import INT8_ATOL_FACTOR, int8_tolerance, quantize_int8
 from .torchscript import export_torchscript
 from .validation import ValidationReport, validate
 
@@ -44,7 +44,7 @@ def export_folder(
     torchscript: str = "fused",
     quantize: Optional[str] = None,
     atol: Optional[float] = None,
-    int8_atol: float = 5e-2,
+    int8_atol: Optional[float] = None,
     devices: Sequence[str] = ("cpu", "cuda"),
     progress: Optional[Progress] = None,
 ) -> Tuple[ExportFolder, ValidationReport]:
@@ -61,6 +61,8 @@ def export_folder(
         torchscript: ``"fused"`` (aten::lstm) or ``"loop"`` for ``model.ts``.
         quantize: ``"int8"`` adds ``model.int8.onnx`` (needs ``onnx``), validated at ``int8_atol``.
         atol: tolerance of the float artifacts (default 1e-5 float32, 1e-10 float64).
+        int8_atol: tolerance of ``model.int8.onnx``; default :func:`~deploy_lstm.quantize.int8_tolerance`
+            of the model (``INT8_ATOL_FACTOR`` x the weights' int8 step x sqrt(fan-in): measured, see there).
         progress: ``progress(text)`` returns a context manager around each step.
 
     Returns:
@@ -125,7 +127,11 @@ def export_folder(
         if quantize:
             with step("quantizing model.int8.onnx (onnxruntime dynamic int8)"):
                 quantize_int8(paths["onnx"], w.path("onnx-int8"))
-            w.add("onnx-int8", scheme="int8-dynamic", atol=int8_atol)
+            if int8_atol is None:
+                int8_atol, rule = int8_tolerance(module), f"{INT8_ATOL_FACTOR:g} x int8_step (weights' int8 step x sqrt(fan-in))"
+            else:
+                rule = "given"
+            w.add("onnx-int8", scheme="int8-dynamic", atol=int8_atol, atol_rule=rule)
             extra["onnxruntime-int8"] = (w.path("onnx-int8"), int8_atol)
         with step("validating against the eager model and torch.nn.LSTM"):
             report = validate(

@@ -31,6 +31,7 @@ from .errors import ConfigError, RuntimeUnavailable
 from .exporting import BareLSTM, GraphArgs, Signature, signature
 from .folder import ExportFolder
 from .model import LSTM, LSTMCell
+from .quantize import int8_tolerance
 from .runtime import AotiPackage, OnnxLSTM
 
 __all__ = [
@@ -351,13 +352,14 @@ def validate_folder(
 ) -> ValidationReport:
     """Validate every artifact of an export folder against its weights.
 
-    ``int8_atol`` defaults to the tolerance recorded at export.
+    ``int8_atol`` defaults to the tolerance recorded at export, or for a folder that
+    records none, :func:`~deploy_lstm.quantize.int8_tolerance` of its weights.
     """
     spec: ModelSpec = folder.model_spec()
     extra = {}
     if folder.has("onnx-int8"):
-        tol = int8_atol if int8_atol is not None else folder.artifacts["onnx-int8"].details.get("atol", 5e-2)
-        extra["onnxruntime-int8"] = (folder.file("onnx-int8"), float(tol))
+        tol = int8_atol if int8_atol is not None else folder.artifacts["onnx-int8"].details.get("atol")
+        extra["onnxruntime-int8"] = (folder.file("onnx-int8"), float(tol if tol is not None else int8_tolerance(spec.model)))
     whole = {} if folder.config is not None else spec.call_arguments()
     return validate(
         spec.model,

@@ -372,7 +372,7 @@ def _run_config(
     CPU is measured again (up to ``retries`` times, after ``retry_wait_s``); the least
     disturbed attempt is kept and every attempt's share recorded.
     """
-    built, graphs[config_name(cfg)] = build_backends(cfg, workdir, threads, sources, log)
+    built, graphs[config_name(cfg)], int8_accuracy = build_backends(cfg, workdir, threads, sources, log)
     cases = []
     with torch.inference_mode():
         for shape in shapes:
@@ -399,6 +399,8 @@ def _run_config(
             _, measured, interference = min(attempts, key=lambda a: a[0])
             res.update(measured)
             cases.append(_case(cfg, shape, {n: res[n] for n in BACKENDS}))
+            if int8_accuracy is not None:
+                cases[-1]["int8_error"] = int8_accuracy
             cases[-1]["interference"] = interference and {**interference, "attempts": [round(a[0], 4) for a in attempts]}
             log(f"  {shape.name}: " + ", ".join(f"{n}={r['median_ms']:.2f}ms" for n, r in cases[-1]["results"].items() if "median_ms" in r))
     return cases

@@ -29,7 +29,7 @@ from .folder import FILES
 from .model import LSTM
 from .aoti import export_aoti
 from .onnx_export import export_onnx, graph_ops
-from .quantize import QUANTIZED_LSTM, quantize_int8
+from .quantize import QUANTIZED_LSTM, int8_error, quantize_int8
 from .runtime import AotiPackage
 from .torchscript import export_torchscript
 
@@ -227,8 +227,13 @@ class Sources:
     folder: Optional[Path] = None
 
 
-def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Sources, log: Callable[[str], None]) -> Tuple[Built, Dict[str, Any]]:
-    """({backend: make-runner | Unavailable}, {backend: ONNX recurrent ops}) for one configuration.
+def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Sources, log: Callable[[str], None]
+                   ) -> Tuple[Built, Dict[str, Any], Optional[Dict[str, Any]]]:
+    """({backend: make-runner | Unavailable}, {backend: ONNX recurrent ops}, int8's error) for one configuration.
+
+    int8's error is :func:`deploy_lstm.quantize.int8_error` of the int8 model against the float32
+    ONNX model it was made from (None without an int8 model), so the report can put its accuracy
+    beside its speed.
 
     From an export folder, our backends run its files only (one missing is n/a); the
     references (nn.LSTM eager and its own export, deploy_lstm eager) use its weights.  For a
@@ -313,13 +318,22 @@ def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Source
         attempt(name, ours_session)
     attempt(ORT_NN, lambda: session(ORT_NN, export_nn_lstm(reference, workdir / "nn_lstm.onnx")))
 
+    accuracy: List[Dict[str, Any]] = []
+
     def int8() -> Union[Callable[[Inputs], Runner], Unavailable]:
-        if sources.folder is not None:
-            return session(ORT_INT8, sources.int8) if sources.int8 is not None else missing(ORT_INT8, "onnx-int8")
         src = next(iter(onnx_paths.values()), None)
-        if src is None:
+        if sources.folder is not None:
+            if sources.int8 is None:
+                return missing(ORT_INT8, "onnx-int8")
+            path = sources.int8
+        elif src is None:
             return Unavailable(ORT_INT8, "no float ONNX model to quantize")
-        return session(ORT_INT8, quantize_int8(src, workdir / "int8.onnx"))
+        else:
+            path = quantize_int8(src, workdir / "int8.onnx")
+        runner = session(ORT_INT8, path)
+        if src is not None:
+            accuracy.append({"against": str(src.name), **int8_error(src, path)})
+        return runner
 
     attempt(ORT_INT8, int8)
-    return built, graphs
+    return built, graphs, (accuracy[0] if accuracy else None)

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .contract import LSTMConfig
 from .exporting import atomic_path
+from .quantize import INT8_WORTH_IT, int8_advice
 
 __all__ = [
     "Unavailable",
@@ -121,9 +122,32 @@ def to_markdown(res: Dict[str, Any], sections: Sequence[str] = ()) -> str:
     if chart and not chart.get("written"):
         lines += ["", f"No chart: {chart['reason']}."]
     lines += ["", "FLOPs: " + res["flop_formula"]]
+    lines += int8_markdown(res)
     for section in sections:
         lines += ["", section.rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def int8_markdown(res: Dict[str, Any], fp32: str = "ort: ours (dynamo)", int8: str = "ort: ours int8") -> List[str]:
+    """int8's speed beside its accuracy, per case, with :func:`deploy_lstm.quantize.int8_advice`'s verdict."""
+    rows = []
+    for c in res["cases"]:
+        a, b, err = c["results"].get(fp32, {}), c["results"].get(int8, {}), c.get("int8_error")
+        if "median_ms" not in a or "median_ms" not in b or not err:
+            continue
+        speedup = a["median_ms"] / b["median_ms"]
+        verdict = int8_advice(speedup, err["max_abs"], err["mean_abs"], err["scale"]).split(":")[0]
+        rows.append(f"| {c['config']} | {c['shape']} | {a['median_ms']:.2f} | {b['median_ms']:.2f} | {speedup:.2f}x | "
+                    f"{err['max_abs']:.1e} ({100 * err['rel']:.1f}%) | {err['mean_abs']:.1e} | {verdict} |")
+    if not rows:
+        return []
+    shapes = ", ".join(f"N={s['batch']} T={s['sequence']}" for s in next(c for c in res["cases"] if c.get("int8_error"))["int8_error"]["shapes"])
+    return ["", "## int8: speed and accuracy", "",
+            f"Speedup = {fp32} / {int8} (same run). Error = |int8 - float32| over every output on onnxruntime, standard-normal "
+            f"inputs and state at {shapes} (`deploy_lstm.quantize.int8_error`; % of the float32 output's max |y|). "
+            f"Worth it at >= {INT8_WORTH_IT:g}x (`deploy_lstm.quantize.INT8_WORTH_IT`); below that, ship model.onnx.", "",
+            "| config | shape | float32 ms | int8 ms | speedup | max abs error | mean abs error | verdict |",
+            "|---|---|---|---|---|---|---|---|", *rows]
 
 
 def plot(res: Dict[str, Any], path: Path) -> Union[Path, Unavailable]:

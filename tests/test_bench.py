@@ -23,7 +23,7 @@ from deploy_lstm import LSTM, bench, export_onnx
 from deploy_lstm.contract import LSTMConfig, lstm_io
 from deploy_lstm.errors import ArtifactError, ConfigError, DeployLSTMError
 from deploy_lstm.folder import ExportFolder
-from deploy_lstm.quantize import QUANTIZED_LSTM, int8_tolerance, quantize_int8
+from deploy_lstm.quantize import INT8_WORTH_IT, QUANTIZED_LSTM, int8_tolerance, quantize_int8
 from deploy_lstm.torchscript import export_torchscript
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +158,20 @@ def test_markdown_reports_every_backend_and_the_missing_ones_as_data(smoke):
     md = paths["md"].read_text()
     assert md.startswith("# deploy-lstm benchmark") and "| config | shape |" in md
     assert all(name in md for name in bench.BACKENDS)
+
+
+def test_int8_accuracy_is_reported_beside_its_speed(smoke):
+    res, paths, _ = smoke
+    md = paths["md"].read_text()
+    assert "## int8: speed and accuracy" in md
+    for c in res["cases"]:
+        err = c["int8_error"]  # measured against the float32 model it was made from
+        assert err["against"] == "dynamo.onnx" and 0 < err["mean_abs"] <= err["max_abs"] < 0.5 and err["scale"] > 0
+        speedup = c["results"][bench.ORT_DYNAMO]["median_ms"] / c["results"][bench.ORT_INT8]["median_ms"]
+        verdict = "worth it" if speedup >= INT8_WORTH_IT else "not worth it"
+        assert f"| {c['config']} | {c['shape']} | " in md and f"{err['max_abs']:.1e} ({100 * err['rel']:.1f}%)" in md
+        row = next(line for line in md.splitlines() if line.startswith(f"| {c['config']} | {c['shape']} | ") and "e-0" in line)
+        assert row.endswith(f"| {verdict} |"), row
     assert f"{ROUNDS} interleaved rounds" in md and "Reference:" in md
     assert "## Not measured" in md and "LSTMs with projections" in md
     assert "## Targets" not in md  # the library's report carries no project targets

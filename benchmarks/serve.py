@@ -32,7 +32,6 @@ import importlib.metadata
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile

@@ -173,6 +173,7 @@ class LSTM(_FlatWeights):
     cell: str
     _cell: int
     _flat_weights: List[Tensor]
+    _step_weights: List[Tensor]  # packed by prepare_step() inside TorchScript; see step_()
 
     def __init__(
         self,
@@ -271,7 +272,15 @@ class LSTM(_FlatWeights):
                 self._weights_per_cell = len(shapes)
         self._flat_weights_names = names
         self._init_flat_weights()
+        self._step_weights = []  # filled inside TorchScript only (eager mode: _StepCache)
+        self._step_cache = _StepCache()
         self.reset_parameters()
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        ret = super()._apply(fn, recurse)
+        # .to()/.double() may swap parameter data without bumping _version: re-pack on next step
+        self._step_cache = _StepCache()
+        return ret
 
     def reset_parameters(self) -> None:
         """Uniform(-1/sqrt(H), 1/sqrt(H)) over ``parameters()``, as nn.LSTM does; layer
@@ -503,6 +512,166 @@ class LSTM(_FlatWeights):
             layer_input = layer_output
         return layer_input, torch.stack(h_n), torch.stack(c_n)
 
+    # -- streaming: one time step ---------------------------------------------------------
+
+    @torch.jit.export
+    def step_(self, input: Tensor, h: Tensor, c: Tensor) -> Tensor:
+        """One time step in place, for streaming inference: ``(h, c)`` advance by ``input``.
+
+        Equals ``forward(input.unsqueeze(0), (h, c))`` (nn.LSTM's numerics, to float
+        rounding), without its per-call setup: for nn.LSTM's cell each layer is one
+        batched GEMM over weights packed once (:meth:`prepare_step`) -- [W_ih | W_hh] with
+        its summed bias, split by gates into two halves ([i, f] and [o, g]) that
+        ``baddbmm`` runs on two threads -- and the cell update writes straight into
+        ``h`` and ``c``.  A variant cell, or dropout in training mode, runs forward's layer
+        stack for the step and copies its state into ``h``, ``c``.
+
+        Args:
+            input: (N, input_size), one time step.
+            h: (num_layers, N, proj_size or hidden_size), overwritten with h_n.
+            c: (num_layers, N, hidden_size), overwritten with c_n.
+
+        Returns:
+            The output (N, proj_size or hidden_size): a view of ``h[-1]``, overwritten by
+            the next step (clone it to keep it).
+
+        Raises:
+            LSTMInputError: a bidirectional module, or shapes or dtypes that do not fit.
+        """
+        self._check_step(input, h, c)
+        L = self.num_layers
+        if self._cell != 0 or (self.training and self.dropout > 0.0):
+            # 0 = LSTM_CELL (TorchScript cannot read module globals).  forward's own layer stack
+            # (not forward itself: torch.jit.trace compiles this method and then defines forward)
+            if torch.jit.is_scripting():
+                weights = self._flat_weights
+            else:
+                weights = [getattr(self, name) for name in self._flat_weights_names]
+            _, h_n, c_n = self._run(input.unsqueeze(0), h, c, weights, None)
+            h.copy_(h_n)
+            c.copy_(c_n)
+            return h[L - 1]
+        if torch.jit.is_scripting():
+            if len(self._step_weights) == 0:
+                self.prepare_step()
+            packed = self._step_weights
+        else:
+            packed = self._packed_eager()
+        N = input.size(0)
+        layer_input = input
+        for layer in range(L):
+            xh = torch.cat([layer_input, h[layer]], 1)  # (N, I_l + P)
+            gates = torch.baddbmm(packed[3 * layer + 1], xh.expand(2, N, xh.size(1)), packed[3 * layer])  # (2, N, 2H)
+            ingate, forgetgate = torch.sigmoid(gates[0]).chunk(2, 1)  # (N, H) each
+            outgate, cellgate = gates[1].chunk(2, 1)
+            c_l = c[layer]  # (N, H), written in place
+            torch.addcmul(forgetgate * c_l, ingate, torch.tanh(cellgate), out=c_l)
+            h_l = h[layer]  # (N, P), written in place
+            if self.proj_size > 0:
+                torch.mm(torch.sigmoid(outgate) * torch.tanh(c_l), packed[3 * layer + 2], out=h_l)
+            else:
+                torch.mul(torch.sigmoid(outgate), torch.tanh(c_l), out=h_l)
+            layer_input = h_l
+        return layer_input
+
+    @torch.jit.export
+    def step(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        """One time step: ``(output, (h_n, c_n))`` for ``input`` (N, input_size) from ``hx``
+        (zeros when omitted), as ``forward`` on a sequence of length 1 without its time
+        axis.  New tensors; see :meth:`step_` for the in-place form streams use.
+
+        Raises:
+            LSTMInputError: as :meth:`step_`.
+        """
+        if input.dim() != 2:
+            self._check_step(input, input, input)  # raises with the expected shape
+        N = input.size(0)
+        P = self.proj_size if self.proj_size > 0 else self.hidden_size
+        if hx is None:
+            h = torch.zeros(self.num_layers, N, P, dtype=input.dtype, device=input.device)
+            c = torch.zeros(self.num_layers, N, self.hidden_size, dtype=input.dtype, device=input.device)
+        else:
+            h = hx[0].clone(memory_format=torch.contiguous_format)
+            c = hx[1].clone(memory_format=torch.contiguous_format)
+        output = self.step_(input, h, c).clone()
+        return output, (h, c)
+
+    @torch.jit.export
+    def prepare_step(self) -> None:
+        """Pack the weights :meth:`step_` reads (once; again after the weights change).
+
+        In eager mode this happens by itself when a parameter changes; a scripted module
+        packs on its first step and keeps that packing: call this after loading other
+        weights into it (the C++ ``LstmStream`` calls it when a stream starts).
+        """
+        if torch.jit.is_scripting():
+            weights = self._flat_weights
+        else:
+            weights = [getattr(self, name) for name in self._flat_weights_names]
+        packed: List[Tensor] = []
+        if self._cell == 0 and not self.bidirectional:
+            H = self.hidden_size
+            for layer in range(self.num_layers):
+                w_ih, w_hh, bias, w_hr, _, _ = cell_weights(
+                    weights, layer, self._weights_per_cell, self.bias, self.proj_size > 0, self._cell
+                )
+                w = torch.cat([w_ih, w_hh], 1).detach()  # (4H, I_l + P), rows i, f, g, o
+                b = bias.detach() if bias is not None else w.new_zeros(4 * H)  # (4H,)
+                halves = torch.stack([w[: 2 * H], torch.cat([w[3 * H :], w[2 * H : 3 * H]])])  # (2, 2H, K): [i f], [o g]
+                bh = torch.stack([b[: 2 * H], torch.cat([b[3 * H :], b[2 * H : 3 * H]])])  # (2, 2H)
+                packed.append(halves.transpose(1, 2).contiguous())  # (2, K, 2H)
+                packed.append(bh.unsqueeze(1).contiguous())  # (2, 1, 2H)
+                packed.append(w_hr.detach().t().contiguous() if w_hr is not None else w.new_empty(0))  # (H, P)
+        if torch.jit.is_scripting():
+            self._step_weights = packed
+        else:
+            self._step_cache = _StepCache(self._weights_key(), packed)
+
+    @torch.jit.unused
+    def _weights_key(self) -> List[int]:
+        """Identity and version of every parameter: changes when a weight does."""
+        params = [getattr(self, name) for name in self._flat_weights_names]
+        return [id(p) for p in params] + [p._version for p in params]
+
+    @torch.jit.unused
+    def _packed_eager(self) -> List[Tensor]:
+        """The packed step weights in eager mode, packed again when a parameter changed."""
+        if self._step_cache.key != self._weights_key():
+            self.prepare_step()
+        return self._step_cache.packed
+
+    def _check_step(self, input: Tensor, h: Tensor, c: Tensor) -> None:
+        """Cheap checks of a step: ranks, sizes and dtypes, with expected and got."""
+        if self.bidirectional:
+            raise LSTMInputError(
+                "step needs a unidirectional LSTM: the reverse direction reads the whole sequence; "
+                "this module has bidirectional=True, run forward on the whole sequence"
+            )
+        I = self.input_size
+        if input.dim() != 2 or input.size(1) != I:
+            raise LSTMInputError(
+                f"step: expected input of shape (N, {I}), one time step, got {list(input.size())}"
+            )
+        w = self.weight_ih_l0
+        if input.dtype != w.dtype:
+            raise LSTMInputError(
+                f"step: expected input of dtype {_dtype_name(w.dtype)} (the weights'), got {_dtype_name(input.dtype)}"
+            )
+        N = input.size(0)
+        P = self.proj_size if self.proj_size > 0 else self.hidden_size
+        want_h = [self.num_layers, N, P]
+        want_c = [self.num_layers, N, self.hidden_size]
+        if list(h.size()) != want_h or list(c.size()) != want_c:
+            raise LSTMInputError(
+                f"step: expected h of shape {want_h} and c of shape {want_c} (num_layers, N, size) for input "
+                f"of shape {list(input.size())}, got {list(h.size())} and {list(c.size())}"
+            )
+        if h.dtype != input.dtype or c.dtype != input.dtype:
+            raise LSTMInputError(
+                f"step: expected h and c of dtype {_dtype_name(input.dtype)} (the input's), got "
+                f"{_dtype_name(h.dtype)} and {_dtype_name(c.dtype)}"
+            )
+
     # -- checks ------------------------------------------------------------------------
 
     def _check_input(self, input: Tensor, weight: Tensor) -> None:
@@ -613,6 +782,15 @@ class LSTM(_FlatWeights):
             packed.data, input.batch_sizes, input.sorted_indices, input.unsorted_indices
         )
         return out, (h_n, c_n)
+
+
+class _StepCache:
+    """Eager mode's packed step weights and the parameter key they were packed from
+    (a plain object: TorchScript leaves it out of the scripted module)."""
+
+    def __init__(self, key: Optional[List[int]] = None, packed: Optional[List[Tensor]] = None) -> None:
+        self.key = key
+        self.packed = packed if packed is not None else []
 
 
 def _reset(module: nn.Module, hidden_size: int) -> None:

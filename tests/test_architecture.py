@@ -100,7 +100,8 @@ def test_model_knows_no_exporter() -> None:
     """No name in model.py's code (docstrings aside) refers to exporting or ONNX."""
     tree = ast.parse((PACKAGE / "model.py").read_text())
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    # torch.jit.export marks a method TorchScript compiles besides forward (the streaming step): not an exporter
+    names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and ast.unparse(n) != "torch.jit.export"}
     names -= {"from_onnx", "lstm_from_onnx"}  # the importer's door (LSTM.from_onnx), which loads onnx_import on first use
     assert not [n for n in names if "export" in n.lower() or "onnx" in n.lower()]
 

@@ -1,4 +1,4 @@
-"""Shared, general test helpers: tolerances and the nn.LSTM oracle.
+"""Shared, general test helpers: tolerances, the nn.LSTM oracle, the C++ build.
 
 Helpers are fixtures (not imports from conftest) so test files need no
 ``sys.path`` assumptions.  The fixtures are session-scoped so Hypothesis tests can
@@ -7,6 +7,11 @@ use them too.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import pytest
@@ -117,3 +122,51 @@ def _pad_past_lengths(x: Tensor, lengths: Tensor, batch_first: bool = False) -> 
 def pad_past_lengths() -> Callable[..., Tensor]:
     """``pad_past_lengths(x, lengths, batch_first=False)``: NaN/inf written past each length."""
     return _pad_past_lengths
+
+
+# -- the C++ programs (serving/cpp): built once per session, for every test file that runs them ---
+
+CPP_TOOLS = ["deploy_lstm_run", "seq2seq_greedy", "stream_bench"]
+
+
+def _build_tools() -> Tuple[str, str]:
+    """Paths of cmake and ninja; installed from PyPI into this interpreter if missing."""
+    cmake, ninja = shutil.which("cmake"), shutil.which("ninja")
+    if cmake and ninja:
+        return cmake, ninja
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "cmake", "ninja"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"cmake/ninja missing and `pip install cmake ninja` failed:\n{proc.stderr[-3000:]}")
+    scripts = Path(sysconfig.get_path("scripts"))
+    cmake = cmake or shutil.which("cmake", path=str(scripts))
+    ninja = ninja or shutil.which("ninja", path=str(scripts))
+    if not (cmake and ninja):
+        pytest.fail(f"installed cmake and ninja from PyPI but cannot find them in {scripts}")
+    return cmake, ninja
+
+
+@pytest.fixture(scope="session")
+def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Configure and build serving/cpp once per session; the path of deploy_lstm_run (the other
+    programs of :data:`CPP_TOOLS` beside it)."""
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.fail("no C++ compiler on PATH (need g++ or clang++ with C++17)")
+    cmake, ninja = _build_tools()
+    build = tmp_path_factory.mktemp("cpp-build")
+    steps = [
+        [
+            cmake, "-S", str(Path(__file__).resolve().parents[1] / "serving" / "cpp"), "-B", str(build), "-G", "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={ninja}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        ],
+        [cmake, "--build", str(build), "--target", *CPP_TOOLS, "-j", "2"],
+    ]
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            pytest.fail(f"C++ build step failed ({' '.join(cmd)}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    for tool in CPP_TOOLS:
+        assert (build / tool).is_file(), f"build succeeded but {build / tool} is missing"
+    return build / "deploy_lstm_run"

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import shutil
 import subprocess
 import sys
-import sysconfig
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -44,58 +42,11 @@ CPP_DIR = REPO / "serving" / "cpp"
 EXPORT_SCRIPT = REPO / "export" / "export_torchscript.py"
 LM_SCRIPT = REPO / "export" / "export_language_model.py"
 SEQ2SEQ_SCRIPT = REPO / "export" / "export_seq2seq.py"
-TOOLS = ["deploy_lstm_run", "seq2seq_greedy"]  # built together, once per session
 BUILD_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 120
 
 
-# -- build ---------------------------------------------------------------------------
-
-
-def _build_tools() -> Tuple[str, str]:
-    """Paths of cmake and ninja; installed from PyPI into this interpreter if missing."""
-    cmake, ninja = shutil.which("cmake"), shutil.which("ninja")
-    if cmake and ninja:
-        return cmake, ninja
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "cmake", "ninja"], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"cmake/ninja missing and `pip install cmake ninja` failed:\n{proc.stderr[-3000:]}")
-    scripts = Path(sysconfig.get_path("scripts"))
-    cmake = cmake or shutil.which("cmake", path=str(scripts))
-    ninja = ninja or shutil.which("ninja", path=str(scripts))
-    if not (cmake and ninja):
-        pytest.fail(f"installed cmake and ninja from PyPI but cannot find them in {scripts}")
-    return cmake, ninja
-
-
-@pytest.fixture(scope="session")
-def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Configure and build serving/cpp once per session; the path of deploy_lstm_run (seq2seq_greedy beside it)."""
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.fail("no C++ compiler on PATH (need g++ or clang++ with C++17)")
-    cmake, ninja = _build_tools()
-    build = tmp_path_factory.mktemp("cpp-build")
-    steps = [
-        [
-            cmake, "-S", str(CPP_DIR), "-B", str(build), "-G", "Ninja",
-            f"-DCMAKE_MAKE_PROGRAM={ninja}",
-            "-DCMAKE_BUILD_TYPE=Release",
-            "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG",
-            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-        ],
-        [cmake, "--build", str(build), "--target", *TOOLS, "-j", "2"],
-    ]
-    for cmd in steps:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-        if proc.returncode != 0:
-            pytest.fail(
-                f"C++ build step failed ({' '.join(cmd)}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-            )
-    for tool in TOOLS:
-        assert (build / tool).is_file(), f"build succeeded but {build / tool} is missing"
-    return build / "deploy_lstm_run"
+# -- build: the `binary` fixture (tests/conftest.py) builds serving/cpp once per session ------------
 
 
 @pytest.fixture(scope="session")
@@ -774,3 +725,112 @@ def test_seq2seq_bad_arguments(seq2seq_binary: Path, args: List[str], message: s
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "usage: seq2seq_greedy ENCODER.ts DECODER.ts SRC.npy --max-len K" in proc.stderr
+
+
+# == streaming steps: LstmStream's step_ fast path and stream_bench (issue 13) ===============
+# An archive with deploy_lstm.LSTM's step_ method streams through it (packed weights, state
+# updated in place); an archive without it (older exports) runs forward per chunk.  Both must
+# equal nn.LSTM.  stream_bench streams a .npy through LstmStream::step and prints JSON timings.
+
+import json  # noqa: E402  (this section's own import)
+
+
+@pytest.fixture(scope="session")
+def stream_bench(binary: Path) -> Path:
+    """stream_bench, built with deploy_lstm_run."""
+    return binary.parent / "stream_bench"
+
+
+class _NoStep(deploy_lstm.LSTM):
+    """A deploy_lstm.LSTM scripted without the step methods: what archives made before them hold."""
+
+    step = None
+    step_ = None
+    prepare_step = None
+
+
+STEP_CONFIGS = {
+    "L2": dict(input_size=5, hidden_size=8, num_layers=2),
+    "L2 proj": dict(input_size=5, hidden_size=8, num_layers=2, proj_size=3),
+    "batch_first": dict(input_size=5, hidden_size=8, num_layers=2, batch_first=True),
+    "f64": dict(input_size=5, hidden_size=8, num_layers=2, dtype=torch.float64),
+    "peephole": dict(input_size=5, hidden_size=8, num_layers=2, cell="peephole"),
+}
+
+
+@pytest.mark.parametrize("name", list(STEP_CONFIGS))
+def test_stream_bench_steps_equal_nn_lstm(stream_bench: Path, tmp_path: Path, tol, name: str) -> None:
+    cfg = dict(STEP_CONFIGS[name])
+    dtype = cfg.pop("dtype", torch.float32)
+    torch.manual_seed(0)
+    model = deploy_lstm.LSTM(**cfg, dtype=dtype).eval()  # type: ignore[arg-type]
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    feeds = random_inputs(model, T=7, N=3, state=False, lengths=False)
+    np.save(tmp_path / "x.npy", feeds["input"].numpy())
+    proc = run_cli(stream_bench, path, "--input", tmp_path / "x.npy", "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"uses_step": True, "steps": 7}
+    got = {k: torch.from_numpy(np.load(tmp_path / "o" / f"{k}.npy")) for k in ("output", "hn", "cn")}
+    if model.cell == "lstm":
+        check_against_python(got, model, feeds, tol(dtype))
+    else:  # no nn.LSTM for a variant: the eager module is the oracle
+        want = reference(model, feeds["input"], None, None)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], **tol(dtype), msg=lambda m, k=key: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_archive_without_step_streams_through_forward(binary: Path, stream_bench: Path, tmp_path: Path, tol,
+                                                      K: int) -> None:
+    torch.manual_seed(0)
+    model = _NoStep(5, 8, 2).eval()
+    path = tmp_path / "old.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    feeds = random_inputs(model, T=7, N=2, state=True, lengths=False)
+    arrays = {k: v.numpy() for k, v in feeds.items()}
+    check_against_python(run_ok(binary, path, arrays, tmp_path / "chunked", "--chunk", K), model, feeds, tol(torch.float32))
+    np.save(tmp_path / "x.npy", arrays["input"])
+    proc = run_cli(stream_bench, path, "--input", tmp_path / "x.npy", "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["uses_step"] is False
+
+
+def test_stream_chunks_of_one_step_with_initial_state(binary: Path, exporter: ModuleType, tmp_path: Path, tol) -> None:
+    # --chunk 1: every push is one step_ call from the carried (in-place) state
+    model, path = make_model(tmp_path, exporter, input_size=5, hidden_size=8, num_layers=3, proj_size=4)
+    feeds = random_inputs(model, T=6, N=2, state=True, lengths=False)
+    got = run_ok(binary, path, {k: v.numpy() for k, v in feeds.items()}, tmp_path / "c1", "--chunk", 1)
+    check_against_python(got, model, feeds, tol(torch.float32))
+
+
+def test_stream_bench_prints_timings(stream_bench: Path, tmp_path: Path) -> None:
+    model = deploy_lstm.LSTM(5, 8, 2).eval()
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    proc = run_cli(stream_bench, path, "--batch", 2, "--rounds", 2, "--block", 5, "--warmup", 1, "--pause-ms", 0, "--threads", 1)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["uses_step"] is True and res["batch"] == 2 and res["threads"] == 1
+    for key in ("step", "push"):
+        s = res[key]
+        assert s["calls"] == 10 and 0 < s["p10_us"] <= s["median_us"] <= s["p90_us"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["m.pt", "--batch", "0"], "--batch expects a positive integer, got '0'"),
+    (["m.pt", "--input", "x.npy"], "--input and --out must be given together"),
+    ([], "expected MODEL.pt, got 0 positional arguments"),
+])
+def test_stream_bench_bad_arguments(stream_bench: Path, args: List[str], message: str) -> None:
+    proc = run_cli(stream_bench, *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "usage: stream_bench MODEL.pt" in proc.stderr
+
+
+def test_stream_bench_refuses_bidirectional(stream_bench: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bi.pt"
+    torch.jit.save(torch.jit.script(deploy_lstm.LSTM(5, 8, bidirectional=True).eval()), str(path))
+    proc = run_cli(stream_bench, path, "--rounds", 1, "--block", 1)
+    assert proc.returncode == 1
+    assert "streaming in chunks needs a unidirectional model" in proc.stderr

@@ -20,8 +20,6 @@
 //
 // Exit status: 0 on success, 2 on bad command-line arguments (with the usage line),
 // 1 on any other error, with one "error: ..." line on stderr.
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -33,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "deploy_lstm/aoti_runner.h"
 #include "deploy_lstm/cli.h"
 #include "deploy_lstm/errors.h"
 #include "deploy_lstm/io_spec.h"
@@ -51,8 +50,6 @@ constexpr const char* kUsage =
     "  OUT_PREFIX  outputs go to OUT_PREFIX0.bin, OUT_PREFIX1.bin, ... (.f64 / .i64 for float64 / int64)\n";
 
 constexpr int64_t kMaxRank = 16;
-
-constexpr const char* kFusedOp = "deploy_lstm::fused_lstm";
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -144,57 +141,13 @@ void write_tensor(const std::string& path, const torch::Tensor& t) {
 }
 
 int run(const Args& args) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(args.package, ec))
-    throw deploy_lstm::ModelLoadError("package not found: '" + args.package + "'");
-  std::optional<torch::inductor::AOTIModelPackageLoader> loader;
-  try {
-    loader.emplace(args.package);
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    // A "fused" package in a runner built without libdeploy_lstm_ops: name the op and the ways out.
-    if (what.find(kFusedOp) != std::string::npos && !c10::Dispatcher::singleton().findSchema({kFusedOp, ""})) {
-      throw deploy_lstm::ModelLoadError("'" + args.package + "' calls the custom op " + kFusedOp +
-                                        " (the \"fused\" LSTM route), which this runner does not register: link "
-                                        "libdeploy_lstm_ops (serving/cpp/aoti) or re-export with "
-                                        "deploy_lstm.export_aoti(..., fused=False)");
-    }
-    throw deploy_lstm::ModelLoadError("cannot load '" + args.package + "' as an AOTInductor package: " +
-                                      what.substr(0, what.find('\n')));
-  }
-
-  // The I/O contract, when the package carries one: names for messages, checks before running.
-  std::optional<deploy_lstm::IoSpec> io;
-  const auto metadata = loader->get_metadata();
-
-  if (const auto it = metadata.find(deploy_lstm::kMetaIo); it != metadata.end())
-    io = deploy_lstm::parse_io_spec(it->second, "'" + args.package + "' metadata");
-  if (io && io->inputs.size() != args.inputs.size()) {
-    throw deploy_lstm::InputError("'" + args.package + "' takes " + std::to_string(io->inputs.size()) + " inputs (" +
-                                  deploy_lstm::join(io->input_names()) + "), got " + std::to_string(args.inputs.size()));
-  }
-
+  // Loading, the I/O contract and its checks are deploy_lstm_run's too (src/aoti_runner.cpp).
+  deploy_lstm::AotiRunner runner(args.package);
+  runner.check_count(args.inputs.size());  // before reading: the count is the likelier mistake
   std::vector<torch::Tensor> inputs;
-  std::vector<std::vector<int64_t>> shapes;
-  std::vector<std::string> dtypes;
-  for (const std::string& path : args.inputs) {
-    inputs.push_back(read_tensor(path));
-    shapes.push_back(inputs.back().sizes().vec());
-    dtypes.push_back(deploy_lstm::dtype_name(inputs.back().scalar_type()));
-  }
-  if (io) io->check_inputs(shapes, dtypes);
-
-  std::vector<torch::Tensor> outputs;
-  try {
-    c10::InferenceMode guard;
-    outputs = loader->run(inputs);
-  } catch (const std::exception& e) {
-    std::vector<std::string> got;
-    for (std::size_t i = 0; i < inputs.size(); ++i)
-      got.push_back((io ? io->inputs[i].name : "input " + std::to_string(i)) + "=" + deploy_lstm::describe(inputs[i]));
-    const std::string what = e.what();
-    throw deploy_lstm::RunError("the package failed on " + deploy_lstm::join(got) + ": " + what.substr(0, what.find('\n')));
-  }
+  for (const std::string& path : args.inputs) inputs.push_back(read_tensor(path));
+  const std::vector<torch::Tensor> outputs = runner.run(inputs);
+  const std::optional<deploy_lstm::IoSpec>& io = runner.io();
 
   // Check every output's dtype before writing any: no partial results on failure.
   std::vector<std::string> paths;

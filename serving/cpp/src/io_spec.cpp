@@ -10,29 +10,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <sstream>
 #include <utility>
 
 namespace deploy_lstm {
 namespace {
-
-struct Json {
-  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
-  Kind kind = Kind::kNull;
-  bool boolean = false;
-  bool integral = false;  // a number written without fraction or exponent
-  int64_t integer = 0;
-  double number = 0.0;
-  std::string string;
-  std::vector<Json> items;                            // kArray
-  std::vector<std::pair<std::string, Json>> fields;  // kObject, in order
-
-  const Json* field(const std::string& key) const {
-    for (const auto& [k, v] : fields)
-      if (k == key) return &v;
-    return nullptr;
-  }
-};
 
 class JsonReader {
  public:
@@ -231,6 +214,28 @@ class JsonReader {
   std::size_t pos_ = 0;
 };
 
+}  // namespace
+
+const Json* Json::field(const std::string& key) const {
+  for (const auto& [k, v] : fields)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+const Json* Json::path(const std::vector<std::string>& keys) const {
+  const Json* v = this;
+  for (const std::string& k : keys) {
+    if (v->kind != Kind::kObject) return nullptr;
+    v = v->field(k);
+    if (v == nullptr) return nullptr;
+  }
+  return v;
+}
+
+Json parse_json(const std::string& text, const std::string& where) { return JsonReader(text, where).document(); }
+
+namespace {
+
 [[noreturn]] void bad_spec(const std::string& where, const std::string& what) {
   throw ModelLoadError(where + ": malformed " + kMetaIo + " I/O contract: " + what);
 }
@@ -267,6 +272,23 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   std::string out;
   for (std::size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
   return out;
+}
+
+std::vector<std::string> output_file_names(const std::optional<IoSpec>& io, std::size_t n) {
+  if (io && io->outputs.size() == n) {
+    std::vector<std::string> names = io->output_names();
+    std::set<std::string> seen;
+    bool safe = true;
+    for (const std::string& name : names) {
+      safe = safe && !name.empty() && name[0] != '.' && seen.insert(name).second;
+      for (const char c : name)
+        safe = safe && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.');
+    }
+    if (safe) return names;
+  }
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < n; ++i) names.push_back("output_" + std::to_string(i));
+  return names;
 }
 
 std::string TensorSpec::shape_string() const {
@@ -327,14 +349,14 @@ void IoSpec::check_inputs(const std::vector<std::vector<int64_t>>& shapes,
 }
 
 IoSpec parse_io_spec(const std::string& json, const std::string& where) {
-  const Json doc = JsonReader(json, where + " (" + kMetaIo + ")").document();
+  const Json doc = parse_json(json, where + " (" + kMetaIo + ")");
   if (doc.kind != Json::Kind::kObject) bad_spec(where, "not a JSON object");
   return IoSpec{tensor_specs(doc.field("inputs"), "inputs", where), tensor_specs(doc.field("outputs"), "outputs", where)};
 }
 
 std::optional<std::string> json_string_field(const std::string& json, const std::string& key,
                                              const std::string& where) {
-  const Json doc = JsonReader(json, where).document();
+  const Json doc = parse_json(json, where);
   if (doc.kind != Json::Kind::kObject) throw ModelLoadError(where + ": expected a JSON object");
   const Json* v = doc.field(key);
   if (v == nullptr) return std::nullopt;

@@ -180,29 +180,147 @@ LstmStream LstmRunner::stream(const std::optional<LstmState>& initial_state) {
   return LstmStream(this, initial_state);
 }
 
-LstmStream::LstmStream(LstmRunner* runner, std::optional<LstmState> initial_state)
-    : runner_(runner), state_(std::move(initial_state)) {}
+LstmStream::LstmStream(LstmRunner* runner, std::optional<LstmState> initial_state) : runner_(runner) {
+  if (auto method = runner_->module_.find_method("step_")) {
+    step_fn_ = &method->function();
+    self_ = runner_->module_._ivalue();
+    stack_.reserve(4);
+    // Pack the weights now, from the weights the module holds now (a scripted module
+    // packs once and keeps it; see deploy_lstm.LSTM.prepare_step).
+    if (auto prepare = runner_->module_.find_method("prepare_step")) {
+      c10::InferenceMode guard;
+      (*prepare)(std::vector<c10::IValue>{});
+    }
+  }
+  reset(initial_state);
+}
+
+void LstmStream::check_batch(int64_t n) const {
+  if (batch_ >= 0 && n != batch_) {
+    auto describe = [](int64_t b) { return b == 0 ? std::string("unbatched") : "batch size " + std::to_string(b); };
+    throw InputError("stream chunk is " + describe(n) + " but the stream carries state for " + describe(batch_) +
+                     "; call reset() to start a new stream");
+  }
+}
+
+void LstmStream::ensure_state(int64_t n) {
+  if (batch_ >= 0) return;
+  const LstmConfig& cfg = runner_->config_;
+  const int64_t L = cfg.num_layers, N = n == 0 ? 1 : n;
+  const auto options = torch::TensorOptions().dtype(cfg.dtype);
+  h_ = torch::zeros({L, N, cfg.real_hidden()}, options);
+  c_ = torch::zeros({L, N, cfg.hidden_size}, options);
+  batch_ = n;
+  state_ = n == 0 ? LstmState{h_.select(1, 0), c_.select(1, 0)} : LstmState{h_, c_};
+}
+
+torch::Tensor LstmStream::run_step(const torch::Tensor& x) {
+  // The interpreter takes its arguments from the stack and leaves the result there;
+  // the vector's capacity is kept, so a step allocates no argument storage.
+  stack_.clear();
+  stack_.emplace_back(self_);
+  stack_.emplace_back(x);
+  stack_.emplace_back(h_);
+  stack_.emplace_back(c_);
+  step_fn_->run(stack_);
+  torch::Tensor y = stack_.back().toTensor();
+  stack_.clear();
+  return y;
+}
+
+torch::Tensor LstmStream::step(const torch::Tensor& x) {
+  const LstmConfig& cfg = runner_->config_;
+  const bool batched = x.dim() == 2;
+  if (!x.defined() || (x.dim() != 1 && x.dim() != 2) || x.size(-1) != cfg.input_size) {
+    throw InputError("step: expected input of shape (N, " + std::to_string(cfg.input_size) + ") or (" +
+                     std::to_string(cfg.input_size) + ",), one time step, got " +
+                     (x.defined() ? shape_str(x.sizes()) : std::string("an undefined tensor")));
+  }
+  if (x.scalar_type() != cfg.dtype) {
+    throw InputError("step: expected input of dtype " + dtype_name(cfg.dtype) + " (the model's), got " +
+                     dtype_name(x.scalar_type()));
+  }
+  const int64_t n = batched ? x.size(0) : 0;
+  if (batched && n == 0) throw InputError("step: expected a batch of at least one, got input of shape " + shape_str(x.sizes()));
+  check_batch(n);
+  c10::InferenceMode guard;
+  if (!step_fn_) {  // an archive without step_: one forward on a chunk of length 1
+    const int64_t time_dim = batched && cfg.batch_first ? 1 : 0;
+    return push(x.unsqueeze(time_dim)).output.select(time_dim, 0);
+  }
+  ensure_state(n);
+  torch::Tensor y = run_step(batched ? x : x.unsqueeze(0));
+  ++steps_;
+  return batched ? y : y.select(0, 0);
+}
 
 LstmOutput LstmStream::push(const torch::Tensor& chunk) {
   runner_->check_input(chunk);
-  if (state_ && steps_ > 0) {
-    const int64_t n = runner_->batch_size(chunk);
-    const int64_t carried = state_->first.dim() == 3 ? state_->first.size(1) : 0;
-    if (n != carried) {
-      auto describe = [](int64_t b) { return b == 0 ? std::string("unbatched") : "batch size " + std::to_string(b); };
-      throw InputError("stream chunk is " + describe(n) + " but the stream carries state for " + describe(carried) +
-                       "; call reset() to start a new stream");
-    }
+  const int64_t n = runner_->batch_size(chunk);
+  check_batch(n);
+  const LstmConfig& cfg = runner_->config_;
+  const int64_t time_dim = chunk.dim() == 3 && cfg.batch_first ? 1 : 0;
+  const int64_t T = chunk.size(time_dim);
+  if (!step_fn_) {
+    LstmOutput out = runner_->run(chunk, state_);
+    state_ = LstmState{out.h_n, out.c_n};
+    batch_ = n;
+    steps_ += T;
+    return out;
   }
-  LstmOutput out = runner_->run(chunk, state_);
-  state_ = LstmState{out.h_n, out.c_n};
-  steps_ += chunk.dim() == 2 ? chunk.size(0) : (runner_->config().batch_first ? chunk.size(1) : chunk.size(0));
-  return out;
+  c10::InferenceMode guard;
+  ensure_state(n);
+  // output (T, N, P), (N, T, P) if batch_first, (T, P) unbatched: each step's h[-1] copied in
+  std::vector<int64_t> out_shape = chunk.sizes().vec();
+  out_shape.back() = cfg.real_hidden();
+  torch::Tensor output = torch::empty(out_shape, chunk.options());
+  for (int64_t t = 0; t < T; ++t) {
+    torch::Tensor x = chunk.select(time_dim, t);  // (N, I) or (I,)
+    torch::Tensor y = run_step(n == 0 ? x.unsqueeze(0) : x);
+    output.select(time_dim, t).copy_(n == 0 ? y.select(0, 0) : y);
+  }
+  steps_ += T;
+  return LstmOutput{output, state_->first.clone(), state_->second.clone()};
 }
 
 void LstmStream::reset(const std::optional<LstmState>& initial_state) {
-  state_ = initial_state;
   steps_ = 0;
+  if (initial_state) {
+    const LstmConfig& cfg = runner_->config_;
+    const torch::Tensor& h = initial_state->first;
+    const torch::Tensor& c = initial_state->second;
+    const bool batched = h.defined() && h.dim() == 3;
+    std::vector<int64_t> want_h{cfg.num_layers, cfg.real_hidden()}, want_c{cfg.num_layers, cfg.hidden_size};
+    if (batched) {
+      want_h.insert(want_h.begin() + 1, h.size(1));
+      want_c.insert(want_c.begin() + 1, h.size(1));
+    }
+    if (!h.defined() || !c.defined() || h.sizes() != c10::IntArrayRef(want_h) || c.sizes() != c10::IntArrayRef(want_c)) {
+      throw InputError("expected an initial state of shapes " + shape_str(want_h) + " and " + shape_str(want_c) +
+                       " (num_layers, [N,] proj_size or hidden_size / hidden_size), got " +
+                       (h.defined() ? shape_str(h.sizes()) : "undefined") + " and " +
+                       (c.defined() ? shape_str(c.sizes()) : "undefined"));
+    }
+    if (h.scalar_type() != cfg.dtype || c.scalar_type() != cfg.dtype) {
+      throw InputError("expected an initial state of dtype " + dtype_name(cfg.dtype) + " (the model's), got " +
+                       dtype_name(h.scalar_type()) + " and " + dtype_name(c.scalar_type()));
+    }
+  }
+  if (!step_fn_) {
+    state_ = initial_state;
+    batch_ = -1;
+    return;
+  }
+  batch_ = -1;
+  state_.reset();
+  if (initial_state) {
+    // A (L, N, *) or unbatched (L, *) state: copied into the stream's own tensors.
+    const int64_t n = initial_state->first.dim() == 3 ? initial_state->first.size(1) : 0;
+    ensure_state(n);
+    c10::InferenceMode guard;
+    state_->first.copy_(initial_state->first);
+    state_->second.copy_(initial_state->second);
+  }
 }
 
 }  // namespace deploy_lstm

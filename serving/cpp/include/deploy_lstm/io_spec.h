@@ -1,4 +1,5 @@
-// The I/O contract deploy_lstm writes into its artifacts (no torch dependency).
+// The I/O contract deploy_lstm writes into its artifacts, and the JSON reader behind it
+// (no torch dependency).
 //
 // contract.META_IO ("deploy_lstm.io") holds contract.IOSpec.to_json(): the names,
 // shapes and dtypes of a graph's flattened inputs and outputs, e.g.
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace deploy_lstm {
@@ -48,6 +50,33 @@ struct IoSpec {
   // size across the inputs.  Throws InputError with expected and got.
   void check_inputs(const std::vector<std::vector<int64_t>>& shapes, const std::vector<std::string>& dtypes) const;
 };
+
+// The names to write `n` outputs under ("<name>.npy"): the contract's when it lists n outputs
+// whose names are distinct plain file names (letters, digits, '_', '-', '.', not leading '.'),
+// else output_0, output_1, ...
+std::vector<std::string> output_file_names(const std::optional<IoSpec>& io, std::size_t n);
+
+// A parsed JSON value (RFC 8259; what Python's json.dumps writes): the IOSpec, the
+// TorchScript metadata, an export folder's manifest.json.
+struct Json {
+  enum class Kind { kNull, kBool, kNumber, kString, kArray, kObject };
+  Kind kind = Kind::kNull;
+  bool boolean = false;
+  bool integral = false;  // a number written without fraction or exponent
+  int64_t integer = 0;
+  double number = 0.0;
+  std::string string;
+  std::vector<Json> items;                            // kArray
+  std::vector<std::pair<std::string, Json>> fields;  // kObject, in order
+
+  // The value of `key` in an object; nullptr when absent (or this is not an object).
+  const Json* field(const std::string& key) const;
+  // field(keys[0])->field(keys[1])...; nullptr when any step is absent or not an object.
+  const Json* path(const std::vector<std::string>& keys) const;
+};
+
+// Parses `text`.  Throws ModelLoadError "<where>: malformed JSON at offset N: ..." when it does not parse.
+Json parse_json(const std::string& text, const std::string& where);
 
 // Parses IOSpec JSON.  Throws ModelLoadError naming `where` when it does not parse.
 IoSpec parse_io_spec(const std::string& json, const std::string& where);

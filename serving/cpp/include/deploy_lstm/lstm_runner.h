@@ -91,28 +91,55 @@ class LstmRunner {
 // Runs a long sequence chunk by chunk: concatenating the outputs of push() along
 // the time axis equals one LstmRunner::run over the whole sequence.  Not
 // thread-safe; use one stream per sequence.  The runner must outlive the stream.
+//
+// The fast path: when the archive has deploy_lstm.LSTM's `step_` method (archives
+// written since it exists), the stream packs the weights once (`prepare_step`),
+// keeps (h, c) in tensors allocated when the batch size is first known, builds the
+// method's argument vector once, and runs one `step_` per time step under
+// c10::InferenceMode, which advances (h, c) in place.  Older archives: one
+// `forward` per chunk, as before.
 class LstmStream {
  public:
   // Runs `chunk` (same layout as LstmRunner::run input) from the carried state
   // and keeps the final state for the next call.  The batch size (or
-  // batchedness) must stay the same until reset().  Throws InputError.
+  // batchedness) must stay the same until reset().  Returns new tensors.
+  // Throws InputError.
   LstmOutput push(const torch::Tensor& chunk);
+
+  // One time step, the fast path: `x` is (N, input_size), or (input_size,) for an
+  // unbatched stream.  Returns the output (N, P) or (P,): a view of the carried
+  // state, overwritten by the next call (clone it to keep it).  Only cheap
+  // shape/dtype checks.  Throws InputError.
+  torch::Tensor step(const torch::Tensor& x);
 
   // Forgets the carried state: the next push() starts from `initial_state`
   // (zeros when omitted) and may use a new batch size.
   void reset(const std::optional<LstmState>& initial_state = std::nullopt);
 
-  // The carried (h, c), if any chunk has been pushed or an initial state given.
+  // The carried (h, c), if any chunk has been pushed or an initial state given:
+  // (L, N, P) and (L, N, H), or (L, P) and (L, H) for an unbatched stream.
   const std::optional<LstmState>& state() const { return state_; }
   int64_t steps() const { return steps_; }  // time steps pushed since reset
+  // Whether the archive's step_ method runs the steps (false: forward per chunk).
+  bool uses_step() const { return step_fn_ != nullptr; }
 
  private:
   friend class LstmRunner;
   LstmStream(LstmRunner* runner, std::optional<LstmState> initial_state);
+  // Allocates the carried state for batch size `n` (0: unbatched) if it has none.
+  void ensure_state(int64_t n);
+  void check_batch(int64_t n) const;
+  // Runs one step_ on (N, I) `x`; returns the (N, P) view of h[-1].
+  torch::Tensor run_step(const torch::Tensor& x);
 
   LstmRunner* runner_;
-  std::optional<LstmState> state_;
+  std::optional<LstmState> state_;  // as the user sees it (views of h_/c_ on the fast path)
   int64_t steps_ = 0;
+  torch::jit::Function* step_fn_ = nullptr;  // the archive's step_, or null (forward per chunk)
+  c10::IValue self_;                 // the module object, step_'s first argument
+  torch::Tensor h_, c_;              // (L, N, P), (L, N, H): the carried state, updated in place
+  int64_t batch_ = -1;               // N of the carried state; 0 = unbatched; -1 = none yet
+  std::vector<c10::IValue> stack_;   // (self, x, h_, c_) -> step_'s output; capacity kept across calls
 };
 
 }  // namespace deploy_lstm

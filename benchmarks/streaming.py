@@ -18,8 +18,8 @@ median is set against
   once at the speed this machine copies them.  A GEMV does not write what it reads, so
   a kernel can beat this floor (ratios below 1 are possible);
 * **achieved GB/s** = weight bytes / median step time, and **ratio** = median / floor,
-  judged against the issue's targets: <= 1.5 for onnxruntime with I/O binding, <= 2 for
-  the TorchScript step and the C++ ``LstmStream``.
+  judged against the issue's targets at N=1: <= 1.5 for onnxruntime with I/O binding, <= 2 for
+  the TorchScript step and the C++ ``LstmStream`` (at N=8 a step is compute-bound: reported only).
 
 Timing: ``deploy_lstm.bench._measure_case`` (interleaved rounds, 50 ms idle pause before
 each timed block) on the Python backends; the C++ program ``stream_bench`` runs in its
@@ -280,8 +280,8 @@ def measure(quick: bool, rounds: int, threads: int, pause_ms: float, stream_benc
                 workdir = Path(tmp) / str(k)
                 workdir.mkdir()
                 runners, other, keep = build(case, workdir, threads, stream_bench, quick, log)
-                # no_grad, not inference_mode: nn.LSTM eager (oneDNN) takes ~48 ms per step under
-                # inference_mode here against ~0.6 ms under no_grad (torch 2.13, measured)
+                # no_grad for every Python backend (the committed results); under inference_mode the
+                # TorchScript step_ runs ~10% faster (its in-place updates skip version counters)
                 with torch.no_grad():
                     timed = _measure_case(
                         runners, rounds=rounds, warmup=5 if quick else 50, block_s=0.01 if quick else 0.04,
@@ -347,7 +347,7 @@ def _case_result(case: Case, timed: Dict[str, Any], bandwidth: Dict[str, Any]) -
                  "ratio_to_floor": median_us / floor, "samples": r.get("samples")}
         if "uses_step" in r:
             entry["uses_step"] = r["uses_step"]
-        if name in TARGETS:
+        if name in TARGETS and case.batch == 1:  # the issue's case: one stream, bound by reading the weights
             entry["target"] = TARGETS[name]
             entry["met"] = entry["ratio_to_floor"] <= TARGETS[name]
         out[name] = entry
@@ -382,6 +382,11 @@ def to_markdown(res: Dict[str, Any]) -> str:
             f"{case['weight_bytes'] / 1e6:.2f} MB of weights, floor {case['floor_us']:.1f} us "
             f"(in-cache copy {case['in_cache_copy_gbs']:.1f} GB/s)",
             "",
+        ]
+        if case["batch"] > 1:
+            lines += [f"With {case['batch']} rows a step is a small GEMM per layer, not a GEMV: compute, not the weights' "
+                      "bandwidth, bounds it, so the memory floor is shown for scale and no target is judged.", ""]
+        lines += [
             "| backend | median us | p10-p90 us | GB/s | x floor | target |",
             "|---|---|---|---|---|---|",
         ]

@@ -301,7 +301,8 @@ def test_benchmark_quick_writes_its_report(bench: ModuleType, tmp_path: Path) ->
             r = case["results"][name]
             assert r["median_us"] > 0 and r["achieved_gbs"] > 0
             assert r["ratio_to_floor"] == pytest.approx(r["median_us"] / r["floor_us"])
-        assert "met" in case["results"][bench.ORT_STREAM]
+        # the targets are judged at N=1 (reading the weights bounds a step); N>1 is compute
+        assert ("met" in case["results"][bench.ORT_STREAM]) == (case["batch"] == 1)
         assert case["results"][bench.CPP_STEP]["stage"] == "run"  # the binary given does not exist
     assert (tmp_path / "results.md").read_text().startswith("# Streaming steps against the memory floor")
 

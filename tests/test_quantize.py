@@ -158,6 +158,8 @@ def test_int8_advice_follows_the_measured_speedup():
     assert not worth and "projection" in why and "deploy-lstm bench DIR" in why
     worth, why = int8_expectation(nn.Sequential(LSTM(4, 256)))
     assert worth and "deploy-lstm bench DIR" in why
+    worth, why = int8_expectation(nn.Sequential(nn.Linear(4, 4), LSTM(4, 48, num_layers=2)))  # the demo's size
+    assert not worth and "at hidden size 48" in why and "deploy-lstm bench DIR" in why
 
 
 # --- the CLI summary ---------------------------------------------------------------------------

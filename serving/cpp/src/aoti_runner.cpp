@@ -128,14 +128,7 @@ void AotiRunner::check_count(std::size_t n) const {
 
 void AotiRunner::validate(const std::vector<torch::Tensor>& inputs) const {
   check_count(inputs.size());
-  if (!io_) return;
-  std::vector<std::vector<int64_t>> shapes;
-  std::vector<std::string> dtypes;
-  for (const torch::Tensor& t : inputs) {
-    shapes.push_back(t.sizes().vec());
-    dtypes.push_back(dtype_name(t.scalar_type()));
-  }
-  io_->check_inputs(shapes, dtypes);
+  if (io_) check_tensors(*io_, inputs);
 }
 
 std::vector<torch::Tensor> AotiRunner::run(const std::vector<torch::Tensor>& inputs) {

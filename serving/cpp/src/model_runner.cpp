@@ -174,15 +174,7 @@ void ModelRunner::validate(const std::vector<torch::Tensor>& inputs) const {
   check_count(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i)
     if (!inputs[i].defined()) throw InputError("input '" + input_names_.at(i) + "' is undefined");
-  if (io_ && io_->inputs.size() == inputs.size()) {
-    std::vector<std::vector<int64_t>> shapes;
-    std::vector<std::string> dtypes;
-    for (const torch::Tensor& t : inputs) {
-      shapes.push_back(t.sizes().vec());
-      dtypes.push_back(dtype_name(t.scalar_type()));
-    }
-    io_->check_inputs(shapes, dtypes);
-  }
+  if (io_ && io_->inputs.size() == inputs.size()) check_tensors(*io_, inputs);
 }
 
 std::vector<torch::Tensor> ModelRunner::run(const std::vector<torch::Tensor>& inputs) {

@@ -51,4 +51,14 @@ std::string describe(const torch::Tensor& tensor) {
   return shape_string(tensor.sizes().vec()) + " " + dtype_name(tensor.scalar_type());
 }
 
+void check_tensors(const IoSpec& io, const std::vector<torch::Tensor>& inputs) {
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<std::string> dtypes;
+  for (const torch::Tensor& t : inputs) {
+    shapes.push_back(t.sizes().vec());
+    dtypes.push_back(dtype_name(t.scalar_type()));
+  }
+  io.check_inputs(shapes, dtypes);
+}
+
 }  // namespace deploy_lstm

@@ -4,7 +4,9 @@
 #include <torch/script.h>
 
 #include <string>
+#include <vector>
 
+#include "deploy_lstm/io_spec.h"
 #include "deploy_lstm/npy.h"
 
 namespace deploy_lstm {
@@ -21,5 +23,8 @@ std::string dtype_name(c10::ScalarType dtype);
 
 // "(2, 3) float32", for messages and logs.
 std::string describe(const torch::Tensor& tensor);
+
+// IoSpec::check_inputs on tensors (their shapes and numpy dtype names).  Throws InputError.
+void check_tensors(const IoSpec& io, const std::vector<torch::Tensor>& inputs);
 
 }  // namespace deploy_lstm

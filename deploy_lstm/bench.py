@@ -71,6 +71,7 @@ from .bench_backends import (
     TS_LOOP,
     TS_USER,
     AOTI,
+    ARTIFACT_OF,
     Runner,
     Shape,
     Sources,
@@ -106,6 +107,7 @@ __all__ = [
     "model_markdown",
     "write_model_results",
     "MODEL_CASES",
+    "ARTIFACT_LABELS",
     "parse_config",
     "measure",
     "to_markdown",
@@ -609,6 +611,10 @@ def measure(args: argparse.Namespace, checkpoint: Optional[Callable[[Dict[str, A
 #: (batch, sequence) shapes a whole model is timed at: one stream, one batch
 MODEL_CASES: Tuple[Tuple[int, int], ...] = ((1, 32), (16, 64))
 ORIGINAL = "original (torch.nn LSTMs) eager"
+#: the whole-model benchmark's backend label of each artifact kind
+MODEL_BACKENDS = {"torchscript": "torchscript", "onnx": "onnxruntime", "aoti": "aotinductor", "onnx-int8": "onnxruntime-int8"}
+#: every benchmark label that times an export folder's artifact -> its kind (what recommend needs)
+ARTIFACT_LABELS = {**ARTIFACT_OF, **{label: kind for kind, label in MODEL_BACKENDS.items()}}
 
 
 def benchmark_model(
@@ -641,10 +647,10 @@ def benchmark_model(
     runners: Dict[str, Runner] = {ORIGINAL: module_runner(original, sig), EAGER: module_runner(sig.module, sig)}
     scripted = (lambda m: BareLSTM(m)) if folder.config is not None else (lambda m: m)
     makers: Dict[str, Tuple[str, Callable[[], Runner]]] = {
-        "torchscript": ("torchscript", lambda: module_runner(scripted(torch.jit.load(str(folder.file("torchscript")), map_location="cpu")), sig)),
-        "onnx": ("onnxruntime", lambda: artifact_runner(OnnxLSTM(folder.file("onnx"), **so_threads))),
-        "aoti": ("aotinductor", lambda: artifact_runner(AotiPackage(folder.file("aoti")))),
-        "onnx-int8": ("onnxruntime-int8", lambda: artifact_runner(OnnxLSTM(folder.file("onnx-int8"), **so_threads))),
+        "torchscript": (MODEL_BACKENDS["torchscript"], lambda: module_runner(scripted(torch.jit.load(str(folder.file("torchscript")), map_location="cpu")), sig)),
+        "onnx": (MODEL_BACKENDS["onnx"], lambda: artifact_runner(OnnxLSTM(folder.file("onnx"), **so_threads))),
+        "aoti": (MODEL_BACKENDS["aoti"], lambda: artifact_runner(AotiPackage(folder.file("aoti")))),
+        "onnx-int8": (MODEL_BACKENDS["onnx-int8"], lambda: artifact_runner(OnnxLSTM(folder.file("onnx-int8"), **so_threads))),
     }
     built: Dict[str, Union[Runner, Unavailable]] = {}
     for kind, (name, make) in makers.items():
@@ -691,7 +697,7 @@ def record_recommendation(folder: ExportFolder, res: Dict[str, Any], *, allow_in
                           write: bool = True) -> Dict[str, Any]:
     """Recommend an artifact per target from ``res`` (a benchmark of ``folder``), store it in
     ``res["recommendation"]`` and, with ``write``, in the export folder (``ExportFolder.record``)."""
-    rec = recommend.recommend(res, list(folder.artifacts), folder.report, allow_int8=allow_int8)
+    rec = recommend.recommend(res, list(folder.artifacts), folder.report, ARTIFACT_LABELS, allow_int8=allow_int8)
     res["recommendation"] = rec
     if write:
         folder.record("recommendation", rec)

@@ -35,7 +35,7 @@ from .torchscript import export_torchscript
 
 __all__ = [
     "NN", "EAGER", "TS_LOOP", "TS_FUSED", "TS_USER", "AOTI", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8", "BACKENDS", "NOT_FLOAT32",
-    "ORT_EXPORTERS", "Shape", "Inputs", "make_inputs", "Sources", "build_backends", "export_nn_lstm", "torch_runner",
+    "ORT_EXPORTERS", "ARTIFACT_OF", "Shape", "Inputs", "make_inputs", "Sources", "build_backends", "export_nn_lstm", "torch_runner",
     "ort_runner", "Runner",
 ]
 
@@ -52,6 +52,9 @@ ORT_NN = "ort: nn.LSTM export"
 ORT_INT8 = "ort: ours int8"
 BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, TS_USER, AOTI, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8]
 ORT_EXPORTERS = {ORT_DYNAMO: "dynamo", ORT_TS: "torchscript"}
+#: the export folder's artifact kind each backend times (the others are references)
+ARTIFACT_OF = {TS_LOOP: "torchscript", TS_FUSED: "torchscript", AOTI: "aoti", ORT_DYNAMO: "onnx", ORT_TS: "onnx",
+               ORT_INT8: "onnx-int8"}
 
 #: backends that do not compute in float32: their GFLOP/s are float-equivalent (the same
 #: count), and they are neither part of nor compared with the float32 reference

@@ -26,7 +26,7 @@ import datetime
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["TARGETS", "recommend", "to_markdown", "artifact_of"]
+__all__ = ["TARGETS", "recommend", "to_markdown"]
 
 #: per target, the artifact kinds it can run, in order of preference on a tie
 TARGETS: Dict[str, Tuple[str, ...]] = {
@@ -43,28 +43,6 @@ VALIDATED_AS: Dict[str, str] = {
     "onnx-int8": "onnxruntime-int8",
 }
 
-#: the benchmarks' backend labels that time an export folder's artifact
-_LABELS: Dict[str, str] = {
-    # bare-LSTM benchmark (deploy_lstm.bench_backends)
-    "deploy_lstm torchscript": "torchscript",
-    "deploy_lstm torchscript (fused)": "torchscript",
-    "ort: ours (dynamo)": "onnx",
-    "ort: ours (torchscript)": "onnx",
-    "aotinductor (.pt2)": "aoti",
-    "ort: ours int8": "onnx-int8",
-    # whole-model benchmark (deploy_lstm.bench.benchmark_model)
-    "torchscript": "torchscript",
-    "onnxruntime": "onnx",
-    "aotinductor": "aoti",
-    "onnxruntime-int8": "onnx-int8",
-}
-
-
-def artifact_of(label: str) -> Optional[str]:
-    """The artifact kind a benchmark backend label times (None for references like eager)."""
-    return _LABELS.get(label)
-
-
 def _case_name(case: Mapping[str, Any]) -> str:
     return f"{case['config']} | {case['shape']}" if "config" in case else str(case["shape"])
 
@@ -80,7 +58,8 @@ def _validation(report: Optional[Mapping[str, Any]]) -> Dict[str, Optional[bool]
 
 
 def recommend(
-    res: Mapping[str, Any], artifacts: Sequence[str], report: Optional[Mapping[str, Any]], *, allow_int8: bool = False
+    res: Mapping[str, Any], artifacts: Sequence[str], report: Optional[Mapping[str, Any]], labels: Mapping[str, str],
+    *, allow_int8: bool = False,
 ) -> Dict[str, Any]:
     """One recommendation per target from a benchmark of an export folder.
 
@@ -89,6 +68,8 @@ def recommend(
             :func:`deploy_lstm.bench.benchmark_model` returned for the folder.
         artifacts: the folder's artifact kinds.
         report: the folder's validation report (its manifest's ``report``).
+        labels: {benchmark backend label: the artifact kind it times}
+            (``deploy_lstm.bench.ARTIFACT_LABELS``); other labels are references.
         allow_int8: let the int8 model be recommended.
 
     Returns:
@@ -103,7 +84,7 @@ def recommend(
     reasons: Dict[str, str] = {}
     for case in cases:
         for label, r in case["results"].items():
-            kind = artifact_of(label)
+            kind = labels.get(label)
             if kind is None or kind not in artifacts:
                 continue
             if ratio_key in r:

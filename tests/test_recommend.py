@@ -43,13 +43,14 @@ def _report(**passed: bool) -> Dict[str, Any]:
             + [{"backend": names[k], "passed": v} for k, v in passed.items()]}
 
 
+LABELS = bench.ARTIFACT_LABELS  # benchmark label -> the artifact kind it times
 ALL = ["weights", "onnx", "torchscript", "aoti", "onnx-int8"]
 TIMES = {"ort: ours (dynamo)": [0.8, 1.2], "deploy_lstm torchscript (fused)": [1.0, 1.0],
          "aotinductor (.pt2)": [0.9, 1.0], "ort: ours int8": [0.3, 0.4]}
 
 
 def test_each_target_gets_its_fastest_validated_artifact_by_geometric_mean():
-    rec = recommend.recommend(_res(TIMES), ALL, _report(onnx=True, torchscript=True, aoti=True, onnx_int8=True))
+    rec = recommend.recommend(_res(TIMES), ALL, _report(onnx=True, torchscript=True, aoti=True, onnx_int8=True), LABELS)
     t = rec["targets"]
     # python: aoti 0.949 < onnx 0.980 < torchscript 1.0 (geometric means); int8 not allowed by default
     assert t["python"]["artifact"] == "aoti" and t["python"]["ratio"] == pytest.approx((0.9 * 1.0) ** 0.5, abs=1e-4)
@@ -57,14 +58,14 @@ def test_each_target_gets_its_fastest_validated_artifact_by_geometric_mean():
     assert t["server"]["artifact"] == "onnx" and t["server"]["ratios"] == {"L1 uni H8 | s0": 0.8, "L1 uni H8 | s1": 1.2}
     assert "would be 0.35x" in t["server"]["why"] and "--allow-int8" in t["server"]["why"]
     assert rec["shapes"] == ["L1 uni H8 | s0", "L1 uni H8 | s1"] and rec["threads"] == 2 and not rec["allow_int8"]
-    allowed = recommend.recommend(_res(TIMES), ALL, _report(onnx=True, torchscript=True, aoti=True, onnx_int8=True), allow_int8=True)
+    allowed = recommend.recommend(_res(TIMES), ALL, _report(onnx=True, torchscript=True, aoti=True, onnx_int8=True), LABELS, allow_int8=True)
     assert allowed["targets"]["server"]["artifact"] == "onnx-int8" and allowed["targets"]["python"]["artifact"] == "onnx-int8"
     assert allowed["targets"]["cpp"]["artifact"] == "aoti"  # C++ cannot run ONNX
 
 
 def test_failed_unvalidated_or_partly_timed_artifacts_are_not_candidates():
     times = {**TIMES, "aotinductor (.pt2)": [0.5, None]}  # fastest where it ran, but broke at one shape
-    rec = recommend.recommend(_res(times), ALL, _report(onnx=False, torchscript=True, aoti=True))
+    rec = recommend.recommend(_res(times), ALL, _report(onnx=False, torchscript=True, aoti=True), LABELS)
     t = rec["targets"]
     assert t["cpp"]["artifact"] == "torchscript"
     assert t["cpp"]["others"]["aoti"] == "timed at 1 of 2 shapes"
@@ -81,7 +82,7 @@ def test_only_the_folders_artifacts_count_and_whole_model_labels_map():
         {"shape": "N=1 T=32", "results": {"original (torch.nn LSTMs) eager": {"median_ms": 1.0, "ratio_vs_original": 1.0},
                                           "torchscript": {"median_ms": 0.9, "ratio_vs_original": 0.9},
                                           "onnxruntime": {"median_ms": 0.5, "ratio_vs_original": 0.5}}}]}
-    rec = recommend.recommend(res, ["weights", "torchscript"], _report(onnx=True, torchscript=True))
+    rec = recommend.recommend(res, ["weights", "torchscript"], _report(onnx=True, torchscript=True), LABELS)
     assert rec["baseline"] == "the model with torch.nn LSTMs, eager"
     assert rec["targets"]["python"]["artifact"] == "torchscript"  # onnx was timed but is not in this folder
     assert rec["targets"]["server"]["artifact"] is None

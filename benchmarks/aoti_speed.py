@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 import deploy_lstm
-from deploy_lstm import LSTM, contract
+from deploy_lstm import LSTM
+from deploy_lstm.formats import contract
 
 OUT = Path(__file__).resolve().parent / "results" / "aoti"
 THREADS = 2

@@ -34,12 +34,14 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from deploy_lstm import LSTM, bench, export_onnx
-from deploy_lstm.bench_backends import Shape, make_inputs, ort_runner
-from deploy_lstm.bench_report import config_name
+from deploy_lstm import LSTM, export_onnx
+from deploy_lstm.bench import command as bench
+from deploy_lstm.bench.backends import Shape, make_inputs, ort_runner
+from deploy_lstm.bench.report import config_name
 from deploy_lstm.demo import INPUT_NAMES, evaluate, export_spec, session_step
 from deploy_lstm.demo.train import VAL_SEED0
-from deploy_lstm.quantize import INT8_ATOL_FACTOR, INT8_WORTH_IT, int8_advice, int8_error, int8_step, int8_tolerance, quantize_int8
+from deploy_lstm.check.int8 import INT8_ATOL_FACTOR, INT8_WORTH_IT, int8_advice, int8_error, int8_step, int8_tolerance
+from deploy_lstm.exporters.int8 import quantize_int8
 
 OUT = Path(__file__).resolve().parent / "results" / "int8"
 THREADS = 2

@@ -20,8 +20,8 @@ import onnxruntime as ort
 import torch
 
 from deploy_lstm import LSTM, export_onnx, export_torchscript
-from deploy_lstm.bench import export_nn_lstm
-from deploy_lstm.contract import C0, H0, INPUT
+from deploy_lstm.bench.command import export_nn_lstm
+from deploy_lstm.formats.contract import C0, H0, INPUT
 from deploy_lstm.errors import DeployLSTMError
 
 

@@ -24,8 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import targets  # benchmarks/targets.py, beside this script
-from deploy_lstm import LSTM, bench
-from deploy_lstm.bench_memory import measure_memory, memory_markdown
+from deploy_lstm import LSTM
+from deploy_lstm.bench import command as bench
+from deploy_lstm.bench.memory import measure_memory, memory_markdown
 from deploy_lstm.errors import DeployLSTMError
 from deploy_lstm.pipeline import export_folder
 

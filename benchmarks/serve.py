@@ -443,8 +443,8 @@ def plot(res: Mapping[str, Any], path: Path) -> None:
 
 def write_results(res: Dict[str, Any], out: Path) -> Dict[str, Optional[Path]]:
     """results.png, results.json and results.md in ``out``, each atomically (as bench_report does)."""
-    from deploy_lstm.bench_report import matplotlib_missing
-    from deploy_lstm.exporting import atomic_path
+    from deploy_lstm.bench.report import matplotlib_missing
+    from deploy_lstm.formats.files import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     png = out / "results.png"
@@ -672,7 +672,7 @@ def run_engine_block(model: Any, inputs: Sequence[np.ndarray], group: int, pause
 
     A request's latency is from its group's start to the end of its batch.
     """
-    from deploy_lstm.engine import plan_batches
+    from deploy_lstm.serve.model import plan_batches
 
     latencies: List[float] = []
     time.sleep(pause_s)
@@ -752,15 +752,15 @@ def export_model(s: Settings, out: Path, exporter: str = "dynamo") -> Path:
 
 async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print) -> Dict[str, Any]:
     """Run every backend (see the module docstring); the results dict."""
-    from deploy_lstm.runtime import OnnxLSTM
+    from deploy_lstm.runtime.onnx import OnnxLSTM
 
     t_start = time.perf_counter()
     threads = s.threads or (os.cpu_count() or 1)
     s = dataclasses.replace(s, threads=threads)
     inputs = make_inputs(s)
     raw = OnnxLSTM(folder / "model.onnx", intra_op_num_threads=threads)
-    from deploy_lstm.engine import ServedModel, ServeOptions
-    from deploy_lstm.folder import load
+    from deploy_lstm.serve.model import ServedModel, ServeOptions
+    from deploy_lstm.formats.folder import load
 
     engine = ServedModel(load(folder), ServeOptions(name=MODEL, threads=threads, max_batch=s.max_batch,
                                                             max_delay_ms=s.max_delay_ms, max_padding=s.max_padding))
@@ -921,7 +921,7 @@ def kserve_worker(folder: Path, port: int, threads: int) -> None:
     import kserve
     from kserve import InferOutput, InferRequest, InferResponse
 
-    from deploy_lstm.runtime import OnnxLSTM
+    from deploy_lstm.runtime.onnx import OnnxLSTM
 
     class OnnxLSTMModel(kserve.Model):
         def __init__(self, name: str) -> None:

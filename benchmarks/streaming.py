@@ -21,7 +21,7 @@ median is set against
   judged against the issue's targets at N=1: <= 1.5 for onnxruntime with I/O binding, <= 2 for
   the TorchScript step and the C++ ``LstmStream`` (at N=8 a step is compute-bound: reported only).
 
-Timing: ``deploy_lstm.bench._measure_case`` (interleaved rounds, 50 ms idle pause before
+Timing: ``deploy_lstm.bench.command._measure_case`` (interleaved rounds, 50 ms idle pause before
 each timed block) on the Python backends; the C++ program ``stream_bench`` runs in its
 own process after them with the same pause discipline (its own rounds), while this
 process sleeps.  Results: ``benchmarks/results/streaming/results.{json,md,png}``.
@@ -47,14 +47,14 @@ import onnxruntime as ort
 import torch
 
 from deploy_lstm import LSTM
-from deploy_lstm.bench import _measure_case, machine
-from deploy_lstm.bench_report import Unavailable, config_name, matplotlib_missing
-from deploy_lstm.contract import LSTMConfig
-from deploy_lstm.exporting import atomic_path
-from deploy_lstm.onnx_export import export_onnx
-from deploy_lstm.quantize import quantize_int8
-from deploy_lstm.runtime import OnnxLSTM
-from deploy_lstm.torchscript import export_torchscript
+from deploy_lstm.bench.command import _measure_case, machine
+from deploy_lstm.bench.report import Unavailable, config_name, matplotlib_missing
+from deploy_lstm.nn.config import LSTMConfig
+from deploy_lstm.formats.files import atomic_path
+from deploy_lstm.exporters.onnx import export_onnx
+from deploy_lstm.exporters.int8 import quantize_int8
+from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.exporters.torchscript import export_torchscript
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "streaming"

@@ -1,12 +1,16 @@
 """deploy-lstm: a scriptable, exportable drop-in for torch.nn.LSTM.
 
-``import deploy_lstm`` loads only the module and its weight conversion; the
-exporters, onnxruntime and the artifact folder load on first use of their names.
+``import deploy_lstm`` loads only the modules (``deploy_lstm.nn``); the exporters,
+onnxruntime and the export folder load on first use of their names.
 
-Layout, one way: weights (``convert``) -> module (``recurrence``, ``model``) ->
-tracing (``tracing``) -> exporters (``exporting``, ``onnx_export``, ``torchscript``,
-``aoti``, ``quantize``) -> artifact folder (``folder``) -> runtimes (``runtime``,
-``validation``) -> entry points (``pipeline``, ``cli``, ``bench``).
+The rooms, and the one direction their imports run::
+
+    cli -> {pipeline, bench, serve} -> check -> {exporters, runtime} -> formats -> nn -> errors
+
+``nn``: the modules; ``formats``: what is written and read; ``exporters``: ONNX,
+TorchScript, AOTInductor, int8; ``runtime``: one runner per artifact kind; ``check``:
+the harness and validation; ``serve``: the inference server and the Triton repository;
+``bench``: the benchmark and the recommendation.
 """
 
 from __future__ import annotations
@@ -14,26 +18,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .contract import IOSpec, LSTMConfig, ModelSpec, TensorSpec, lstm_io
-from .convert import restore_lstms, swap_lstms
-from . import errors
-from .errors import *  # noqa: F403 -- the error family, listed once in errors.__all__
-from .model import LSTM, LSTMCell
-from .version import __version__
+from deploy_lstm.formats.contract import IOSpec, ModelSpec, TensorSpec, lstm_io
+from deploy_lstm.nn.config import LSTMConfig
+from deploy_lstm.nn.swap import restore_lstms, swap_lstms
+from deploy_lstm import errors
+from deploy_lstm.errors import *  # noqa: F403 -- the error family, listed once in errors.__all__
+from deploy_lstm.nn.lstm import LSTM, LSTMCell
+from deploy_lstm.version import __version__
 
 #: public names loaded on first use: {name: module}
 _LAZY = {
-    "export_onnx": "onnx_export",
-    "export_torchscript": "torchscript",
-    "export_aoti": "aoti",
-    "quantize_int8": "quantize",
-    "OnnxLSTM": "runtime",
-    "AotiPackage": "runtime",
-    "validate": "validation",
-    "validate_folder": "validation",
-    "ValidationReport": "validation",
-    "ExportFolder": "folder",
-    "load": "folder",
+    "export_onnx": "exporters.onnx",
+    "export_torchscript": "exporters.torchscript",
+    "export_aoti": "exporters.aoti",
+    "quantize_int8": "exporters.int8",
+    "OnnxLSTM": "runtime.onnx",
+    "AotiPackage": "runtime.aoti",
+    "validate": "check.validate",
+    "validate_folder": "check.validate",
+    "ValidationReport": "check.validate",
+    "ExportFolder": "formats.folder",
+    "load": "formats.folder",
+    "lstm_from_onnx": "formats.onnx_import",
     "export_folder": "pipeline",
 }
 

@@ -20,15 +20,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import onnx
 import torch
 
-from . import bench, contract, recommend
-from .convert import load_checkpoint, lstm_from_state_dict
-from .errors import ConfigError, DeployLSTMError
-from .folder import load, load_model_spec
-from .onnx_export import graph_ops
-from .pipeline import ARTIFACTS, export_folder
-from .quantize import INT8_SHAPES, int8_error, int8_expectation
-from .validation import ValidationReport, validate_folder
-from .version import __version__
+from deploy_lstm.bench import command as bench
+from deploy_lstm.bench import recommend
+from deploy_lstm.formats import contract
+from deploy_lstm.formats.checkpoint import load_checkpoint, lstm_from_state_dict
+from deploy_lstm.errors import ConfigError, DeployLSTMError
+from deploy_lstm.formats.folder import load, load_model_spec
+from deploy_lstm.exporters.onnx import graph_ops
+from deploy_lstm.pipeline import ARTIFACTS, export_folder
+from deploy_lstm.check.int8 import INT8_SHAPES, int8_error, int8_expectation
+from deploy_lstm.check.validate import ValidationReport, validate_folder
+from deploy_lstm.version import __version__
 
 DEMO = "deploy_lstm.demo:export_spec"
 
@@ -189,13 +191,13 @@ def _serve_extra(command: str, *modules: str) -> List[Any]:
     """Modules that need the [serve] extra (starlette, uvicorn, grpcio, tritonclient, prometheus_client),
     imported when their command runs, so the other commands work without it."""
     try:
-        return [importlib.import_module(f".{m}", __package__) for m in modules]
+        return [importlib.import_module(f"deploy_lstm.{m}") for m in modules]
     except ImportError as e:
         raise ConfigError(f"'deploy-lstm {command}' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    engine, server = _serve_extra("serve", "engine", "server")
+    engine, server = _serve_extra("serve", "serve.model", "serve.process")
     options = engine.ServeOptions(
         name=args.name, provider=args.provider, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
         max_padding=args.max_padding, max_sequence_length=args.max_sequence_length, max_sequences=args.max_sequences,
@@ -210,7 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
-    (triton,) = _serve_extra("triton", "triton")
+    (triton,) = _serve_extra("triton", "serve.repository")
     repo = triton.write_repository(
         load(args.dir), args.repo, name=args.name, max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us,
         sequence_idle_us=int(args.sequence_idle_s * 1e6), instances=args.instances, storage_uri=args.storage_uri,

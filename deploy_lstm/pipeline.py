@@ -12,17 +12,19 @@ import json
 import os
 from typing import Callable, ContextManager, Optional, Sequence, Tuple, Union
 
-from . import contract
-from .aoti import export_aoti
-from .contract import LSTMConfig, ModelSpec
-from .errors import ConfigError
-from .exporting import check_exportable, signature
-from .folder import ExportFolder
-from .model import LSTM
-from .onnx_export import DEFAULT_OPSET, export_onnx, read_metadata
-from .quantize import INT8_ATOL_FACTOR, int8_tolerance, quantize_int8
-from .torchscript import export_torchscript
-from .validation import ValidationReport, validate
+from deploy_lstm.formats import contract
+from deploy_lstm.exporters.aoti import export_aoti
+from deploy_lstm.nn.config import LSTMConfig
+from deploy_lstm.formats.contract import ModelSpec
+from deploy_lstm.errors import ConfigError
+from deploy_lstm.exporters.signature import check_exportable, signature
+from deploy_lstm.formats.folder import ExportFolder
+from deploy_lstm.nn.lstm import LSTM
+from deploy_lstm.exporters.onnx import DEFAULT_OPSET, export_onnx, read_metadata
+from deploy_lstm.check.int8 import INT8_ATOL_FACTOR, int8_tolerance
+from deploy_lstm.exporters.int8 import quantize_int8
+from deploy_lstm.exporters.torchscript import export_torchscript
+from deploy_lstm.check.validate import ValidationReport, validate
 
 __all__ = ["export_folder", "ARTIFACTS"]
 

@@ -21,10 +21,11 @@ import pytest
 import torch
 
 import deploy_lstm
-from deploy_lstm import LSTM, contract
-from deploy_lstm.aoti import export_aoti
+from deploy_lstm import LSTM
+from deploy_lstm.formats import contract
+from deploy_lstm.exporters.aoti import export_aoti
 from deploy_lstm.errors import ExportError
-from deploy_lstm.tracing import FUSED_LSTM_SCHEMA
+from deploy_lstm.nn.ops import FUSED_LSTM_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -431,7 +432,7 @@ def test_cpp_runner_runs_both_routes_in_one_package(two_routes, aoti_run: Path, 
 _FRESH_PROCESS = """
 import sys, numpy as np
 {imports}
-from deploy_lstm.runtime import AotiPackage
+from deploy_lstm.runtime.aoti import AotiPackage
 p = AotiPackage(sys.argv[1])
 out = p.run({{"input": np.zeros((3, 2, 5), np.float32), "h0": np.zeros((2, 2, 6), np.float32),
              "c0": np.zeros((2, 2, 6), np.float32)}})
@@ -440,7 +441,7 @@ print(out["output"].shape)
 
 
 @pytest.mark.parametrize("imports", [
-    "import deploy_lstm.tracing  # registers deploy_lstm::fused_lstm",
+    "import deploy_lstm.nn.ops  # registers deploy_lstm::fused_lstm",
     "",  # deploy_lstm.runtime registers it itself
 ], ids=["tracing-imported", "runtime-alone"])
 def test_fresh_python_process_runs_fused_package(compiled, imports: str) -> None:  # type: ignore[no-untyped-def]

@@ -19,12 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploy_lstm import LSTM, bench, export_onnx
-from deploy_lstm.contract import LSTMConfig, lstm_io
+from deploy_lstm import LSTM, export_onnx
+from deploy_lstm.bench import command as bench
+from deploy_lstm.nn.config import LSTMConfig
+from deploy_lstm.formats.contract import lstm_io
 from deploy_lstm.errors import ArtifactError, ConfigError, DeployLSTMError
-from deploy_lstm.folder import ExportFolder
-from deploy_lstm.quantize import INT8_WORTH_IT, QUANTIZED_LSTM, int8_tolerance, quantize_int8
-from deploy_lstm.torchscript import export_torchscript
+from deploy_lstm.formats.folder import ExportFolder
+from deploy_lstm.check.int8 import INT8_WORTH_IT, int8_tolerance
+from deploy_lstm.exporters.int8 import QUANTIZED_LSTM, quantize_int8
+from deploy_lstm.exporters.torchscript import export_torchscript
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -216,7 +216,7 @@ def test_tiny_end_to_end_run(tiny_folder, tmp_path):
 def test_kserve_worker_answers_like_the_raw_session(tiny_folder, tmp_path):
     if importlib.util.find_spec("kserve") is None:
         pytest.skip("kserve is not installed: it is not a project dependency (pip install kserve to compare with it)")
-    from deploy_lstm.runtime import OnnxLSTM
+    from deploy_lstm.runtime.onnx import OnnxLSTM
 
     s = serve.settings_of(serve.parse_args(TINY + ["--threads", "1"]))
     x = serve.make_inputs(s)[:2]

@@ -16,7 +16,7 @@ import onnx
 
 import deploy_lstm
 from deploy_lstm.cli import main
-from deploy_lstm.onnx_export import graph_ops
+from deploy_lstm.exporters.onnx import graph_ops
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -242,8 +242,8 @@ def test_quantize_int8_is_validated_as_its_own_backend(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     int8 = [c for c in report["checks"] if c["backend"] == "onnxruntime-int8"]
-    from deploy_lstm.folder import load
-    from deploy_lstm.quantize import int8_tolerance
+    from deploy_lstm.formats.folder import load
+    from deploy_lstm.check.int8 import int8_tolerance
 
     atol = int8_tolerance(load(out).model_spec().model)  # derived from the weights
     assert int8 and all(0 < c["max_abs"] <= c["atol"] == pytest.approx(atol) for c in int8)  # lossy, within its tolerance

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import deploy_lstm
-from deploy_lstm.contract import ModelSpec
+from deploy_lstm.formats.contract import ModelSpec
 from deploy_lstm.demo import export_spec
-from deploy_lstm.engine import Item, ServedModel, ServeOptions, plan_batches
+from deploy_lstm.serve.model import Item, ServedModel, ServeOptions, plan_batches
 from deploy_lstm.errors import InvalidRequest
 from deploy_lstm.pipeline import export_folder
-from deploy_lstm.protocol import InferRequest
+from deploy_lstm.serve.protocol import InferRequest
 
 
 @settings(max_examples=200, deadline=None)

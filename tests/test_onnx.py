@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 import deploy_lstm as dl
-from deploy_lstm import contract
-from deploy_lstm.onnx_export import OPSETS, graph_ops, read_metadata
-from deploy_lstm.runtime import OnnxLSTM, RuntimeUnavailable, cuda_available
+from deploy_lstm.formats import contract
+from deploy_lstm.exporters.onnx import OPSETS, graph_ops, read_metadata
+from deploy_lstm.runtime.onnx import OnnxLSTM, cuda_available
+from deploy_lstm.errors import RuntimeUnavailable
 
 EXAMPLE_T = 7  # the sequence length export_onnx traces with
 
@@ -228,7 +229,7 @@ def test_runtime_fills_zero_state(exported):
 
 
 def test_external_data_when_weights_are_large(tmp_path, monkeypatch):
-    import deploy_lstm.onnx_export as ox
+    import deploy_lstm.exporters.onnx as ox
 
     monkeypatch.setattr(ox, "_GB2", 1000)  # pretend 1 kB is the protobuf limit
     torch.manual_seed(0)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 import deploy_lstm as dl
-from deploy_lstm import contract
-from deploy_lstm.tracing import with_fused
+from deploy_lstm.formats import contract
+from deploy_lstm.exporters.standins import with_fused
 
 N, T = 4, 9
 LENGTHS = torch.tensor([9, 3, 1, 6])

@@ -21,18 +21,17 @@ from torch import nn
 
 from deploy_lstm import LSTM, export_onnx, validate
 from deploy_lstm.errors import ConfigError
-from deploy_lstm.onnx_export import graph_ops
-from deploy_lstm.quantize import (
+from deploy_lstm.exporters.onnx import graph_ops
+from deploy_lstm.check.int8 import (
     INT8_ATOL_FACTOR,
     INT8_WORTH_IT,
-    QUANTIZED_LSTM,
     int8_advice,
     int8_error,
     int8_expectation,
     int8_step,
     int8_tolerance,
-    quantize_int8,
 )
+from deploy_lstm.exporters.int8 import QUANTIZED_LSTM, quantize_int8
 
 INT8 = "onnxruntime-int8"
 

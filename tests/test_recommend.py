@@ -15,11 +15,13 @@ from typing import Any, Dict
 import pytest
 import torch
 
-from deploy_lstm import LSTM, bench, recommend
-from deploy_lstm.bench_memory import measure_memory, memory_markdown
-from deploy_lstm.engine import ServedModel, ServeOptions, choose_artifact
+from deploy_lstm import LSTM
+from deploy_lstm.bench import command as bench
+from deploy_lstm.bench import recommend
+from deploy_lstm.bench.memory import measure_memory, memory_markdown
+from deploy_lstm.serve.model import ServedModel, ServeOptions, choose_artifact
 from deploy_lstm.errors import ArtifactError, ConfigError
-from deploy_lstm.folder import load
+from deploy_lstm.formats.folder import load
 from deploy_lstm.pipeline import export_folder
 
 # --- the choice, on made-up results --------------------------------------------------------

@@ -36,8 +36,8 @@ from torch import nn
 import deploy_lstm
 from deploy_lstm.cli import main
 from deploy_lstm.pipeline import export_folder
-from deploy_lstm.protocol import datatype_of
-from deploy_lstm.runtime import cuda_available
+from deploy_lstm.serve.protocol import datatype_of
+from deploy_lstm.runtime.onnx import cuda_available
 
 INPUT_SIZE, HIDDEN, LAYERS = 5, 7, 2
 CLIENT = Path(__file__).resolve().parents[1] / "serving" / "client.py"  # the README's client script

@@ -23,8 +23,8 @@ from torch import nn
 
 import deploy_lstm
 from deploy_lstm.errors import LSTMInputError
-from deploy_lstm.onnx_export import export_onnx
-from deploy_lstm.runtime import OnnxLSTM
+from deploy_lstm.exporters.onnx import export_onnx
+from deploy_lstm.runtime.onnx import OnnxLSTM
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
 
@@ -167,7 +167,7 @@ def test_bidirectional_and_bad_batch_are_refused(exported) -> None:
 
 
 def test_cuda_stream_needs_cuda() -> None:
-    if deploy_lstm.runtime.cuda_available():
+    if deploy_lstm.runtime.onnx.cuda_available():
         pytest.skip("a CUDA machine: the device path is covered elsewhere")  # pragma: no cover
     pytest.skip("device='cuda' binding paths are written (state and buffers on the GPU) but not testable here: "
                 "onnxruntime has no CUDAExecutionProvider on this machine")
@@ -295,7 +295,7 @@ def test_benchmark_quick_writes_its_report(bench: ModuleType, tmp_path: Path) ->
     assert res["bandwidth"]["dram"]["best_gbs"] > 0
     assert len(res["cases"]) == 2
     for case in res["cases"]:
-        assert case["floor_us"] > 0 and case["weight_bytes"] == bench.weight_bytes(deploy_lstm.contract.LSTMConfig(**case["config_dict"]))
+        assert case["floor_us"] > 0 and case["weight_bytes"] == bench.weight_bytes(deploy_lstm.LSTMConfig(**case["config_dict"]))
         assert set(case["results"]) == set(bench.BACKENDS)
         for name in (bench.NN, bench.TS_STEP, bench.ORT_STREAM, bench.ORT_RUN):
             r = case["results"][name]
@@ -308,6 +308,6 @@ def test_benchmark_quick_writes_its_report(bench: ModuleType, tmp_path: Path) ->
 
 
 def test_weight_bytes_of_the_issue_configuration(bench: ModuleType) -> None:
-    cfg = deploy_lstm.contract.LSTMConfig(64, 256, 2)
+    cfg = deploy_lstm.LSTMConfig(64, 256, 2)
     # nn.LSTM(64, 256, 2)'s parameters: the issue's "~3.4 MB"
     assert bench.weight_bytes(cfg) == 4 * sum(p.numel() for p in nn.LSTM(64, 256, 2).parameters()) == 3_424_256

@@ -31,8 +31,8 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 import deploy_lstm as dl
-from deploy_lstm import triton
-from deploy_lstm.folder import load_model_spec
+from deploy_lstm.serve import repository as triton
+from deploy_lstm.formats.folder import load_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 STAND_IN = ROOT / "serving" / "triton" / "backends" / "onnxruntime" / "model.py"

@@ -38,8 +38,8 @@ from onnx.reference import ReferenceEvaluator
 from torch import Tensor, nn
 
 import deploy_lstm as dl
-from deploy_lstm import contract
-from deploy_lstm.onnx_export import graph_ops, read_metadata
+from deploy_lstm.formats import contract
+from deploy_lstm.exporters.onnx import graph_ops, read_metadata
 
 VARIANTS = ["peephole", "layernorm", "cell_gated"]
 CELLS = ["lstm", *VARIANTS]
@@ -875,7 +875,7 @@ def test_state_dict_names_shapes_order(cell, kw) -> None:
 
 @pytest.mark.parametrize("cell,kw", MATRIX)
 def test_lstm_from_state_dict(cell, kw) -> None:
-    from deploy_lstm.convert import lstm_from_state_dict
+    from deploy_lstm.formats.checkpoint import lstm_from_state_dict
 
     m = make(cell, torch.float64, **kw)
     bf = bool(kw.get("batch_first", False))

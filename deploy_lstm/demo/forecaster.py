@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import contract
-from ..model import LSTM
+from deploy_lstm.formats import contract
+from deploy_lstm.nn.lstm import LSTM
 
 __all__ = [
     "Forecaster",

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..convert import restore_lstms, swap_lstms
+from deploy_lstm.nn.swap import restore_lstms, swap_lstms
 from .forecaster import (
     COMPONENTS,
     CONFIG_FILE,

@@ -1,0 +1,52 @@
+"""AOTInductor packages (.pt2) loaded in Python."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, Mapping
+import numpy as np
+import torch
+from deploy_lstm.runtime.feeds import check_feeds
+from deploy_lstm.formats import contract
+import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::fused_lstm, which fused AOTInductor packages call
+from deploy_lstm.formats.contract import IOSpec
+from deploy_lstm.nn.config import LSTMConfig
+from deploy_lstm.errors import ArtifactError
+
+
+class AotiPackage:
+    """An AOTInductor ``.pt2`` written by :func:`deploy_lstm.export_aoti`, run on numpy arrays
+    fed by the flat input names of its I/O contract (a bare LSTM or a whole model).
+
+    Raises:
+        ArtifactError: the file is missing, not a package, or carries no I/O contract.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ArtifactError(f"no AOTInductor package at {self.path}")
+        try:
+            self.runner = torch._inductor.aoti_load_package(str(self.path))
+        except Exception as e:
+            raise ArtifactError(f"cannot load the AOTInductor package {self.path}: {str(e).splitlines()[0]}") from e
+        meta = self.runner.get_metadata()
+        if contract.META_IO not in meta:
+            raise ArtifactError(f"{self.path} carries no {contract.META_IO} metadata; re-export it with deploy_lstm")
+        self.io = IOSpec.from_json(meta[contract.META_IO])
+        self.config = LSTMConfig.from_dict(json.loads(meta[contract.META_CONFIG])) if contract.META_CONFIG in meta else None
+        self.input_names = self.io.input_names
+        self.output_names = self.io.output_names
+
+    @property
+    def has_lengths(self) -> bool:
+        return contract.LENGTHS in self.input_names
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run with a feed dict; inputs are checked against the package's contract first."""
+        check_feeds(self.io.inputs, feeds, self.path.name)
+        flat = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        outs = self.runner.loader.boxed_run(flat)  # flat in, flat out: any input structure
+        return {n: t.numpy() for n, t in zip(self.output_names, outs)}

@@ -1,0 +1,207 @@
+"""The v2 gRPC service (as ``tritonclient.grpc`` calls it), on ``grpc.aio``.
+
+The messages and the service are Triton's own, from the stubs in the ``tritonclient``
+wheel (``service_pb2``, ``service_pb2_grpc``, ``model_config_pb2``).  Requests become
+:class:`~deploy_lstm.protocol.InferRequest` objects; errors get the code of
+:func:`~deploy_lstm.protocol.status_of`.  ``ModelStreamInfer`` runs the requests of a
+stream concurrently (chunks of different sequences batch together; chunks of one
+sequence still run in order) and answers each as it completes, with its request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any, AsyncIterator, Dict, Mapping
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from deploy_lstm.serve.model import VERSION, ServedModel
+from deploy_lstm.errors import InvalidRequest, ModelNotFound
+from deploy_lstm.serve.metrics import ServerMetrics
+from deploy_lstm.serve.protocol import EXTENSIONS, InferRequest, RequestedOutput, datatype_of, dtype_of, status_of
+from deploy_lstm.version import __version__
+
+__all__ = ["InferenceServicer", "decode_grpc", "encode_grpc", "unwrap_parameters"]
+
+log = logging.getLogger("deploy_lstm.server")
+
+#: InferTensorContents field holding each datatype, for requests that do not send raw bytes
+_CONTENTS = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+}
+
+
+def unwrap_parameters(parameters: Mapping[str, Any]) -> Dict[str, Any]:
+    """``InferParameter`` protobuf values -> plain Python values."""
+    out = {}
+    for key, value in parameters.items():
+        which = value.WhichOneof("parameter_choice")
+        out[key] = getattr(value, which) if which else None
+    return out
+
+
+def decode_grpc(request: Any) -> InferRequest:
+    """A ``ModelInferRequest`` -> :class:`InferRequest`.
+
+    Raises:
+        InvalidRequest: raw contents that do not fit their shape, or tensors without data.
+    """
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidRequest(f"{len(request.inputs)} inputs but {len(raw)} raw_input_contents; send one per input")
+    inputs: Dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        name, shape = tensor.name, tuple(tensor.shape)
+        if name in inputs:
+            raise InvalidRequest(f"input {name!r} is given twice")
+        if any(d < 0 for d in shape):
+            raise InvalidRequest(f"input {name!r}: shape must be non-negative, got {list(shape)}")
+        dtype = dtype_of(tensor.datatype, f"input {name!r}")
+        count = math.prod(shape)
+        if raw:
+            data = raw[i]
+            if len(data) != count * dtype.itemsize:
+                raise InvalidRequest(
+                    f"input {name!r}: {len(data)} bytes of raw contents, but shape {list(shape)} of "
+                    f"{tensor.datatype} needs {count * dtype.itemsize}"
+                )
+            inputs[name] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+        else:
+            values = getattr(tensor.contents, _CONTENTS.get(tensor.datatype, "fp32_contents"))
+            if len(values) != count:
+                raise InvalidRequest(f"input {name!r}: shape {list(shape)} needs {count} values, contents has {len(values)}")
+            inputs[name] = np.asarray(values, dtype=dtype).reshape(shape)
+    outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
+    return InferRequest(inputs, request.id or None, outputs, unwrap_parameters(request.parameters))
+
+
+def encode_grpc(name: str, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> Any:
+    response = service_pb2.ModelInferResponse(model_name=name, model_version=VERSION, id=request.id or "")
+    for key, value in outputs.items():
+        value = np.ascontiguousarray(value)
+        response.outputs.add(name=key, datatype=datatype_of(value.dtype), shape=list(value.shape))
+        response.raw_output_contents.append(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+    return response
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """Triton's ``GRPCInferenceService`` for one served model."""
+
+    def __init__(self, model: ServedModel, metrics: ServerMetrics, state: Dict[str, Any]) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.state = state  # {"ready": bool}, shared with the HTTP app
+
+    async def _abort(self, context: Any, error: BaseException, name: str = "") -> None:
+        status, code, message = status_of(error)
+        if status == 500:
+            log.exception("request failed", exc_info=error)
+        self.metrics.errors.labels(name, "grpc", str(status)).inc()
+        await context.abort(getattr(grpc.StatusCode, code), message)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=self.state["ready"])
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            self.model.check_name(request.name, request.version)
+        except ModelNotFound:
+            return service_pb2.ModelReadyResponse(ready=False)
+        return service_pb2.ModelReadyResponse(ready=self.state["ready"])
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerMetadataResponse(name="deploy-lstm", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            self.model.check_name(request.name, request.version)
+            meta = self.model.metadata(request.name)
+        except Exception as e:
+            await self._abort(context, e)
+        return json_format.ParseDict(meta, service_pb2.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        try:
+            self.model.check_name(request.name, request.version)
+            config = json_format.ParseDict(self.model.config(request.name), model_config_pb2.ModelConfig())
+        except Exception as e:
+            await self._abort(context, e)
+        return service_pb2.ModelConfigResponse(config=config)
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        state = "READY" if self.state["ready"] else "UNAVAILABLE"
+        models = [
+            service_pb2.RepositoryIndexResponse.ModelIndex(name=n, version=VERSION, state=state)
+            for n in self.model.names() if not request.ready or state == "READY"
+        ]
+        return service_pb2.RepositoryIndexResponse(models=models)
+
+    async def _infer(self, request: Any) -> Any:
+        t0 = time.perf_counter()
+        name = request.model_name
+        try:
+            self.model.check_name(name, request.model_version)
+            infer_request = decode_grpc(request)
+            response = encode_grpc(name, infer_request, await self.model.infer(infer_request, name))
+        except Exception:
+            self.metrics.requests.labels(name, "grpc", "error").inc()
+            raise
+        self.metrics.requests.labels(name, "grpc", "ok").inc()
+        self.metrics.latency.labels(name, "grpc").observe(time.perf_counter() - t0)
+        return response
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        try:
+            return await self._infer(request)
+        except Exception as e:
+            await self._abort(context, e, request.model_name)
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        done: "asyncio.Queue[Any]" = asyncio.Queue()
+        pending = 0
+
+        async def answer(request: Any) -> None:
+            try:
+                response = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except Exception as e:
+                status, _, message = status_of(e)
+                if status == 500:
+                    log.exception("stream request failed", exc_info=e)
+                self.metrics.errors.labels(request.model_name, "grpc", str(status)).inc()
+                # the client matches an error to its request by the id in infer_response
+                response = service_pb2.ModelStreamInferResponse(
+                    error_message=message,
+                    infer_response=service_pb2.ModelInferResponse(model_name=request.model_name, id=request.id),
+                )
+            await done.put(response)
+
+        async def read() -> None:
+            nonlocal pending
+            async for request in request_iterator:
+                pending += 1
+                asyncio.get_running_loop().create_task(answer(request))
+            await done.put(None)  # the client closed its side
+
+        reader = asyncio.get_running_loop().create_task(read())
+        closed = False
+        try:
+            while not closed or pending:
+                item = await done.get()
+                if item is None:
+                    closed = True
+                    continue
+                pending -= 1
+                yield item
+        finally:
+            reader.cancel()

@@ -1,0 +1,125 @@
+"""``deploy-lstm serve``: one process, one event loop, HTTP (uvicorn) and gRPC (grpc.aio).
+
+Both front ends share one :class:`~deploy_lstm.engine.ServedModel` (one onnxruntime
+session, one batcher, one sequence store).  On SIGTERM/SIGINT the server stops
+taking connections, answers the requests in flight (``grace_s``), then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from typing import Any, Callable, Dict, Iterator, Optional
+
+import grpc
+import uvicorn
+from tritonclient.grpc import service_pb2_grpc
+
+from deploy_lstm.serve.model import ServedModel, ServeOptions
+from deploy_lstm.formats.folder import ExportFolder
+from deploy_lstm.serve.grpc_service import InferenceServicer
+from deploy_lstm.serve.rest import http_app
+from deploy_lstm.serve.metrics import ServerMetrics
+
+try:  # uvloop: a faster event loop (Linux, macOS), in the [serve] extra where it installs
+    import uvloop
+except ImportError:  # pragma: no cover - Windows, or installed without it
+    uvloop = None
+
+__all__ = ["ServerAddress", "serve", "run_server"]
+
+log = logging.getLogger("deploy_lstm.server")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerAddress:
+    host: str = "127.0.0.1"
+    port: int = 8000  # HTTP
+    grpc_port: int = 8001  # gRPC; 0 disables it
+    max_request_bytes: int = 64 << 20  # largest request body (HTTP, after inflating) or message (gRPC)
+    grace_s: float = 10.0  # how long shutdown waits for the requests in flight
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, without its own signal handling: :func:`run_server` owns the signals
+    (uvicorn's re-raises them when it returns, which would end the process before gRPC drains)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_server(
+    folder: ExportFolder, options: ServeOptions, address: ServerAddress,
+    stop: Optional[asyncio.Event] = None, on_ready: Optional[Callable[[ServedModel], None]] = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT, when ``stop`` is None)."""
+    loop = asyncio.get_running_loop()
+    metrics = ServerMetrics()
+    model = ServedModel(folder, options, metrics)
+    model.start()
+    app = http_app(model, metrics, max_request_bytes=address.max_request_bytes)
+    state: Dict[str, Any] = app.state.serving
+    http = _Uvicorn(uvicorn.Config(
+        app, host=address.host, port=address.port, log_level="warning", lifespan="off",
+        timeout_graceful_shutdown=int(address.grace_s), access_log=False,
+    ))
+    rpc = None
+    if address.grpc_port:
+        limit = address.max_request_bytes
+        rpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(model, metrics, state), rpc)
+        rpc.add_insecure_port(f"{address.host}:{address.grpc_port}")
+        await rpc.start()
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def shutdown() -> None:
+        await stop.wait()  # type: ignore[union-attr]
+        log.warning("shutting down: finishing the requests in flight (up to %g s)", address.grace_s)
+        state["ready"] = False
+        http.should_exit = True
+        if rpc is not None:
+            await rpc.stop(address.grace_s)
+
+    stopper = loop.create_task(shutdown())
+    serving = loop.create_task(http.serve())
+    while not http.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if http.started and on_ready is not None:
+        on_ready(model)
+    try:
+        await serving  # returns once should_exit is set and the HTTP requests in flight are answered
+        if not stopper.done():
+            stop.set()  # uvicorn ended on its own (e.g. the port was taken): stop gRPC too
+        await stopper
+    finally:
+        await model.close()
+
+
+def serve(folder: ExportFolder, options: ServeOptions, address: ServerAddress, announce: bool = True) -> None:
+    """Serve ``folder`` until SIGTERM/SIGINT (``deploy-lstm serve``)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    def ready(model: ServedModel) -> None:
+        if not announce:
+            return
+        grpc_at = f", gRPC on {address.host}:{address.grpc_port}" if address.grpc_port else ""
+        padding = "pads mixed lengths" if model.pads else "batches equal lengths only (export with --lengths to pad)"
+        stream = f"; streams as {model.stream_name!r}" if model.stream_name else f"; no streaming ({model.stream_refusal})"
+        print(
+            f"serving {model.name!r} from {folder.path / folder.artifacts[model.artifact].file} ({model.artifact_why}): HTTP on http://{address.host}:{address.port}{grpc_at}; "
+            f"batches up to {options.max_batch} rows, {padding}{stream}",
+            flush=True,
+        )
+
+    main = run_server(folder, options, address, on_ready=ready)
+    if uvloop is not None:
+        uvloop.run(main)
+    else:
+        asyncio.run(main)

@@ -7,8 +7,10 @@ the serving code paths.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+from deploy_lstm.errors import ArtifactError
+from deploy_lstm.formats import strict_json
 from deploy_lstm.nn.config import LSTMConfig
 
 
@@ -39,7 +41,9 @@ BATCH = "batch"
 SEQUENCE = "sequence"
 
 
-#: metadata keys written into exported artifacts (ONNX metadata_props, AOTInductor metadata)
+#: metadata keys written into exported artifacts, encoded and decoded only by
+#: deploy_lstm.formats.metadata.ArtifactMetadata (ONNX metadata_props, TorchScript's
+#: extra file, AOTInductor metadata)
 META_CONFIG = "deploy_lstm.config"  # a bare LSTM's configuration (LSTMConfig JSON)
 
 
@@ -125,16 +129,37 @@ class IOSpec:
         return next((t for t in self.inputs if t.name == name), None)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return strict_json.dumps(dataclasses.asdict(self), "an I/O contract")
 
     @classmethod
-    def from_json(cls, text: str) -> "IOSpec":
-        d = json.loads(text)
+    def from_json(cls, text: str, where: str = "I/O contract") -> "IOSpec":
+        """Decode :meth:`to_json` (strict JSON, every field type-checked).
 
-        def specs(items: List[Dict]) -> Tuple[TensorSpec, ...]:
-            return tuple(TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in items)
+        Raises:
+            ArtifactError: not strict JSON or not an I/O contract.
+        """
+        return cls.from_dict(strict_json.loads(text, where), where)
 
-        return cls(specs(d["inputs"]), specs(d["outputs"]))
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "I/O contract") -> "IOSpec":
+        """An ``IOSpec`` from its decoded JSON object, every field type-checked.
+
+        Raises:
+            ArtifactError: a member missing or of the wrong type.
+        """
+
+        def specs(side: str) -> Tuple[TensorSpec, ...]:
+            items = strict_json.field(d, side, list, where)
+            out = []
+            for i, item in enumerate(items):
+                at = f"{where}: {side}[{i}]"
+                shape = strict_json.field(item, "shape", list, at)
+                if not all(isinstance(s, str) or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in shape):
+                    raise ArtifactError(f"{at}: 'shape' must hold sizes >= 0 and dynamic axis names, got {shape}")
+                out.append(TensorSpec(strict_json.field(item, "name", str, at), tuple(shape), strict_json.field(item, "dtype", str, at)))
+            return tuple(out)
+
+        return cls(specs("inputs"), specs("outputs"))
 
 
 def lstm_io(config: LSTMConfig, lengths: bool = False, dtype: str = "float32") -> IOSpec:

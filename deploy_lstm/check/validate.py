@@ -14,14 +14,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import warnings
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.utils._pytree as pytree
-from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch import nn
 from typing_extensions import Unpack
 
 from deploy_lstm.formats import contract
@@ -29,7 +26,12 @@ from deploy_lstm.formats.contract import ModelSpec
 from deploy_lstm.nn.swap import restore_lstms
 from deploy_lstm.errors import ConfigError, RuntimeUnavailable
 from deploy_lstm.nn.graph import BareLSTM
-from deploy_lstm.exporters.signature import GraphArgs, Signature, signature
+from deploy_lstm.exporters.signature import GraphArgs, Signature
+from deploy_lstm.exporters.signature import signature as signature_of
+from deploy_lstm.check.harness import (
+    EAGER, TORCH, Feeds, FeedsFn, example_arrays, full_lengths, max_abs_rel, module_fn, random_inputs, reference_models,
+)
+from deploy_lstm.check.tolerance import float_atol
 from deploy_lstm.formats.folder import ExportFolder
 from deploy_lstm.nn.lstm import LSTM, LSTMCell
 from deploy_lstm.check.int8 import int8_tolerance
@@ -48,16 +50,11 @@ __all__ = [
     "TorchLSTMGraph",
 ]
 
-Feeds = Dict[str, np.ndarray]
-Runner = Callable[[Feeds], Dict[str, np.ndarray]]
 
 #: (batch, sequence) pairs validated by default: batch 1 and odd sizes; sequence 1,
 #: short and long.  None of them is the export example (3, 7).
 DEFAULT_CASES: Tuple[Tuple[int, int], ...] = ((1, 1), (1, 13), (2, 1), (5, 4), (4, 50))
 
-EAGER = "deploy_lstm eager"
-TORCH = "torch.nn.LSTM"
-LAYERNORM_ATOL, LAYERNORM_ATOL64 = 1e-4, 1e-9  # float32, float64 tolerances with layernorm cells (see validate)
 
 
 @dataclasses.dataclass
@@ -115,102 +112,24 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-# --- references and backends: named arrays in, named arrays out ----------------------------
+# --- the former names, kept until serve and bench use the harness ---------------------------
+
+#: ``nn.LSTM`` with the bare graph signature: now :class:`~deploy_lstm.nn.graph.BareLSTM`
+TorchLSTMGraph = BareLSTM
+#: a module called on feeds: now :func:`~deploy_lstm.check.harness.module_fn`
+module_runner = module_fn
 
 
-class TorchLSTMGraph(nn.Module):
-    """``nn.LSTM`` with the bare graph signature; ``lengths`` through a packed batch."""
-
-    def __init__(self, lstm: nn.LSTM) -> None:
-        super().__init__()
-        self.lstm = lstm
-
-    def forward(self, input: Tensor, h0: Tensor, c0: Tensor, lengths: Optional[Tensor] = None):  # type: ignore[no-untyped-def]
-        if lengths is None:
-            output, (hn, cn) = self.lstm(input, (h0, c0))
-            return output, hn, cn
-        bf = self.lstm.batch_first
-        packed = pack_padded_sequence(input, lengths, batch_first=bf, enforce_sorted=False)
-        out, (hn, cn) = self.lstm(packed, (h0, c0))
-        output, _ = pad_packed_sequence(out, batch_first=bf, total_length=input.size(1 if bf else 0))
-        return output, hn, cn
-
-
-def module_runner(module: Any, sig: Signature) -> Runner:
-    """Call ``module`` like the graph: flat named inputs rebuilt into the example's structure."""
-
-    def run(feeds: Feeds) -> Dict[str, np.ndarray]:
-        flat = [torch.from_numpy(feeds[n]) for n in sig.input_names if n in feeds]
-        with torch.no_grad(), warnings.catch_warnings():
-            # torch notes that oneDNN lacks projections and falls back: not our concern here
-            warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
-            if sig.bare is not None:  # trailing optional lengths
-                out = module(*flat)
-            else:
-                out = sig.call(module, flat)
-        return {n: t.detach().numpy() for n, t in zip(sig.output_names, pytree.tree_flatten(out)[0])}
-
-    return run
-
-
-def artifact_runner(artifact: Any) -> Runner:
+def artifact_runner(artifact: Any) -> FeedsFn:
     """Run an ``OnnxLSTM`` or ``AotiPackage`` on the feeds it takes."""
     return lambda feeds: artifact.run({n: feeds[n] for n in artifact.input_names})
 
 
-# --- inputs at other shapes ------------------------------------------------------------------
-
-
-def _size(dim: object, N: int, T: int) -> int:
-    if isinstance(dim, int):
-        return dim
-    return N if "batch" in str(dim) else T
-
-
 def inputs_at(sig: Signature, N: int, T: int, rng: np.random.Generator, use_lengths: bool = False) -> Feeds:
-    """Random inputs of the graph at batch N and sequence T (every dynamic axis resized).
-
-    Floats are standard normal; integer inputs stay in the example's range (token
-    ids remain valid); ``lengths`` lie in 1..T with T and 1 both present.
-    """
-    examples = dict(zip(sig.input_names, pytree.tree_flatten((sig.args, sig.kwargs))[0]))
-    feeds: Feeds = {}
-    for spec in sig.io.inputs:
-        shape = tuple(_size(d, N, T) for d in spec.shape)
-        if spec.name == contract.LENGTHS:
-            if sig.bare is not None and not use_lengths:
-                continue
-            L = rng.integers(1, T + 1, size=shape).astype(spec.dtype)
-            L[0] = T  # the full length is always covered; 1 whenever T > 1 and N > 1
-            if L.size > 1:
-                L[-1] = 1
-            feeds[spec.name] = L
-        elif np.issubdtype(np.dtype(spec.dtype), np.floating):
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif np.dtype(spec.dtype) == np.bool_:
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            ex = examples[spec.name]
-            lo, hi = int(ex.min()), int(ex.max())
-            feeds[spec.name] = rng.integers(lo, hi + 1, size=shape).astype(spec.dtype)
-    return feeds
-
-
-def _full_lengths(sig: Signature, feeds: Feeds) -> np.ndarray:
-    """lengths = T for every sequence of a bare LSTM's feeds (what "no lengths" means)."""
-    assert sig.bare is not None
-    x = feeds[contract.INPUT]
-    N, T = (x.shape[0], x.shape[1]) if sig.bare.batch_first else (x.shape[1], x.shape[0])
-    return np.full((N,), T, dtype=np.int64)
-
-
-def _compare(a: np.ndarray, b: np.ndarray) -> Tuple[float, float]:
-    if a.shape != b.shape:
-        return float("inf"), float("inf")
-    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    err = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(b).max()) if b.size else 0.0
-    return err, (err / scale if scale > 0 else err)
+    """:func:`~deploy_lstm.check.harness.random_inputs` of a signature (a bare LSTM's
+    ``lengths`` only with ``use_lengths``)."""
+    lengths = "random" if use_lengths or sig.bare is None else "omit"
+    return random_inputs(sig.io, N, T, rng, examples=example_arrays(sig), lengths=lengths)
 
 
 # --- validate ----------------------------------------------------------------------------------
@@ -228,6 +147,7 @@ def validate(
     extra_onnx: Optional[Mapping[str, Tuple[str | os.PathLike, float]]] = None,
     aoti_path: Optional[str | os.PathLike] = None,
     seed: int = 0,
+    signature: Optional[Signature] = None,
     **graph: Unpack[GraphArgs],
 ) -> ValidationReport:
     """Run each artifact at ``cases`` (batch, sequence) and compare with the references.
@@ -253,6 +173,9 @@ def validate(
         extra_onnx: {backend name: (path, atol)} for more ONNX files (e.g. int8).
         aoti_path: an AOTInductor ``.pt2`` package from ``deploy_lstm.export_aoti``.
         seed: input generator seed (random ``h0``/``c0`` and ``lengths`` included).
+        signature: the export's signature of ``model`` (:func:`~deploy_lstm.exporters.signature.signature`),
+            when the caller computed it already; then ``**graph`` is not needed, and
+            ``lengths`` defaults to whether the signature has a ``lengths`` input.
 
     Returns:
         A report: per backend, reference and output, the worst max abs and rel error.
@@ -278,10 +201,16 @@ def validate(
     variants = sorted({m.cell for m in eager.modules() if isinstance(m, (LSTM, LSTMCell)) and m.cell != "lstm"})
     if lengths is None:
         lengths = bare and any(contract.LENGTHS in a.input_names for a in artifacts.values())
-    if bare:
-        sig = signature(eager, lengths=bool(lengths))
-        reference: Optional[nn.Module] = None if variants else TorchLSTMGraph(eager.to_torch().eval())
-        config: Dict[str, object] = dataclasses.asdict(sig.bare)  # type: ignore[arg-type]
+    if signature is not None:
+        sig = dataclasses.replace(signature, model=eager)  # the eval-mode copy runs
+        if bare and lengths is None:
+            lengths = contract.LENGTHS in sig.io.input_names
+        reference = None if variants else reference_models(sig)[TORCH]
+        config: Dict[str, object] = dataclasses.asdict(sig.bare) if bare else {"io": dataclasses.asdict(sig.io)}  # type: ignore[arg-type]
+    elif bare:
+        sig = signature_of(eager, lengths=bool(lengths))
+        reference: Optional[nn.Module] = None if variants else BareLSTM(eager.to_torch().eval())
+        config = dataclasses.asdict(sig.bare)  # type: ignore[arg-type]
     else:
         if graph.get("example_inputs") is None and not graph.get("example_kwargs"):
             raise ConfigError(
@@ -290,21 +219,16 @@ def validate(
             )
         if lengths:
             raise ConfigError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
-        sig = signature(eager, **graph)
+        sig = signature_of(eager, **graph)
         reference = None if variants else restore_lstms(copy.deepcopy(eager)).eval()
         config = {"io": dataclasses.asdict(sig.io)}
     if atol is None:
-        float64 = any(t.dtype == "float64" for t in sig.io.outputs)
-        # Layer norm divides every step by a row's standard deviation, so rounding differences
-        # between runtimes grow along the sequence (the float32 eager model itself is 5e-6 from
-        # float64 at T=50, hidden 5): 1e-4 in float32, 1e-9 in float64 with layernorm cells.
-        layernorm = "layernorm" in variants
-        atol = (LAYERNORM_ATOL64 if layernorm else 1e-10) if float64 else (LAYERNORM_ATOL if layernorm else 1e-5)
+        atol = float_atol(sig.io, variants)
 
-    references: Dict[str, Runner] = {EAGER: module_runner(sig.module, sig)}
+    references: Dict[str, FeedsFn] = {EAGER: module_runner(sig.module, sig)}
     if reference is not None:
         references[TORCH] = module_runner(reference, sig)
-    backends: Dict[str, Tuple[Runner, float]] = {EAGER: (references[EAGER], atol)}
+    backends: Dict[str, Tuple[FeedsFn, float]] = {EAGER: (references[EAGER], atol)}
     if torchscript_path is not None:
         scripted = torch.jit.load(str(torchscript_path), map_location="cpu")
         backends["torchscript"] = (module_runner(BareLSTM(scripted) if bare else scripted, sig), atol)
@@ -327,13 +251,13 @@ def validate(
                     continue  # exported without a lengths input: only the full-length cases apply
                 fed = dict(feeds)
                 if bare and takes_lengths and contract.LENGTHS not in fed and backend in artifacts:
-                    fed[contract.LENGTHS] = _full_lengths(sig, feeds)
+                    fed[contract.LENGTHS] = full_lengths(sig.bare, feeds)  # type: ignore[arg-type]
                 got = run(fed)
                 for ref_name, ref in ref_out.items():
                     if ref_name == backend:
                         continue
                     for out_name in sig.output_names:
-                        err, rel = _compare(got[out_name], ref[out_name])
+                        err, rel = max_abs_rel(got[out_name], ref[out_name])
                         key = (backend, ref_name, out_name)
                         if key not in worst or err > worst[key][0]:
                             worst[key] = (err, rel, case)

@@ -6,15 +6,17 @@ wheel (``service_pb2``, ``service_pb2_grpc``, ``model_config_pb2``).  Requests b
 :func:`~deploy_lstm.protocol.status_of`.  ``ModelStreamInfer`` runs the requests of a
 stream concurrently (chunks of different sequences batch together; chunks of one
 sequence still run in order) and answers each as it completes, with its request id.
+Decoding and encoding run on the worker threads the HTTP side uses (never on the event
+loop); model names are metric labels only when served here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-import math
 import time
-from typing import Any, AsyncIterator, Dict, Mapping
+from typing import Any, AsyncIterator, Dict, Mapping, Optional
 
 import grpc
 import numpy as np
@@ -23,8 +25,20 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from deploy_lstm.serve.model import VERSION, ServedModel
 from deploy_lstm.errors import InvalidRequest, ModelNotFound
-from deploy_lstm.serve.metrics import ServerMetrics
-from deploy_lstm.serve.protocol import EXTENSIONS, InferRequest, RequestedOutput, datatype_of, dtype_of, status_of
+from deploy_lstm.serve.metrics import ServerMetrics, model_label
+from deploy_lstm.serve.protocol import (
+    EXTENSIONS,
+    MAX_RANK,
+    MAX_REQUEST_BYTES,
+    InferRequest,
+    RequestedOutput,
+    check_parameters,
+    check_size,
+    datatype_of,
+    dtype_of,
+    show,
+    status_of,
+)
 from deploy_lstm.version import __version__
 
 __all__ = ["InferenceServicer", "decode_grpc", "encode_grpc", "unwrap_parameters"]
@@ -37,6 +51,7 @@ _CONTENTS = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
 }
+_CONTENTS_CHUNK = 1 << 16  # repeated values turned into numpy per step (the GIL is free between steps)
 
 
 def unwrap_parameters(parameters: Mapping[str, Any]) -> Dict[str, Any]:
@@ -48,11 +63,13 @@ def unwrap_parameters(parameters: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def decode_grpc(request: Any) -> InferRequest:
+def decode_grpc(request: Any, max_bytes: int = MAX_REQUEST_BYTES) -> InferRequest:
     """A ``ModelInferRequest`` -> :class:`InferRequest`.
 
     Raises:
-        InvalidRequest: raw contents that do not fit their shape, or tensors without data.
+        InvalidRequest: raw contents that do not fit their shape, tensors without data,
+            parameters of the wrong type, a sequence id over its limit.
+        RequestTooLarge: a tensor over ``max_bytes``.
     """
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -60,27 +77,31 @@ def decode_grpc(request: Any) -> InferRequest:
     inputs: Dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         name, shape = tensor.name, tuple(tensor.shape)
+        what = f"input {show(name)}"
         if name in inputs:
-            raise InvalidRequest(f"input {name!r} is given twice")
-        if any(d < 0 for d in shape):
-            raise InvalidRequest(f"input {name!r}: shape must be non-negative, got {list(shape)}")
-        dtype = dtype_of(tensor.datatype, f"input {name!r}")
-        count = math.prod(shape)
+            raise InvalidRequest(f"{what} is given twice")
+        if any(d < 0 for d in shape) or len(shape) > MAX_RANK:
+            raise InvalidRequest(f"{what}: shape must be at most {MAX_RANK} non-negative integers, got {show(list(shape))}")
+        dtype = dtype_of(tensor.datatype, what)
+        check_parameters(unwrap_parameters(tensor.parameters), what)
+        count = check_size(shape, dtype, max_bytes, what)
         if raw:
             data = raw[i]
             if len(data) != count * dtype.itemsize:
                 raise InvalidRequest(
-                    f"input {name!r}: {len(data)} bytes of raw contents, but shape {list(shape)} of "
+                    f"{what}: {len(data)} bytes of raw contents, but shape {list(shape)} of "
                     f"{tensor.datatype} needs {count * dtype.itemsize}"
                 )
             inputs[name] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
         else:
             values = getattr(tensor.contents, _CONTENTS.get(tensor.datatype, "fp32_contents"))
             if len(values) != count:
-                raise InvalidRequest(f"input {name!r}: shape {list(shape)} needs {count} values, contents has {len(values)}")
-            inputs[name] = np.asarray(values, dtype=dtype).reshape(shape)
+                raise InvalidRequest(f"{what}: shape {list(shape)} needs {count} values, contents has {len(values)}")
+            parts = [np.asarray(values[k:k + _CONTENTS_CHUNK], dtype=dtype) for k in range(0, count, _CONTENTS_CHUNK)]
+            inputs[name] = (np.concatenate(parts) if parts else np.zeros(0, dtype)).reshape(shape)
     outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
-    return InferRequest(inputs, request.id or None, outputs, unwrap_parameters(request.parameters))
+    parameters = check_parameters(unwrap_parameters(request.parameters), "request")
+    return InferRequest(inputs, request.id or None, outputs, parameters)
 
 
 def encode_grpc(name: str, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> Any:
@@ -95,16 +116,27 @@ def encode_grpc(name: str, request: InferRequest, outputs: Mapping[str, np.ndarr
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Triton's ``GRPCInferenceService`` for one served model."""
 
-    def __init__(self, model: ServedModel, metrics: ServerMetrics, state: Dict[str, Any]) -> None:
+    def __init__(self, model: ServedModel, metrics: ServerMetrics, state: Dict[str, Any], *,
+                 max_request_bytes: int = MAX_REQUEST_BYTES, worker: Optional[concurrent.futures.Executor] = None) -> None:
         self.model = model
         self.metrics = metrics
         self.state = state  # {"ready": bool}, shared with the HTTP app
+        self.max_request_bytes = max_request_bytes
+        self.worker = worker  # None: asyncio's default executor
 
-    async def _abort(self, context: Any, error: BaseException, name: str = "") -> None:
+    def label(self, name: str) -> str:
+        return model_label(name, self.model.names()) if name else ""
+
+    def count_error(self, error: BaseException, name: str) -> tuple:
+        """Log a 500, count the error; its (HTTP status, gRPC code name, message)."""
         status, code, message = status_of(error)
         if status == 500:
             log.exception("request failed", exc_info=error)
-        self.metrics.errors.labels(name, "grpc", str(status)).inc()
+        self.metrics.errors.labels(self.label(name), "grpc", str(status)).inc()
+        return status, code, message
+
+    async def _abort(self, context: Any, error: BaseException, name: str = "") -> None:
+        _, code, message = self.count_error(error, name)
         await context.abort(getattr(grpc.StatusCode, code), message)
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -150,15 +182,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: Any) -> Any:
         t0 = time.perf_counter()
         name = request.model_name
+        loop = asyncio.get_running_loop()
         try:
             self.model.check_name(name, request.model_version)
-            infer_request = decode_grpc(request)
-            response = encode_grpc(name, infer_request, await self.model.infer(infer_request, name))
+            infer_request = await loop.run_in_executor(self.worker, decode_grpc, request, self.max_request_bytes)
+            outputs = await self.model.infer(infer_request, name)
+            response = await loop.run_in_executor(self.worker, encode_grpc, name, infer_request, outputs)
         except Exception:
-            self.metrics.requests.labels(name, "grpc", "error").inc()
+            self.metrics.requests.labels(self.label(name), "grpc", "error").inc()
             raise
-        self.metrics.requests.labels(name, "grpc", "ok").inc()
-        self.metrics.latency.labels(name, "grpc").observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(self.label(name), "grpc", "ok").inc()
+        self.metrics.latency.labels(self.label(name), "grpc").observe(time.perf_counter() - t0)
         return response
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
@@ -175,10 +209,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             try:
                 response = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request))
             except Exception as e:
-                status, _, message = status_of(e)
-                if status == 500:
-                    log.exception("stream request failed", exc_info=e)
-                self.metrics.errors.labels(request.model_name, "grpc", str(status)).inc()
+                _, _, message = self.count_error(e, request.model_name)
                 # the client matches an error to its request by the id in infer_response
                 response = service_pb2.ModelStreamInferResponse(
                     error_message=message,

@@ -1,11 +1,25 @@
-"""The server's Prometheus metrics, in a registry of their own (one per server)."""
+"""The server's Prometheus metrics, in a registry of their own (one per server).
+
+Label values come from the server, never straight from a request: a model name in a URL or
+a gRPC message is a label only if the server serves that model (:func:`model_label`), so
+requests for made-up names cannot grow ``/metrics`` without end.
+"""
 
 from __future__ import annotations
+
+from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["ServerMetrics", "CONTENT_TYPE_LATEST", "UNKNOWN_MODEL", "model_label"]
+
+UNKNOWN_MODEL = "_unknown"  # the one label value of every model name this server does not serve
+
+
+def model_label(name: str, served: Iterable[str]) -> str:
+    """The ``model`` label of a request for ``name``: the name if it is served here, else :data:`UNKNOWN_MODEL`."""
+    return name if name in served else UNKNOWN_MODEL
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 

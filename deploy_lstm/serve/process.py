@@ -8,6 +8,7 @@ taking connections, answers the requests in flight (``grace_s``), then exits.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -21,8 +22,9 @@ from tritonclient.grpc import service_pb2_grpc
 from deploy_lstm.serve.model import ServedModel, ServeOptions
 from deploy_lstm.formats.folder import ExportFolder
 from deploy_lstm.serve.grpc_service import InferenceServicer
-from deploy_lstm.serve.rest import http_app
 from deploy_lstm.serve.metrics import ServerMetrics
+from deploy_lstm.serve.protocol import MAX_REQUEST_BYTES
+from deploy_lstm.serve.rest import DECODE_THREADS, http_app
 
 try:  # uvloop: a faster event loop (Linux, macOS), in the [serve] extra where it installs
     import uvloop
@@ -39,7 +41,7 @@ class ServerAddress:
     host: str = "127.0.0.1"
     port: int = 8000  # HTTP
     grpc_port: int = 8001  # gRPC; 0 disables it
-    max_request_bytes: int = 64 << 20  # largest request body (HTTP, after inflating) or message (gRPC)
+    max_request_bytes: int = MAX_REQUEST_BYTES  # largest request body (HTTP, after inflating) or message (gRPC)
     grace_s: float = 10.0  # how long shutdown waits for the requests in flight
 
 
@@ -61,7 +63,8 @@ async def run_server(
     metrics = ServerMetrics()
     model = ServedModel(folder, options, metrics)
     model.start()
-    app = http_app(model, metrics, max_request_bytes=address.max_request_bytes)
+    worker = concurrent.futures.ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="deploy-lstm-decode")
+    app = http_app(model, metrics, max_request_bytes=address.max_request_bytes, worker=worker)
     state: Dict[str, Any] = app.state.serving
     http = _Uvicorn(uvicorn.Config(
         app, host=address.host, port=address.port, log_level="warning", lifespan="off",
@@ -71,7 +74,8 @@ async def run_server(
     if address.grpc_port:
         limit = address.max_request_bytes
         rpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(model, metrics, state), rpc)
+        servicer = InferenceServicer(model, metrics, state, max_request_bytes=limit, worker=worker)
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, rpc)
         rpc.add_insecure_port(f"{address.host}:{address.grpc_port}")
         await rpc.start()
     if stop is None:
@@ -100,6 +104,7 @@ async def run_server(
         await stopper
     finally:
         await model.close()
+        worker.shutdown(wait=False)
 
 
 def serve(folder: ExportFolder, options: ServeOptions, address: ServerAddress, announce: bool = True) -> None:

@@ -1,15 +1,19 @@
 """The v2 HTTP/REST endpoints (as ``tritonclient.http`` calls them), on Starlette.
 
-Routes move bytes between HTTP and :mod:`~deploy_lstm.protocol`/:mod:`~deploy_lstm.engine`;
-every error becomes ``{"error": "..."}`` with the status of :func:`status_of`.
+Routes move bytes between HTTP and :mod:`~deploy_lstm.serve.protocol`/:mod:`~deploy_lstm.serve.model`;
+every error becomes ``{"error": "..."}`` with the status of :func:`status_of`.  The work a
+body costs (inflating, parsing, encoding the answer) runs on a small pool of worker threads,
+never on the event loop, so one large or hostile request does not keep the others waiting;
+the pool's size bounds how many bodies are being decoded at once.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import concurrent.futures
 import logging
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,131 +21,164 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deploy_lstm.serve.model import VERSION, ServedModel
 from deploy_lstm.errors import InvalidRequest, ModelNotFound
-from deploy_lstm.serve.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from deploy_lstm.serve import bounded_json
+from deploy_lstm.serve.metrics import CONTENT_TYPE_LATEST, ServerMetrics, model_label
+from deploy_lstm.serve.model import VERSION, ServedModel
 from deploy_lstm.serve.protocol import (
     EXTENSIONS,
     HEADER_LENGTH,
     RequestTooLarge,
-    compress,
-    decode_http,
-    decompress,
-    encode_http,
+    decode_http_body,
+    encode_http_body,
+    show,
     status_of,
 )
 from deploy_lstm.version import __version__
 
-__all__ = ["http_app"]
+__all__ = ["http_app", "HTTPFrontEnd", "DECODE_THREADS"]
 
 log = logging.getLogger("deploy_lstm.server")
 
+DECODE_THREADS = 2  # bodies decoded at once (each may cost a few times --max-request-bytes while it is)
+INDEX_BODY_BYTES = 64 << 10  # a repository index request is {"ready": true}: this is plenty
 
 
-def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: int) -> Starlette:
-    """The Starlette application serving ``model``."""
-    state: Dict[str, Any] = {"ready": True}
+class HTTPFrontEnd:
+    """The routes of one server: thin handlers around a :class:`ServedModel` and the protocol's codecs."""
 
-    def error(e: BaseException, name: Optional[str] = None) -> JSONResponse:
+    def __init__(self, model: ServedModel, metrics: ServerMetrics, max_request_bytes: int,
+                 worker: Optional[concurrent.futures.Executor] = None) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
+        self.worker = worker or concurrent.futures.ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="deploy-lstm-decode")
+        self.state: Dict[str, Any] = {"ready": True}  # the server sets False while draining
+
+    async def offload(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` on a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
+
+    def error(self, e: BaseException, name: str = "") -> JSONResponse:
         status, _, message = status_of(e)
         if status == 500:
             log.exception("request failed", exc_info=e)
-        metrics.errors.labels(name or "", "http", str(status)).inc()
+        self.metrics.errors.labels(model_label(name, self.model.names()) if name else "", "http", str(status)).inc()
         return JSONResponse({"error": message}, status_code=status)
 
-    async def server_metadata(request: Request) -> Response:
+    async def server_metadata(self, request: Request) -> Response:
         return JSONResponse({"name": "deploy-lstm", "version": __version__, "extensions": EXTENSIONS})
 
-    async def live(request: Request) -> Response:
+    async def live(self, request: Request) -> Response:
         return Response(status_code=200)
 
-    async def ready(request: Request) -> Response:
-        return Response(status_code=200 if state["ready"] else 503)
+    async def ready(self, request: Request) -> Response:
+        return Response(status_code=200 if self.state["ready"] else 503)
 
-    def describe(what: Any) -> Any:  # GET a model's metadata or config
+    def describe(self, what: Callable[[str], Any]) -> Callable[[Request], Any]:
+        """A GET handler for a model's metadata or config."""
         async def handler(request: Request) -> Response:
             try:
                 name = request.path_params["model"]
-                model.check_name(name, request.path_params.get("version"))
+                self.model.check_name(name, request.path_params.get("version"))
                 return JSONResponse(what(name))
             except Exception as e:
-                return error(e)
+                return self.error(e)
 
         return handler
 
-    async def model_ready(request: Request) -> Response:
+    async def model_ready(self, request: Request) -> Response:
         try:
-            model.check_name(request.path_params["model"], request.path_params.get("version"))
+            self.model.check_name(request.path_params["model"], request.path_params.get("version"))
         except ModelNotFound as e:
-            return error(e)
-        return Response(status_code=200 if state["ready"] else 503)
+            return self.error(e)
+        return Response(status_code=200 if self.state["ready"] else 503)
 
-    async def repository_index(request: Request) -> Response:
-        body = await request.body()
-        ready_only = False
-        if body.strip():
-            try:
-                ready_only = bool(json.loads(body).get("ready", False))
-            except (ValueError, AttributeError):
-                return error(InvalidRequest("repository index body must be a JSON object like {\"ready\": true}"))
-        state_name = "READY" if state["ready"] else "UNAVAILABLE"
-        models = [{"name": n, "version": VERSION, "state": state_name} for n in model.names()]
+    async def repository_index(self, request: Request) -> Response:
+        try:
+            ready_only = _ready_only(await read_body(request, INDEX_BODY_BYTES))
+        except InvalidRequest as e:
+            return self.error(e)
+        state_name = "READY" if self.state["ready"] else "UNAVAILABLE"
+        models = [{"name": n, "version": VERSION, "state": state_name} for n in self.model.names()]
         return JSONResponse([m for m in models if not ready_only or m["state"] == "READY"])
 
-    async def infer(request: Request) -> Response:
+    async def infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
         name = request.path_params["model"]
+        label = model_label(name, self.model.names())
+        headers = request.headers
         try:
-            model.check_name(name, request.path_params.get("version"))
-            body = await _read_body(request, max_request_bytes)
-            body = decompress(body, request.headers.get("content-encoding"), max_request_bytes)
-            infer_request = decode_http(body, request.headers.get(HEADER_LENGTH))
-            outputs = await model.infer(infer_request, name)
-            payload, header_length = encode_http(name, VERSION, infer_request, outputs)
+            self.model.check_name(name, request.path_params.get("version"))
+            body = await read_body(request, self.max_request_bytes)
+            infer_request = await self.offload(
+                decode_http_body, body, headers.get("content-encoding"), headers.get(HEADER_LENGTH), self.max_request_bytes)
+            del body
+            outputs = await self.model.infer(infer_request, name)
+            payload, header_length, encoding = await self.offload(
+                encode_http_body, name, VERSION, infer_request, outputs, headers.get("accept-encoding"))
         except Exception as e:
-            metrics.requests.labels(name, "http", "error").inc()
-            return error(e, name)
-        payload, encoding = compress(payload, request.headers.get("accept-encoding"))
-        headers = {}
+            self.metrics.requests.labels(label, "http", "error").inc()
+            return self.error(e, name)
+        answer_headers = {}
         if header_length is not None:
-            headers["Inference-Header-Content-Length"] = str(header_length)
+            answer_headers["Inference-Header-Content-Length"] = str(header_length)
         if encoding is not None:
-            headers["Content-Encoding"] = encoding
+            answer_headers["Content-Encoding"] = encoding
         media = "application/json" if header_length is None else "application/octet-stream"
-        metrics.requests.labels(name, "http", "ok").inc()
-        metrics.latency.labels(name, "http").observe(time.perf_counter() - t0)
-        return Response(payload, media_type=media, headers=headers)
+        self.metrics.requests.labels(label, "http", "ok").inc()
+        self.metrics.latency.labels(label, "http").observe(time.perf_counter() - t0)
+        return Response(payload, media_type=media, headers=answer_headers)
 
-    async def prometheus(request: Request) -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         detail = getattr(exc, "detail", str(exc))
-        return JSONResponse({"error": f"{detail}: {request.method} {request.url.path}"}, status_code=status)
+        return JSONResponse({"error": f"{detail}: {request.method} {show(request.url.path)}"}, status_code=status)
 
-    routes = [
-        Route("/v2", server_metadata),
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2/repository/index", repository_index, methods=["POST"]),
-        Route("/metrics", prometheus),
-    ]
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        routes += [
-            Route(prefix, describe(model.metadata)),
-            Route(prefix + "/ready", model_ready),
-            Route(prefix + "/config", describe(model.config)),
-            Route(prefix + "/infer", infer, methods=["POST"]),
+    def routes(self) -> List[Route]:
+        routes = [
+            Route("/v2", self.server_metadata),
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.ready),
+            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
+            Route("/metrics", self.prometheus),
         ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
-    app.state.serving = state  # {"ready": bool}: the server sets False while draining
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += [
+                Route(prefix, self.describe(self.model.metadata)),
+                Route(prefix + "/ready", self.model_ready),
+                Route(prefix + "/config", self.describe(self.model.config)),
+                Route(prefix + "/infer", self.infer, methods=["POST"]),
+            ]
+        return routes
+
+
+def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: int,
+             worker: Optional[concurrent.futures.Executor] = None) -> Starlette:
+    """The Starlette application serving ``model``; ``app.state.serving`` is ``{"ready": bool}``."""
+    front = HTTPFrontEnd(model, metrics, max_request_bytes, worker)
+    app = Starlette(routes=front.routes(), exception_handlers={HTTPException: front.not_found})
+    app.state.serving = front.state
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _ready_only(body: bytes) -> bool:
+    """The ``ready`` flag of a repository index request body (``{}`` or ``{"ready": true}``)."""
+    if not body.strip():
+        return False
+    doc = bounded_json.parse(body, INDEX_BODY_BYTES).doc
+    if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
+        raise InvalidRequest('repository index body must be a JSON object like {"ready": true}')
+    return doc.get("ready", False)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body of {declared} bytes, over this server's limit of {limit} (--max-request-bytes)")
     chunks, size = [], 0
     async for chunk in request.stream():

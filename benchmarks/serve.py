@@ -672,7 +672,7 @@ def run_engine_block(model: Any, inputs: Sequence[np.ndarray], group: int, pause
 
     A request's latency is from its group's start to the end of its batch.
     """
-    from deploy_lstm.serve.model import plan_batches
+    from deploy_lstm.serve.batching import plan_batches
 
     latencies: List[float] = []
     time.sleep(pause_s)

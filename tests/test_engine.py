@@ -6,23 +6,29 @@ The server tests (test_server.py) drive the same engine through HTTP and gRPC.
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
 import torch
+from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
+from tritonclient.grpc import model_config_pb2
 
 import deploy_lstm
 from deploy_lstm.formats.contract import ModelSpec
 from deploy_lstm.demo import export_spec
-from deploy_lstm.serve.model import Item, ServedModel, ServeOptions, plan_batches
+from deploy_lstm.serve.batching import Item, plan_batches
+from deploy_lstm.serve.model import ServedModel, ServeOptions
 from deploy_lstm.errors import InvalidRequest
 from deploy_lstm.pipeline import export_folder
 from deploy_lstm.serve.protocol import InferRequest
+from deploy_lstm.serve.sequences import ENDED_BYTES, MAX_SEQUENCE_ID_BYTES, Sequences, Stream, sequence_key
+from deploy_lstm.errors import ServerBusy
 
 
 @settings(max_examples=200, deadline=None)
@@ -53,6 +59,71 @@ def test_a_long_request_does_not_make_short_ones_pay_for_its_length() -> None:
 def test_requests_with_different_keys_never_share_a_batch() -> None:
     a, b = Item({}, 1, 10, key="a"), Item({}, 1, 10, key="b")
     assert plan_batches([a, b], 32, 0.5) == [[a], [b]]
+
+
+# -- the sequence store ----------------------------------------------------------------------
+
+
+def _end_many(store: Sequences, ids: List[Any]) -> None:
+    for sid in ids:
+        store.end(store.open(sid, start=True), "ended by sequence_end")
+
+
+def test_ended_sequences_are_remembered_within_a_byte_bound() -> None:
+    """Ids of the longest length allowed, ended by the thousand: the memory of why they ended
+    stays under ENDED_BYTES (measured, not only counted) and keeps the latest."""
+    store = Sequences(max_live=1024, idle_s=60.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _end_many(store, [f"{i:08d}".ljust(MAX_SEQUENCE_ID_BYTES, "x") for i in range(20_000)])
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0 < store.gone_bytes <= ENDED_BYTES and grown <= 1.25 * ENDED_BYTES, (store.gone_bytes, grown)
+    assert len(store.gone) < 4 * store.max_live  # the byte bound, not the count, held it
+    late = f"{19_999:08d}".ljust(MAX_SEQUENCE_ID_BYTES, "x")
+    with pytest.raises(InvalidRequest, match=r"is not live \(ended by sequence_end\)"):
+        store.open(late, start=False)
+
+
+def test_the_byte_bound_holds_for_ids_of_any_length() -> None:
+    """The store's own bound, whatever the decoder lets through: 64 ids of 1 MiB, ended
+    (issue 19: 100 ids of 8 MiB kept 798 MB for good)."""
+    store = Sequences(max_live=1024, idle_s=60.0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(64):
+            stream = Stream(sequence_key(str(i) * (1 << 20)))
+            store.live[stream.key] = stream  # past open(), which refuses such ids
+            store.end(stream, "ended by sequence_end")
+            del stream
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert store.gone_bytes <= ENDED_BYTES and grown <= 1.25 * ENDED_BYTES, (store.gone_bytes, grown)
+
+
+@pytest.mark.parametrize("sid,match", [
+    ("x" * (MAX_SEQUENCE_ID_BYTES + 1), r"at most 128 UTF-8 bytes, got 129"),
+    ("é" * 65, r"at most 128 UTF-8 bytes, got 130"),
+    (-1, r"must lie in 1..2\*\*64-1"),
+    (1 << 64, r"must lie in 1..2\*\*64-1"),
+])
+def test_sequence_ids_triton_would_refuse_are_refused(sid: Any, match: str) -> None:
+    store = Sequences(max_live=4, idle_s=60.0)
+    with pytest.raises(InvalidRequest, match=match) as e:
+        store.open(sid, start=True)
+    assert len(str(e.value)) < 200 and not store.live  # the id is not echoed whole
+    _end_many(store, ["y" * MAX_SEQUENCE_ID_BYTES, (1 << 64) - 1])  # the limits themselves are ids
+
+
+def test_live_sequences_are_bounded_in_number() -> None:
+    store = Sequences(max_live=2, idle_s=60.0)
+    store.open(1, start=True), store.open("1", start=True)  # 1 and "1" are two sequences
+    with pytest.raises(ServerBusy, match="2 sequences are live"):
+        store.open(2, start=True)
 
 
 # -- served models ----------------------------------------------------------------------------
@@ -96,6 +167,22 @@ def _run(model: ServedModel, requests: List[Tuple[InferRequest, str]]) -> List[A
             await model.close()
 
     return asyncio.run(main())
+
+
+def test_the_config_endpoint_answers_tritons_json(folders: Dict[str, Path]) -> None:
+    """Triton's JSON form of the one configuration builder's ModelConfig: proto field names,
+    fields without presence printed, 64-bit integers as numbers (not protobuf's strings)."""
+    model = ServedModel(deploy_lstm.load(folders["demo"]), ServeOptions(name="demo"))
+    for name in ("demo", "demo_stream"):
+        doc = model.config(name)
+        assert json_format.ParseDict(doc, model_config_pb2.ModelConfig()) == model.triton_config(name).proto()
+        assert doc["name"] == name and doc["max_batch_size"] == 0 and doc["backend"] == "onnxruntime"
+        assert doc["input"][0]["dims"] == [-1, -1, 1] and doc["input"][0]["data_type"] == "TYPE_FP32"  # the batch inside
+    assert model.config("demo")["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+    seq = model.config("demo_stream")["sequence_batching"]
+    assert seq["max_sequence_idle_microseconds"] == 60_000_000
+    assert [(s["input_name"], s["output_name"], s["dims"]) for s in seq["state"]] == [("h0", "hn", [2, -1, 48]), ("c0", "cn", [2, -1, 48])]
+    assert "dynamic_batching" not in model.config("demo_stream") and "sequence_batching" not in model.config("demo")
 
 
 def test_padding_is_refused_when_the_probe_shows_it_changes_outputs(folders: Dict[str, Path]) -> None:

@@ -1,50 +1,46 @@
-"""The served model: an onnxruntime session behind a dynamic batcher and a sequence store.
+"""The served model: an export folder's artifact behind a dynamic batcher and a sequence store.
 
-Knows nothing of HTTP or gRPC (``http_server.py``, ``grpc_server.py`` do): it takes
-:class:`~deploy_lstm.protocol.InferRequest` objects and returns numpy outputs.
+Knows nothing of HTTP or gRPC (``rest.py``, ``grpc_service.py`` do): it takes
+:class:`~deploy_lstm.serve.protocol.InferRequest` objects and returns numpy outputs.
 
-* **Dynamic batching.**  Requests are queued; the batcher takes what is queued (up to
-  ``max_batch`` rows; while traffic is concurrent it waits up to ``max_delay_ms`` for
-  more), groups requests whose tensors agree except along the batch and sequence axes,
-  pads each group's sequences to its longest with the ``lengths`` input, runs one
-  session call per group and splits the outputs back.  A group is closed once padding
-  would exceed ``max_padding`` padded steps per real step, so a long request does not
-  make short ones pay for its length without limit.  Padding is used only when the
-  graph has a ``lengths`` input and a probe at start-up shows that padded rows give
-  the same outputs as unpadded ones; otherwise only equal lengths are batched.
-* **Streaming.**  A request with ``sequence_id`` is one chunk of a stream: the server
-  holds the state outputs (``hn``, ``cn``: :func:`~deploy_lstm.contract.state_pairs`)
-  of each live sequence and feeds them as the next chunk's ``h0``, ``c0``.  Chunks of
-  different sequences are batched together; chunks of one sequence run in order.
-  Sequences expire after ``sequence_idle_s``; at most ``max_sequences`` are live.
-  The state lives in this process only.
+* **Dynamic batching** (:mod:`~deploy_lstm.serve.batching`).  Requests are queued and
+  run in batches; mixed lengths are padded with the ``lengths`` input only when the
+  graph has one and a probe at start-up shows that padded rows give the same outputs
+  as unpadded ones; otherwise only equal lengths are batched.
+* **Streaming** (:mod:`~deploy_lstm.serve.sequences`).  A request with ``sequence_id`` is
+  one chunk of a stream: the server holds the state outputs (``hn``, ``cn``:
+  :func:`~deploy_lstm.formats.contract.state_pairs`) of each live sequence and feeds
+  them as the next chunk's ``h0``, ``c0``.  Chunks of different sequences are batched
+  together; chunks of one sequence run in order.  The state lives in this process only.
+* **What it is** (metadata, and Triton's model configuration from
+  :mod:`~deploy_lstm.serve.triton_config`): shapes are whole, the batch axis inside.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import json
 import time
-from collections import OrderedDict
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from deploy_lstm.errors import ConfigError, InvalidRequest, ModelNotFound, ServerBusy
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec, TensorSpec, batch_axis, sequence_axis, state_pairs
-from deploy_lstm.errors import ConfigError, InvalidRequest, ModelNotFound, ServerBusy
 from deploy_lstm.formats.folder import ExportFolder
-from deploy_lstm.serve.metrics import ServerMetrics
-from deploy_lstm.serve.protocol import InferRequest, SequenceId, datatype_of, sequence_key
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.formats.metadata import ArtifactMetadata
 from deploy_lstm.runtime.feeds import check_feeds
+from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.serve.batching import Batcher, Item, Layout
+from deploy_lstm.serve.metrics import ServerMetrics
+from deploy_lstm.serve.protocol import InferRequest, datatype_of
+from deploy_lstm.serve.sequences import Sequences, Stream, shown
+from deploy_lstm.serve.triton_config import VERSION, ImplicitState, SequenceBatching, TritonConfig, TritonTensor, to_json
 
-__all__ = ["ServeOptions", "ServedModel", "Batcher", "Sequences", "plan_batches", "STREAM_SUFFIX", "VERSION"]
+__all__ = ["ServeOptions", "ServedModel", "choose_artifact", "STREAM_SUFFIX", "VERSION"]
 
 STREAM_SUFFIX = "_stream"  # the stateful model's name: "<name>_stream", as in the Triton repository
-VERSION = "1"
 PLATFORM = "onnxruntime_onnx"
 SERVABLE = ("onnx", "onnx-int8")  # the artifact kinds the onnxruntime engine runs
 
@@ -95,190 +91,6 @@ def choose_artifact(folder: ExportFolder, asked: Optional[str]) -> Tuple[str, st
     return "onnx", "no recommendation recorded (deploy-lstm bench DIR records one)"
 
 
-@dataclasses.dataclass(eq=False)
-class Item:
-    """One request's feeds, waiting for a batch."""
-
-    feeds: Dict[str, np.ndarray]
-    rows: int  # its batch size
-    steps: int  # its sequence length (0: no sequence axis)
-    key: Hashable  # requests with equal keys may share a batch
-    future: Optional[asyncio.Future] = None
-    enqueued: float = 0.0
-
-
-def plan_batches(items: Sequence[Item], max_rows: int, max_padding: float) -> List[List[Item]]:
-    """Group items into batches: equal keys, at most ``max_rows`` rows, and padded steps
-    at most ``max_padding`` per real step (longest first, greedy)."""
-    by_key: Dict[Hashable, List[Item]] = {}
-    for item in items:
-        by_key.setdefault(item.key, []).append(item)
-    batches: List[List[Item]] = []
-    for group in by_key.values():
-        group.sort(key=lambda i: -i.steps)
-        current: List[Item] = []
-        rows = cells = longest = 0
-        for item in group:
-            if current:
-                fits = rows + item.rows <= max_rows
-                padded = (rows + item.rows) * longest
-                real = cells + item.rows * item.steps
-                if fits and padded <= (1.0 + max_padding) * real:
-                    current.append(item)
-                    rows, cells = rows + item.rows, real
-                    continue
-                batches.append(current)
-            current, rows, cells, longest = [item], item.rows, item.rows * item.steps, item.steps
-        batches.append(current)
-    return batches
-
-
-class Batcher:
-    """Queues items and runs them in batches on one worker thread (see the module docstring)."""
-
-    def __init__(self, model: "ServedModel") -> None:
-        self.model = model
-        self.queue: "asyncio.Queue[Item]" = asyncio.Queue()
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="deploy-lstm-onnxruntime")
-        self.concurrent = False  # the last batch held more than one request
-        self.task: Optional[asyncio.Task] = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop(), name="deploy-lstm-batcher")
-
-    async def submit(self, item: Item) -> Dict[str, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        item.future = loop.create_future()
-        item.enqueued = time.perf_counter()
-        self.queue.put_nowait(item)
-        return await item.future
-
-    async def _collect(self, backlog: List[Item]) -> List[Item]:
-        """What the next batch is planned from: the backlog and the queue (waiting for a first
-        item, and up to ``max_delay_ms`` for more while traffic is concurrent)."""
-        opts = self.model.options
-        pending = list(backlog)
-        if not pending:
-            pending.append(await self.queue.get())
-        rows = sum(i.rows for i in pending)
-        deadline = time.perf_counter() + opts.max_delay_ms / 1000.0
-        while rows < opts.max_batch or not self.queue.empty():
-            if not self.queue.empty():
-                item = self.queue.get_nowait()
-            else:
-                timeout = deadline - time.perf_counter()
-                if backlog or not self.concurrent or timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
-            pending.append(item)
-            rows += item.rows
-        return pending
-
-    async def _loop(self) -> None:
-        """Plan batches from everything waiting, run the one holding the oldest request, re-plan
-        with what arrived meanwhile: new requests join the batches still waiting, and no request
-        waits behind more than the batches planned before it arrived (bounded p99)."""
-        loop = asyncio.get_running_loop()
-        backlog: List[Item] = []
-        while True:
-            pending = [i for i in await self._collect(backlog) if i.future is not None and not i.future.done()]  # cancelled: drop
-            if not pending:
-                backlog = []
-                continue
-            self.concurrent = len(pending) > 1
-            batches = plan_batches(pending, self.model.options.max_batch, self.model.options.max_padding)
-            batch = min(batches, key=lambda b: min(i.enqueued for i in b))
-            backlog = [i for b in batches if b is not batch for i in b]
-            try:
-                outs: List[Any] = await loop.run_in_executor(self.executor, self.model.run_batch, batch)
-            except Exception as e:  # the batch failed: its requests get the error, the loop goes on
-                outs = [e] * len(batch)
-            for item, out in zip(batch, outs):
-                if item.future.done():  # type: ignore[union-attr]
-                    continue
-                if isinstance(out, Exception):
-                    item.future.set_exception(out)  # type: ignore[union-attr]
-                else:
-                    item.future.set_result(out)  # type: ignore[union-attr]
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-        self.executor.shutdown(wait=True)
-
-
-@dataclasses.dataclass(eq=False)
-class Stream:
-    """A live sequence: its state between chunks."""
-
-    key: Tuple[str, SequenceId]
-    state: Optional[Dict[str, np.ndarray]] = None  # state input name -> value; None: zeros
-    rows: Optional[int] = None  # batch size fixed by the first chunk
-    last_used: float = 0.0
-    busy: int = 0  # chunks queued or running
-    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-
-
-class Sequences:
-    """The live sequences of one model, bounded in number and idle time."""
-
-    def __init__(self, max_live: int, idle_s: float, on_change: Any = None, on_expire: Any = None) -> None:
-        self.max_live = max_live
-        self.idle_s = idle_s
-        self.live: Dict[Tuple[str, SequenceId], Stream] = {}
-        self.gone: "OrderedDict[Tuple[str, SequenceId], str]" = OrderedDict()  # recently ended: why
-        self._on_change = on_change or (lambda n: None)
-        self._on_expire = on_expire or (lambda: None)
-
-    def open(self, sequence_id: SequenceId, start: bool) -> Stream:
-        """The stream of a chunk; a new one when ``start``.
-
-        Raises:
-            InvalidRequest: not started, ended or expired.
-            ServerBusy: ``max_live`` sequences are live already.
-        """
-        self.expire()
-        key = sequence_key(sequence_id)
-        stream = self.live.get(key)
-        if stream is None:
-            if not start:
-                why = self.gone.get(key, "never started")
-                raise InvalidRequest(
-                    f"sequence {sequence_id!r} is not live ({why}); send its first chunk with sequence_start=true"
-                )
-            if len(self.live) >= self.max_live:
-                raise ServerBusy(
-                    f"{self.max_live} sequences are live, the most this server holds; end one with "
-                    f"sequence_end=true, wait for idle ones to expire ({self.idle_s:g} s), or retry later"
-                )
-            stream = self.live[key] = Stream(key)
-            self.gone.pop(key, None)
-            self._on_change(len(self.live))
-        stream.last_used = time.monotonic()
-        return stream
-
-    def end(self, stream: Stream, why: str) -> None:
-        if self.live.get(stream.key) is stream:
-            del self.live[stream.key]
-            self.gone[stream.key] = why
-            while len(self.gone) > 4 * self.max_live:
-                self.gone.popitem(last=False)
-            self._on_change(len(self.live))
-
-    def expire(self) -> None:
-        now = time.monotonic()
-        for stream in [s for s in self.live.values() if s.busy == 0 and now - s.last_used > self.idle_s]:
-            self.end(stream, f"expired after {self.idle_s:g} s idle")
-            self._on_expire()
-
-
 class ServedModel:
     """An export folder served by onnxruntime: metadata, config, and :meth:`infer`.
 
@@ -296,8 +108,7 @@ class ServedModel:
         self.artifact, self.artifact_why = choose_artifact(folder, options.artifact)
         self.session = OnnxLSTM(folder.file(self.artifact), device=options.provider, intra_op_num_threads=options.threads)
         self.io: IOSpec = folder.io
-        self.batch_axes = {t.name: batch_axis(t) for t in self.io.inputs + self.io.outputs}
-        self.sequence_axes = {t.name: sequence_axis(t) for t in self.io.inputs + self.io.outputs}
+        tensors = self.io.inputs + self.io.outputs
         self.states = state_pairs(self.io)
         self.state_inputs = {i for i, _ in self.states}
         self.state_outputs = {o for _, o in self.states}
@@ -306,15 +117,21 @@ class ServedModel:
             self.optional.add(contract.LENGTHS)
         self.stream_refusal = self._stream_refusal()
         self.stream_name = self.name + STREAM_SUFFIX if self.stream_refusal is None else None
-        self.batchable = all(self.batch_axes[t.name] is not None for t in self.io.inputs + self.io.outputs)
-        self.pads = False
-        self.pads = self._lengths_spec() is not None and self.batchable and self._probe_padding()
+        self.layout = Layout({t.name: batch_axis(t) for t in tensors}, {t.name: sequence_axis(t) for t in tensors})
+        self.batchable = all(a is not None for a in self.layout.batch_axes.values())
+        if self._lengths_spec() is not None and self.batchable and self._probe_padding():
+            self.layout = dataclasses.replace(self.layout, pads=True)
         self.batcher: Optional[Batcher] = None
         self.sequences = Sequences(
             options.max_sequences, options.sequence_idle_s,
             on_change=self.metrics.live_sequences.labels(self.name).set,
             on_expire=self.metrics.expired_sequences.labels(self.name).inc,
         )
+
+    @property
+    def pads(self) -> bool:
+        """Batches pad mixed lengths (the start-up probe showed padding leaves outputs alone)."""
+        return self.layout.pads
 
     # -- what the model is -------------------------------------------------------------
 
@@ -344,62 +161,46 @@ class ServedModel:
         stream = self.check_name(name)
 
         def tensors(specs: List[TensorSpec]) -> List[Dict[str, Any]]:
-            return [{"name": t.name, "datatype": datatype_of(t.dtype), "shape": _dims(t)} for t in specs]
+            return [{"name": t.name, "datatype": datatype_of(t.dtype), "shape": list(TritonTensor.of(t).dims)} for t in specs]
 
         return {
             "name": name, "versions": [VERSION], "platform": PLATFORM,
             "inputs": tensors(self.inputs(stream)), "outputs": tensors(self.outputs(stream)),
         }
 
-    def config(self, name: str) -> Dict[str, Any]:
-        """Triton's model configuration (its JSON form) of what this server does.
+    def triton_config(self, name: str) -> TritonConfig:
+        """Triton's model configuration of what this server does for ``name``.
 
         Shapes are whole (``max_batch_size`` 0: the batch axis is inside ``dims``); the
         batcher's settings are in ``parameters`` and ``dynamic_batching``/``sequence_batching``.
         """
         stream = self.check_name(name)
         opts = self.options
-
-        def tensors(specs: List[TensorSpec]) -> List[Dict[str, Any]]:
-            out = []
-            for t in specs:
-                entry: Dict[str, Any] = {"name": t.name, "data_type": "TYPE_" + datatype_of(t.dtype), "dims": _dims(t)}
-                if t.name in self.optional and not (stream and t.name in self.state_inputs):
-                    entry["optional"] = True
-                out.append(entry)
-            return out
-
-        config: Dict[str, Any] = {
-            "name": name, "platform": PLATFORM, "backend": "onnxruntime", "max_batch_size": 0,
-            "input": tensors(self.inputs(stream)), "output": tensors(self.outputs(stream)),
-            "parameters": {
-                key: {"string_value": str(value)} for key, value in (
-                    ("max_batch", opts.max_batch), ("max_delay_ms", opts.max_delay_ms),
-                    ("max_padding", opts.max_padding), ("pads_mixed_lengths", self.pads),
-                    ("max_sequence_length", opts.max_sequence_length),
-                )
-            },
+        inputs = tuple(TritonTensor.of(t, optional=t.name in self.optional) for t in self.inputs(stream))
+        parameters = {
+            "max_batch": opts.max_batch, "max_delay_ms": opts.max_delay_ms, "max_padding": opts.max_padding,
+            "pads_mixed_lengths": self.pads, "max_sequence_length": opts.max_sequence_length,
         }
-        if stream:
-            config["sequence_batching"] = {
-                "max_sequence_idle_microseconds": int(opts.sequence_idle_s * 1e6),
-                "state": [
-                    {
-                        "input_name": i, "output_name": o, "data_type": "TYPE_" + datatype_of(self.io.input(i).dtype),  # type: ignore[union-attr]
-                        "dims": _dims(self.io.input(i)),  # type: ignore[arg-type]
-                    }
-                    for i, o in self.states
-                ],
-            }
-        else:
-            config["dynamic_batching"] = {"max_queue_delay_microseconds": int(opts.max_delay_ms * 1000)}
-        return config
+        sequence = SequenceBatching(
+            idle_us=int(opts.sequence_idle_s * 1e6),
+            states=tuple(ImplicitState(TritonTensor.of(self.io.input(i)), o) for i, o in self.states),  # type: ignore[arg-type]
+        ) if stream else None
+        return TritonConfig(
+            name, inputs, tuple(TritonTensor.of(t) for t in self.outputs(stream)), platform=PLATFORM,
+            queue_delay_us=None if stream else int(opts.max_delay_ms * 1000), sequence=sequence,
+            parameters={k: str(v) for k, v in parameters.items()},
+        )
+
+    def config(self, name: str) -> Dict[str, Any]:
+        """:meth:`triton_config` in Triton's JSON form (its HTTP config endpoint's answer)."""
+        return to_json(self.triton_config(name).proto())
 
     # -- running -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the batcher, and the sweep that drops idle sequences, on the running event loop."""
-        self.batcher = Batcher(self)
+        opts = self.options
+        self.batcher = Batcher(self.run_batch, opts.max_batch, opts.max_delay_ms, opts.max_padding)
         self.batcher.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="deploy-lstm-sequence-sweep")
 
@@ -439,19 +240,25 @@ class ServedModel:
             raise ServerBusy(f"model {name!r} is not running")
         if sequence_id is None:
             out = await self.batcher.submit(self.prepare(request.inputs, stream=False))
-            return {n: out[n] for n in wanted}
-        if self.stream_refusal is not None:
+        elif self.stream_refusal is not None:
             raise InvalidRequest(f"model {name!r} cannot stream: {self.stream_refusal}")
-        sequence = self.sequences.open(sequence_id, start)
+        else:
+            sequence = self.sequences.open(sequence_id, start)
+            out = await self._chunk(sequence, request.inputs, name, start, end)
+        return {n: out[n] for n in wanted}
+
+    async def _chunk(self, sequence: Stream, inputs: Mapping[str, np.ndarray], name: str, start: bool, end: bool) -> Dict[str, np.ndarray]:
+        """Run one chunk of a live sequence after the chunks before it, and carry its state."""
+        assert self.batcher is not None
         sequence.busy += 1
         try:
             async with sequence.lock:
                 if start:
                     sequence.state, sequence.rows = None, None
                 elif self.sequences.live.get(sequence.key) is not sequence:
-                    raise InvalidRequest(f"sequence {sequence_id!r} ended while this chunk waited for the one before")
+                    raise InvalidRequest(f"sequence {shown(sequence.key[1])} ended while this chunk waited for the one before")
                 try:
-                    item = self.prepare(request.inputs, stream=True, state=sequence.state, rows=sequence.rows, name=name)
+                    item = self.prepare(inputs, stream=True, state=sequence.state, rows=sequence.rows, name=name)
                     out = await self.batcher.submit(item)
                 except BaseException:
                     if start:  # a sequence whose first chunk failed never started
@@ -463,7 +270,7 @@ class ServedModel:
                     self.sequences.end(sequence, "ended by sequence_end")
         finally:
             sequence.busy -= 1
-        return {n: out[n] for n in wanted}
+        return out
 
     def prepare(
         self, inputs: Mapping[str, np.ndarray], *, stream: bool, state: Optional[Dict[str, np.ndarray]] = None,
@@ -490,18 +297,27 @@ class ServedModel:
         rows_, steps = self._extent(feeds, name)
         if rows is not None and rows_ != rows:
             raise InvalidRequest(f"a sequence keeps the batch size of its first chunk ({rows}); this chunk has {rows_}")
+        self._fill(feeds, rows_, steps, state if stream else None)
+        check_feeds(self.io.inputs, feeds, f"model {name!r}")
+        if rows_ < 1 or (steps < 1 and any(s is not None for s in self.layout.sequence_axes.values())):
+            raise InvalidRequest(f"model {name!r} needs batch >= 1 and sequence >= 1, got batch {rows_}, sequence {steps}")
+        self._check_values(feeds, steps)
+        return Item(feeds, rows_, steps, self.layout.key(feeds) if self.batchable else object())  # unbatchable: a key of its own
+
+    def _fill(self, feeds: Dict[str, np.ndarray], rows: int, steps: int, state: Optional[Dict[str, np.ndarray]]) -> None:
+        """Feed what the request left out: a stream's carried state, full lengths, zeros."""
         for spec in self.io.inputs:
             if spec.name in feeds:
                 continue
-            if stream and state is not None and spec.name in state:
+            if state is not None and spec.name in state:
                 feeds[spec.name] = state[spec.name]
             elif spec.name == contract.LENGTHS and spec.name in self.optional:
-                feeds[spec.name] = np.full((rows_,), steps, dtype=np.int64)
+                feeds[spec.name] = np.full((rows,), steps, dtype=np.int64)
             elif spec.name in self.optional:
-                feeds[spec.name] = np.zeros(_concrete(spec, rows_), dtype=spec.dtype)
-        check_feeds(self.io.inputs, feeds, f"model {name!r}")
-        if rows_ < 1 or (steps < 1 and any(s is not None for s in self.sequence_axes.values())):
-            raise InvalidRequest(f"model {name!r} needs batch >= 1 and sequence >= 1, got batch {rows_}, sequence {steps}")
+                feeds[spec.name] = np.zeros(tuple(rows if isinstance(d, str) else d for d in spec.shape), dtype=spec.dtype)
+
+    def _check_values(self, feeds: Mapping[str, np.ndarray], steps: int) -> None:
+        """Lengths within the sequence, and finite floats unless ``allow_nonfinite``."""
         for spec in self.io.inputs:
             value = feeds[spec.name]
             if spec.name == contract.LENGTHS and steps and value.size and (value.min() < 1 or value.max() > steps):
@@ -512,11 +328,6 @@ class ServedModel:
                 bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
                 if bad:
                     raise InvalidRequest(f"input {spec.name!r} has {bad} NaN/inf value(s); expected finite numbers")
-        key = tuple(
-            (n, tuple(d for i, d in enumerate(v.shape) if i != self.batch_axes[n] and not (self.pads and i == self.sequence_axes[n])))
-            for n, v in sorted(feeds.items())
-        ) if self.batchable else object()  # unbatchable: a key of its own
-        return Item(feeds, rows_, steps, key)
 
     def _extent(self, feeds: Mapping[str, np.ndarray], name: str) -> Tuple[int, int]:
         """(batch size, sequence length) of a request, checked against the limits."""
@@ -525,7 +336,7 @@ class ServedModel:
             value = feeds.get(spec.name)
             if value is None or value.ndim != len(spec.shape):
                 continue  # check_feeds reports it
-            b, s = self.batch_axes[spec.name], self.sequence_axes[spec.name]
+            b, s = self.layout.batch_axes[spec.name], self.layout.sequence_axes[spec.name]
             rows = max(rows, value.shape[b] if b is not None else 1)
             steps = max(steps, value.shape[s] if s is not None else 0)
         if rows > self.options.max_batch:
@@ -538,48 +349,27 @@ class ServedModel:
         return rows, steps
 
     def run_batch(self, items: Sequence[Item], record: bool = True) -> List[Dict[str, np.ndarray]]:
-        """One session call for a group of items (on the worker thread); their outputs, split."""
-        name, now = self.name, time.perf_counter()
-        steps = max(i.steps for i in items)
-        feeds = {}
-        for spec in self.io.inputs:
-            parts = [self._pad(spec.name, i.feeds[spec.name], steps) for i in items]
-            feeds[spec.name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=self.batch_axes[spec.name])  # type: ignore[arg-type]
+        """One artifact call for a group of items (on the worker thread); their outputs, split."""
+        now = time.perf_counter()
+        feeds = self.layout.join(items, [t.name for t in self.io.inputs])
         t0 = time.perf_counter()
         out = self.session.run(feeds)
-        rows = sum(i.rows for i in items)
         if record:
-            real = sum(i.rows * i.steps for i in items)
-            for item in items:
-                self.metrics.queue.labels(name).observe(now - item.enqueued)
-            self.metrics.compute.labels(name).observe(time.perf_counter() - t0)
-            self.metrics.batch_requests.labels(name).observe(len(items))
-            self.metrics.batch_rows.labels(name).observe(rows)
-            self.metrics.padding.labels(name).observe((rows * steps - real) / real if real else 0.0)
-        if len(items) == 1:
-            return [out]
-        results: List[Dict[str, np.ndarray]] = [{} for _ in items]
-        for spec in self.io.outputs:
-            value, b, s = out[spec.name], self.batch_axes[spec.name], self.sequence_axes[spec.name]
-            offset = 0
-            for k, item in enumerate(items):
-                index: List[Any] = [slice(None)] * value.ndim
-                index[b] = slice(offset, offset + item.rows)  # type: ignore[index]
-                if s is not None and self.pads:
-                    index[s] = slice(0, item.steps)
-                results[k][spec.name] = value[tuple(index)]
-                offset += item.rows
-        return results
+            self._record(items, now, time.perf_counter() - t0)
+        return self.layout.split(out, items, [t.name for t in self.io.outputs])
 
-    # -- helpers -----------------------------------------------------------------------
+    def _record(self, items: Sequence[Item], now: float, compute_s: float) -> None:
+        m, name = self.metrics, self.name
+        rows, steps = sum(i.rows for i in items), max(i.steps for i in items)
+        real = sum(i.rows * i.steps for i in items)
+        for item in items:
+            m.queue.labels(name).observe(now - item.enqueued)
+        m.compute.labels(name).observe(compute_s)
+        m.batch_requests.labels(name).observe(len(items))
+        m.batch_rows.labels(name).observe(rows)
+        m.padding.labels(name).observe((rows * steps - real) / real if real else 0.0)
 
-    def _pad(self, name: str, value: np.ndarray, steps: int) -> np.ndarray:
-        s = self.sequence_axes[name]
-        if not self.pads or s is None or value.shape[s] == steps:
-            return value
-        widths = [(0, 0)] * value.ndim
-        widths[s] = (0, steps - value.shape[s])
-        return np.pad(value, widths)
+    # -- what the graph allows -------------------------------------------------------------
 
     def _lengths_spec(self) -> Optional[TensorSpec]:
         spec = self.io.input(contract.LENGTHS)
@@ -595,9 +385,8 @@ class ServedModel:
             return "its graph has no state inputs and outputs (h0 -> hn, c0 -> cn)"
         if not all(i in self.optional for i, _ in self.states):
             return "its state inputs have dynamic axes other than the batch"
-        configs = [contract.LSTMConfig.from_dict(json.loads(self.session.metadata[contract.META_CONFIG]))] if (
-            contract.META_CONFIG in self.session.metadata
-        ) else [contract.LSTMConfig.from_dict(c) for c in json.loads(self.session.metadata.get(contract.META_LSTMS, "{}")).values()]
+        meta = ArtifactMetadata.from_strings(self.session.metadata, source=str(self.session.path))
+        configs = [meta.config] if meta.config is not None else list((meta.lstms or {}).values())
         if any(c.bidirectional for c in configs):
             return "it is bidirectional: the reverse direction of a chunk needs the steps after it"
         return None
@@ -611,7 +400,7 @@ class ServedModel:
             for spec in self.io.inputs:
                 if spec.name in self.optional:
                     continue
-                shape = [1 if i == self.batch_axes[spec.name] else steps if i == self.sequence_axes[spec.name] else d
+                shape = [1 if i == self.layout.batch_axes[spec.name] else steps if i == self.layout.sequence_axes[spec.name] else d
                          for i, d in enumerate(spec.shape)]
                 if any(isinstance(d, str) for d in shape):
                     return False  # a second dynamic axis: nothing to pad along safely
@@ -619,21 +408,14 @@ class ServedModel:
                 feeds[spec.name] = rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
             items.append(self.prepare(feeds, stream=False))
         alone = [self.run_batch([i], record=False)[0] for i in items]
-        self.pads = True
+        unpadded = self.layout
+        self.layout = dataclasses.replace(unpadded, pads=True)
         try:
             together = self.run_batch(items, record=False)
         finally:
-            self.pads = False
+            self.layout = unpadded
         for a, t in zip(alone, together):
             for k in a:
                 if a[k].shape != t[k].shape or not np.allclose(a[k], t[k], rtol=1e-4, atol=1e-5):
                     return False
         return True
-
-
-def _dims(spec: TensorSpec) -> List[int]:
-    return [d if isinstance(d, int) else -1 for d in spec.shape]
-
-
-def _concrete(spec: TensorSpec, rows: int) -> Tuple[int, ...]:
-    return tuple(rows if isinstance(d, str) else d for d in spec.shape)

@@ -66,7 +66,7 @@ def repo(folders: Dict[str, dl.ExportFolder], tmp_path_factory: pytest.TempPathF
     return {name: triton.write_repository(f, path, max_batch=8, max_queue_delay_us=5000) for name, f in folders.items()}
 
 
-# --- eager references, written here independently of deploy_lstm.triton -------------------------
+# --- eager references, written here independently of deploy_lstm.serve.repository -------------
 
 
 def eager_bare(folder: dl.ExportFolder, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,15 +202,26 @@ def test_bidirectional_has_no_stream_model(tmp_path: Path) -> None:
 def test_config_check_catches_mismatches(repo: Dict[str, triton.TritonRepository]) -> None:
     r = repo["lstm"]
     good = r.stream.config.read_text()
-    triton.check_config(good, r.stream.onnx)
+    parsed = triton.check_config(good, r.stream.onnx)
+
+    def edited(edit: Any) -> str:
+        config = model_config_pb2.ModelConfig()
+        config.CopyFrom(parsed)
+        edit(config)
+        return text_format.MessageToString(config)
+
+    def unfeed_end(c: Any) -> None:
+        del c.sequence_batching.control_input[[ci.name for ci in c.sequence_batching.control_input].index("END")]
+
     bad = {
-        "dims": (good.replace('output_name: "hn" data_type: TYPE_FP32 dims: [2, 7]', 'output_name: "hn" data_type: TYPE_FP32 dims: [2, 8]'), r"state input 'h0'"),
+        "dims": (edited(lambda c: c.sequence_batching.state[0].dims.__setitem__(1, 8)), r"state input 'h0'"),
         "dtype": (good.replace("TYPE_UINT64", "TYPE_INT64"), r"CORRID.*TYPE_INT64, graph TYPE_UINT64"),
-        "swapped state": (good.replace('input_name: "h0" output_name: "hn"', 'input_name: "h0" output_name: "cn"'), r"state 'h0' -> 'cn': the contract pairs 'h0' with 'hn'"),
+        "swapped state": (edited(lambda c: setattr(c.sequence_batching.state[0], "output_name", "cn")),
+                          r"state 'h0' -> 'cn': the contract pairs 'h0' with 'hn'"),
         "unknown enum": (good.replace("KIND_CPU", "KIND_TPU"), r"does not parse"),
-        "unfed input": (good.replace('{ name: "END" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] } ] },', ""),
-                        r"graph inputs \['END'\] are not fed"),
+        "unfed input": (edited(unfeed_end), r"graph inputs \['END'\] are not fed"),
         "same initial name": (good.replace('"c0_zero"', '"h0_zero"'), r"initial_state names must be distinct"),
+        "batch in dims": (edited(lambda c: c.input[0].dims.insert(0, -1)), r"input 'input': dims \[-1, -1, 5\] \(rank 4 with the batch\)"),
     }
     for what, (text, match) in bad.items():
         assert text != good, what

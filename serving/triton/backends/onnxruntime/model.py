@@ -1,5 +1,5 @@
 """A Python-based Triton backend named ``onnxruntime``: a stand-in for Triton's C++ onnxruntime
-backend, so that a repository written by ``deploy_lstm.triton.write_repository`` loads and
+backend, so that a repository written by ``deploy_lstm.serve.repository.write_repository`` loads and
 serves *unchanged* on a tritonserver that has only the Python backend (the one inside the
 ``nvidia-pytriton`` wheel, used by the tests).
 

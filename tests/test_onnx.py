@@ -124,10 +124,13 @@ def test_native_op_has_initializer_weights_in_onnx_gate_order(exported):
 def test_metadata_round_trips(exported, exporter):
     model, path = exported("proj-bidir-bf-lengths", exporter)
     meta = read_metadata(path)
-    assert json.loads(meta[contract.META_CONFIG]) == model.config()
-    assert meta[contract.META_VERSION] == dl.__version__
-    assert meta[contract.META_TORCH] == torch.__version__
-    assert dl.IOSpec.from_json(meta[contract.META_IO]).input_names == ["input", "h0", "c0", "lengths"]
+    assert meta.config == dl.LSTMConfig.of(model) and meta.lstms is None
+    assert (meta.version, meta.torch, meta.exporter) == (dl.__version__, torch.__version__, exporter)
+    assert meta.io.input_names == ["input", "h0", "c0", "lengths"]
+    # the strings on disk, as the C++ readers see them
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert json.loads(props[contract.META_CONFIG]) == model.config()
+    assert props == meta.to_strings()
     session = OnnxLSTM(path)
     assert session.config == dl.LSTMConfig.of(model)
 
@@ -195,8 +198,8 @@ def test_whole_model_exports_and_matches(tmp_path, exporter):
         exporter=exporter,
     )
     meta = read_metadata(path)
-    assert set(json.loads(meta[contract.META_LSTMS])) == {"rnn"}
-    assert contract.META_CONFIG not in meta  # that key is a bare LSTM's
+    assert set(meta.lstms) == {"rnn"}
+    assert meta.config is None  # that key is a bare LSTM's
     report = dl.validate(
         swapped, path, example_inputs=(tokens, torch.tensor([7, 2, 5])), input_names=["tokens", "lengths"],
         output_names=["logits"], dynamic_axes=AXES, devices=("cpu",),

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 import deploy_lstm as dl
+from deploy_lstm.exporters import signature as signature_mod
+from deploy_lstm.formats.metadata import read_torchscript_metadata
 
 EXPORTERS = ["dynamo", "torchscript"]
 
@@ -83,6 +85,31 @@ def test_language_model_aoti(lm, tmp_path) -> None:  # type: ignore[no-untyped-d
     pt2 = dl.export_aoti(model, tmp_path / "lm.pt2", example_inputs=example, **LM_CALL)
     report = dl.validate(model, aoti_path=pt2, example_inputs=example, **LM_CALL)
     assert report.passed and "aotinductor" in {c.backend for c in report.checks}, report.table()
+
+
+def test_export_folder_computes_the_signature_once(lm, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The pipeline computes the model's signature once and hands it to every exporter and
+    to validation (it used to be recomputed per exporter and again for validation)."""
+    _, model = lm
+    computed = []
+    whole_model_signature = signature_mod._whole_model_signature
+    monkeypatch.setattr(signature_mod, "_whole_model_signature", lambda *a: computed.append(1) or whole_model_signature(*a))
+    spec = dl.ModelSpec(model, lm_example(), **LM_CALL)
+    folder, report = dl.export_folder(spec, tmp_path / "out", factory="tests:unused", artifacts=("onnx", "torchscript"), devices=("cpu",))
+    assert report.passed, report.table()
+    assert len(computed) == 1
+    assert folder.io.input_names == ["input", "h0", "c0"]
+    assert read_torchscript_metadata(folder.file("torchscript")).io == folder.io == dl.OnnxLSTM(folder.file("onnx")).io
+
+
+def test_a_signature_is_the_models_own_and_comes_alone(lm, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, model = lm
+    sig = signature_mod.signature(model, example_inputs=lm_example(), **LM_CALL)
+    with pytest.raises(dl.ExportError, match=r"signature= was computed for another model"):
+        dl.export_onnx(copy.deepcopy(model), tmp_path / "m.onnx", signature=sig)
+    with pytest.raises(dl.ExportError, match=r"give signature= or lengths and the graph arguments"):
+        dl.export_aoti(model, tmp_path / "m.pt2", signature=sig, example_inputs=lm_example())
+    assert not list(tmp_path.iterdir())
 
 
 def test_swap_keeps_ties_and_sharing() -> None:

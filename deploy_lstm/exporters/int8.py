@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from deploy_lstm.formats import contract
+
 from deploy_lstm.errors import ExportError
-from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.exporters.common import export_errors, quiet_exporter
 from deploy_lstm.exporters.onnx import fold_constants
+from deploy_lstm.formats.files import atomic_path
+from deploy_lstm.formats.metadata import INT8_DYNAMIC, ArtifactMetadata
+
+__all__ = ["quantize_int8", "QUANTIZED_LSTM"]
 
 
 QUANTIZED_LSTM = "DynamicQuantizeLSTM"  # com.microsoft op type onnxruntime writes
@@ -48,10 +53,12 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
             str(folded), str(tmp), weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True}
         )
         q = onnx.load(str(tmp))
-        have = {p.key for p in q.metadata_props}
-        for p in proto.metadata_props:
-            if p.key not in have:
-                q.metadata_props.add(key=p.key, value=p.value)
-        q.metadata_props.add(key=contract.META_QUANTIZED, value="int8-dynamic")
+        carried = {p.key: p.value for p in proto.metadata_props}
+        metadata = dataclasses.replace(ArtifactMetadata.from_strings(carried, str(src)), quantized=INT8_DYNAMIC)
+        # keys the codec does not know (another tool's) are carried over as they were
+        merged = {**carried, **{p.key: p.value for p in q.metadata_props}, **metadata.to_strings()}
+        del q.metadata_props[:]
+        for key, value in merged.items():
+            q.metadata_props.add(key=key, value=value)
         onnx.save_model(q, str(tmp))
     return dst

@@ -1,6 +1,6 @@
 """ONNX export of ``deploy_lstm`` LSTMs and of any model containing them.
 
-The exporter traces :func:`deploy_lstm.tracing.traceable`'s copy of the model, in
+The exporter traces :func:`~deploy_lstm.exporters.standins.traceable`'s copy of the model, in
 which each LSTM is an ONNX ``LSTM`` node per layer (``native``: no projection,
 float32) or an ONNX ``Scan`` (dynamo exporter) / ``Loop`` (TorchScript exporter) per
 direction.  This module translates the ``deploy_lstm::onnx_lstm`` op for both
@@ -9,7 +9,6 @@ exporters, writes the metadata, and checks the file before moving it into place.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -21,15 +20,16 @@ from torch import nn
 from torch.onnx import symbolic_helper
 from typing_extensions import Unpack
 
-from deploy_lstm.formats import contract
+import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::onnx_lstm, which this module translates
 from deploy_lstm.errors import ExportError
-from deploy_lstm.exporters.signature import GraphArgs, check_exportable, lstm_configs, signature
-from deploy_lstm.formats.files import atomic_path, check_target
 from deploy_lstm.exporters.common import export_errors, quiet_exporter
+from deploy_lstm.exporters.signature import GraphArgs, Signature, export_signature
 from deploy_lstm.exporters.standins import traceable
-from deploy_lstm.version import __version__
+from deploy_lstm.formats import contract
+from deploy_lstm.formats.files import atomic_path, check_target
+from deploy_lstm.formats.metadata import ArtifactMetadata, read_onnx_metadata
 
-__all__ = ["export_onnx", "OPSETS", "DEFAULT_OPSET", "graph_ops", "read_metadata", "fold_constants"]
+__all__ = ["export_onnx", "OPSETS", "DEFAULT_OPSET", "checked_opset", "graph_ops", "read_metadata", "fold_constants"]
 
 #: Supported opset range per exporter (both ends are tested).
 OPSETS: Dict[str, Tuple[int, int]] = {"dynamo": (18, 23), "torchscript": (11, 20)}
@@ -84,6 +84,7 @@ def export_onnx(
     exporter: str = "dynamo",
     opset: Optional[int] = None,
     native_lstm: bool = True,
+    signature: Optional[Signature] = None,
     **graph: Unpack[GraphArgs],
 ) -> Path:
     """Export ``model`` to ONNX with dynamic batch and sequence axes, atomically.
@@ -100,7 +101,10 @@ def export_onnx(
         opset: ONNX opset; see ``OPSETS`` for each exporter's range.
         native_lstm: use the ONNX ``LSTM`` operator where it can express the layer
             (no projection, float32); otherwise ``Scan``/``Loop``.
-        **graph: a whole model's call and names (:class:`~deploy_lstm.exporting.GraphArgs`):
+        signature: ``model``'s :class:`~deploy_lstm.exporters.signature.Signature`, when
+            the caller computed it already (``export_folder`` does, once for every
+            exporter); then ``lengths`` and ``**graph`` are not given.
+        **graph: a whole model's call and names (:class:`~deploy_lstm.exporters.signature.GraphArgs`):
             ``example_inputs`` (e.g. ``(x, (h0, c0))``), ``example_kwargs``,
             ``input_names``/``output_names`` (one per flattened tensor, in torch.export's
             order), and ``dynamic_axes`` (``{name: {axis: dim name}}``) or
@@ -114,68 +118,73 @@ def export_onnx(
             names or axes that do not fit it, or a path that cannot be written (all
             before any work); or the exporter's failure, with its cause.
     """
+    opset = checked_opset(exporter, opset)
+    sig = export_signature(model, "export fixes the sequence length or fails", signature, lengths=lengths, **graph)
+    path = Path(path)
+    check_target(path)
+    with atomic_path(path, sidecars=[path.name + ".data"]) as tmp, export_errors(
+        f"ONNX export with the {exporter} exporter (opset {opset})"
+    ):
+        copied, routes = traceable(model, "scan" if exporter == "dynamo" else "loop", native_lstm)
+        raw = tmp.parent / "raw" / path.name
+        raw.parent.mkdir()
+        _trace(sig.wrap(copied).eval(), sig, raw, exporter, opset)
+        proto = onnx.load(str(raw))
+        del proto.metadata_props[:]
+        for key, value in ArtifactMetadata.describe(model, io=sig.io, exporter=exporter, routes=routes).to_strings().items():
+            proto.metadata_props.add(key=key, value=value)
+        fold_constants(proto, only_lstm_weights=True)
+        _stamp_io(proto, sig.io)
+        _check_dynamic(proto, sig.dynamic_axes())
+        _save_checked(proto, tmp, path.name + ".data")
+    return path
+
+
+def checked_opset(exporter: str, opset: Optional[int]) -> int:
+    """``opset``, or the exporter's default, checked against ``OPSETS``.
+
+    Raises:
+        ExportError: an unknown exporter, or an opset outside its range.
+    """
     if exporter not in OPSETS:
         raise ExportError(f"unknown exporter {exporter!r}; expected one of {sorted(OPSETS)}")
     lo, hi = OPSETS[exporter]
     opset = DEFAULT_OPSET[exporter] if opset is None else opset
     if not isinstance(opset, int) or not lo <= opset <= hi:
         raise ExportError(f"opset {opset!r} is not supported by the {exporter} exporter; expected {lo}..{hi}")
-    check_exportable(model, "export fixes the sequence length or fails")
-    path = Path(path)
-    check_target(path)
-    sig = signature(model, lengths=lengths, **graph)
-    with atomic_path(path, sidecars=[path.name + ".data"]) as tmp, export_errors(
-        f"ONNX export with the {exporter} exporter (opset {opset})"
-    ):
-        copied, routes = traceable(model, "scan" if exporter == "dynamo" else "loop", native_lstm)
-        graph = sig.wrap(copied).eval()
-        raw = tmp.parent / "raw" / path.name
-        raw.parent.mkdir()
-        with quiet_exporter():
-            common: Dict[str, Any] = dict(
-                kwargs=sig.kwargs or None, opset_version=opset, input_names=sig.input_names, output_names=sig.output_names
-            )
-            if exporter == "dynamo":
-                torch.onnx.export(
-                    graph, sig.args, str(raw), dynamo=True, **common, dynamic_shapes=sig.dynamic_shapes(),
-                    custom_translation_table={torch.ops.deploy_lstm.onnx_lstm.default: _onnx_lstm_dynamo},
-                    external_data=True, optimize=True, verbose=False,
-                )
-            else:
-                _register_torchscript_symbolic(opset)
-                torch.onnx.export(
-                    graph, sig.args, str(raw), dynamo=False, **common,
-                    dynamic_axes=sig.dynamic_axes(), do_constant_folding=True,
-                )
-        proto = onnx.load(str(raw))
-        configs = lstm_configs(model)
-        meta = {
-            contract.META_IO: sig.io.to_json(),
-            contract.META_VERSION: __version__,
-            contract.META_TORCH: torch.__version__,
-            contract.META_EXPORTER: exporter,
-            contract.META_ROUTES: json.dumps(routes, sort_keys=True),
-        }
-        if sig.bare is not None:
-            meta[contract.META_CONFIG] = json.dumps(configs[""], sort_keys=True)
-        else:
-            meta[contract.META_LSTMS] = json.dumps(configs, sort_keys=True)
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            proto.metadata_props.add(key=k, value=v)
-        fold_constants(proto, only_lstm_weights=True)
-        _stamp_io(proto, sig.io)
-        _check_dynamic(proto, sig.dynamic_axes())
-        big = sum(_tensor_bytes(t) for t in proto.graph.initializer) > _GB2
-        if big:
-            onnx.save_model(
-                proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                location=path.name + ".data", size_threshold=1024,
+    return opset
+
+
+def _trace(graph: nn.Module, sig: Signature, raw: Path, exporter: str, opset: int) -> None:
+    """``torch.onnx.export`` of the stand-in graph to ``raw``, with either exporter."""
+    with quiet_exporter():
+        common: Dict[str, Any] = dict(
+            kwargs=sig.kwargs or None, opset_version=opset, input_names=sig.input_names, output_names=sig.output_names
+        )
+        if exporter == "dynamo":
+            torch.onnx.export(
+                graph, sig.args, str(raw), dynamo=True, **common, dynamic_shapes=sig.dynamic_shapes(),
+                custom_translation_table={torch.ops.deploy_lstm.onnx_lstm.default: _onnx_lstm_dynamo},
+                external_data=True, optimize=True, verbose=False,
             )
         else:
-            onnx.save_model(proto, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-    return path
+            _register_torchscript_symbolic(opset)
+            torch.onnx.export(
+                graph, sig.args, str(raw), dynamo=False, **common,
+                dynamic_axes=sig.dynamic_axes(), do_constant_folding=True,
+            )
+
+
+def _save_checked(proto: onnx.ModelProto, tmp: Path, data_name: str) -> None:
+    """Save ``proto`` to ``tmp`` (weights over 2 GB to ``data_name`` beside it) and run the full checker."""
+    if sum(_tensor_bytes(t) for t in proto.graph.initializer) > _GB2:
+        onnx.save_model(
+            proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+            location=data_name, size_threshold=1024,
+        )
+    else:
+        onnx.save_model(proto, str(tmp))
+    onnx.checker.check_model(str(tmp), full_check=True)
 
 
 def _tensor_bytes(t: onnx.TensorProto) -> int:
@@ -250,10 +259,13 @@ def _check_dynamic(proto: onnx.ModelProto, dynamic_axes: Mapping[str, Mapping[in
                 )
 
 
-def read_metadata(path: str | os.PathLike) -> Dict[str, str]:
-    """The ``metadata_props`` of an ONNX file (without loading its weights)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
+def read_metadata(path: str | os.PathLike) -> ArtifactMetadata:
+    """The metadata of an ONNX file, decoded (without loading its weights).
+
+    Raises:
+        ArtifactError: not an ONNX model, or metadata that does not decode.
+    """
+    return read_onnx_metadata(path)
 
 
 def graph_ops(proto: onnx.ModelProto) -> Dict[str, int]:

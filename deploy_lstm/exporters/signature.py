@@ -19,7 +19,7 @@ from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec, TensorSpec
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.errors import ExportError
-from deploy_lstm.nn.lstm import LSTM, LSTMCell
+from deploy_lstm.nn import LSTM, LSTMCell
 from deploy_lstm.exporters.standins import module_tree_copy
 
 
@@ -164,44 +164,78 @@ def signature(model: nn.Module, *, lengths: bool = False, **graph: Unpack[GraphA
     unknown = sorted(set(graph) - set(GraphArgs.__annotations__))
     if unknown:
         raise ExportError(f"unknown arguments {unknown}; a graph is described by {sorted(GraphArgs.__annotations__)}")
-    example_inputs, example_kwargs = graph.get("example_inputs"), graph.get("example_kwargs")
-    input_names, output_names = graph.get("input_names"), graph.get("output_names")
-    dynamic_axes, dynamic_shapes = graph.get("dynamic_axes"), graph.get("dynamic_shapes")
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    device = param.device if param is not None else torch.device("cpu")
     if isinstance(model, LSTM):
         if any(v is not None for v in graph.values()):
             raise ExportError(
                 "a bare deploy_lstm.LSTM has a fixed graph signature (input, h0, c0[, lengths]); "
                 "do not pass example inputs, names or dynamic axes for it"
             )
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        device = param.device if param is not None else torch.device("cpu")
         cfg = LSTMConfig.of(model)
         io = contract.lstm_io(cfg, lengths=lengths, dtype=dtype_name(dtype))
         return Signature(model, _example_for(cfg, dtype, device, lengths), io, cfg)
-    if example_inputs is None and not example_kwargs:
+    if graph.get("example_inputs") is None and not graph.get("example_kwargs"):
         raise ExportError("a whole model needs example_inputs (a tuple of positional arguments) or example_kwargs")
     if lengths:
         raise ExportError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
-    if dynamic_axes and dynamic_shapes is not None:
+    if graph.get("dynamic_axes") and graph.get("dynamic_shapes") is not None:
         raise ExportError("give dynamic_axes (by flat input name) or dynamic_shapes (torch.export's form), not both")
+    return _whole_model_signature(model, graph)
+
+
+def export_signature(
+    model: object, what: str, given: Optional[Signature] = None, *, lengths: bool = False, **graph: Unpack[GraphArgs]
+) -> Signature:
+    """The signature an exporter works from: ``given`` (computed once by the caller, e.g.
+    ``export_folder``, and handed to every exporter), or checked and computed here.
+
+    ``what`` completes :func:`check_exportable`'s sentence when computing.
+
+    Raises:
+        ExportError: ``model`` cannot be exported; ``given`` is another model's, or comes
+            with ``lengths``/graph arguments (which it already fixes).
+    """
+    if given is None:
+        return signature(check_exportable(model, what), lengths=lengths, **graph)
+    if given.model is not model:
+        raise ExportError(f"signature= was computed for another model ({type(given.model).__name__}), not this {type(model).__name__}")
+    if lengths or any(v is not None for v in graph.values()):
+        raise ExportError("give signature= or lengths and the graph arguments (example_inputs, names, axes), not both")
+    return given
+
+
+def _flat_examples(example_inputs: Any, example_kwargs: Any) -> Tuple[List[Tensor], Any]:
+    """The example inputs flattened (torch.export's pytree order) and their structure.
+
+    The same tensor passed twice (e.g. zeros as both h0 and c0) would be traced as one
+    graph input feeding both places: each place gets its own copy.
+    """
     if example_inputs is None:
         args: Tuple[Any, ...] = ()
     else:
         args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    kwargs = dict(example_kwargs or {})
-    flat_in, tree = pytree.tree_flatten((args, kwargs))
-    if not all(isinstance(t, Tensor) for t in flat_in):
-        kinds = sorted({type(t).__name__ for t in flat_in if not isinstance(t, Tensor)})
-        raise ExportError(f"example inputs must hold only tensors (in tuples, lists or dicts), got {', '.join(kinds)}")
-    in_names = _names(input_names, len(flat_in), "input")
-    # The same tensor passed twice (e.g. zeros as both h0 and c0) would be traced as one
-    # graph input feeding both places: give each place its own copy.
+    flat_in, tree = pytree.tree_flatten((args, dict(example_kwargs or {})))
+    _only_tensors(flat_in, "example inputs must hold only tensors (in tuples, lists or dicts)")
     seen: set = set()
     for i, t in enumerate(flat_in):
         if id(t) in seen:
             flat_in[i] = t.clone()
         seen.add(id(flat_in[i]))
+    return flat_in, tree
+
+
+def _only_tensors(flat: List[Any], what: str) -> None:
+    if not all(isinstance(t, Tensor) for t in flat):
+        kinds = sorted({type(t).__name__ for t in flat if not isinstance(t, Tensor)})
+        raise ExportError(f"{what}, got {', '.join(kinds)}")
+
+
+def _whole_model_signature(model: nn.Module, graph: Mapping[str, Any]) -> Signature:
+    """:func:`signature` of a model that is not a bare LSTM: run it once on its examples."""
+    flat_in, tree = _flat_examples(graph.get("example_inputs"), graph.get("example_kwargs"))
+    in_names = _names(graph.get("input_names"), len(flat_in), "input")
     args, kwargs = pytree.tree_unflatten(flat_in, tree)
     try:
         with torch.no_grad():
@@ -209,15 +243,31 @@ def signature(model: nn.Module, *, lengths: bool = False, **graph: Unpack[GraphA
     except Exception as e:
         raise ExportError(f"the model does not run on its example inputs: {type(e).__name__}: {e}") from e
     flat_out, _ = pytree.tree_flatten(out)
-    if not all(isinstance(t, Tensor) for t in flat_out):
-        kinds = sorted({type(t).__name__ for t in flat_out if not isinstance(t, Tensor)})
-        raise ExportError(f"the model must return tensors (in tuples, lists or dicts), got {', '.join(kinds)}")
-    out_names = _names(output_names, len(flat_out), "output")
-    if dynamic_shapes is not None:
-        dynamic_axes = _axes_from_dynamic_shapes(dynamic_shapes, in_names, (args, kwargs), model)
-    axes = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
+    _only_tensors(flat_out, "the model must return tensors (in tuples, lists or dicts)")
+    out_names = _names(graph.get("output_names"), len(flat_out), "output")
+    dynamic_axes = graph.get("dynamic_axes")
+    if graph.get("dynamic_shapes") is not None:
+        dynamic_axes = _axes_from_dynamic_shapes(graph["dynamic_shapes"], in_names, (args, kwargs), model)
     shapes = dict(zip(in_names, (tuple(t.shape) for t in flat_in)))
     shapes.update(zip(out_names, (tuple(t.shape) for t in flat_out)))
+    axes = _checked_axes(dynamic_axes or {}, shapes, in_names, out_names)
+
+    def specs(names: List[str], tensors: List[Tensor]) -> Tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(n, tuple(axes.get(n, {}).get(i, d) for i, d in enumerate(t.shape)), dtype_name(t.dtype))
+            for n, t in zip(names, tensors)
+        )
+
+    sig = Signature(model, args, IOSpec(specs(in_names, flat_in), specs(out_names, flat_out)), None, kwargs)
+    _refuse_python_time_loops(sig, flat_in)
+    return sig
+
+
+def _checked_axes(
+    dynamic_axes: Mapping[str, Mapping[int, str]], shapes: Mapping[str, Tuple[int, ...]], in_names: List[str], out_names: List[str]
+) -> Dict[str, Dict[int, str]]:
+    """``dynamic_axes`` as plain dicts, each name a graph input or output and each axis within its rank."""
+    axes = {k: dict(v) for k, v in dynamic_axes.items()}
     for name, spec in axes.items():
         if name not in shapes:
             raise ExportError(
@@ -230,16 +280,7 @@ def signature(model: nn.Module, *, lengths: bool = False, **graph: Unpack[GraphA
                     f"dynamic_axes[{name!r}] names axis {axis!r}, but {name!r} has rank "
                     f"{len(shapes[name])} (shape {list(shapes[name])})"
                 )
-
-    def specs(names: List[str], tensors: List[Tensor]) -> Tuple[TensorSpec, ...]:
-        return tuple(
-            TensorSpec(n, tuple(axes.get(n, {}).get(i, d) for i, d in enumerate(t.shape)), dtype_name(t.dtype))
-            for n, t in zip(names, tensors)
-        )
-
-    sig = Signature(model, args, IOSpec(specs(in_names, flat_in), specs(out_names, flat_out)), None, kwargs)
-    _refuse_python_time_loops(sig, flat_in)
-    return sig
+    return axes
 
 
 def _axes_from_dynamic_shapes(dynamic_shapes: Any, in_names: List[str], inputs: Any, model: nn.Module) -> Dict[str, Dict[int, str]]:

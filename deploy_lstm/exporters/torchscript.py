@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -11,22 +10,24 @@ import torch
 from torch import nn
 from typing_extensions import Unpack
 
-from deploy_lstm.formats import contract
-from deploy_lstm.exporters.signature import GraphArgs, check_exportable, lstm_configs, signature
-from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.exporters.common import export_errors
-from deploy_lstm.nn.lstm import LSTM
+from deploy_lstm.exporters.signature import GraphArgs, Signature, check_exportable, export_signature
 from deploy_lstm.exporters.standins import module_tree_copy, with_fused
-from deploy_lstm.version import __version__
+from deploy_lstm.formats.files import atomic_path
+from deploy_lstm.formats.metadata import TORCHSCRIPT_METADATA_FILE as METADATA_FILE
+from deploy_lstm.formats.metadata import ArtifactMetadata
+from deploy_lstm.nn.lstm import LSTM
 
 __all__ = ["export_torchscript", "METADATA_FILE"]
 
-#: the extra file inside the archive holding the artifact's metadata (contract.META_* keys)
-METADATA_FILE = "deploy_lstm_config.json"
-
 
 def export_torchscript(
-    model: nn.Module, path: str | os.PathLike, fused: Optional[bool] = None, **graph: Unpack[GraphArgs]
+    model: nn.Module,
+    path: str | os.PathLike,
+    fused: Optional[bool] = None,
+    *,
+    signature: Optional[Signature] = None,
+    **graph: Unpack[GraphArgs],
 ) -> Path:
     """Script ``model`` (in eval mode) and save it to ``path`` atomically.
 
@@ -36,34 +37,34 @@ def export_torchscript(
     runs the static loop.  ``model`` itself is not changed: a copy of its module tree, sharing its
     parameters, is scripted.
 
-    The archive carries ``deploy_lstm_config.json`` (``_extra_files``): the bare
-    LSTM's configuration (``deploy_lstm.config``) or a whole model's {submodule:
+    The archive carries :data:`METADATA_FILE` (``_extra_files``; written and read by
+    :class:`~deploy_lstm.formats.metadata.ArtifactMetadata`): the bare LSTM's
+    configuration (``deploy_lstm.config``) or a whole model's {submodule:
     configuration} (``deploy_lstm.lstms``), and the versions that made it, so tools
     can check inputs without the Python source.  Given a whole model's call
-    (``**graph``, as for ``export_onnx``: ``example_inputs``, names, axes), it also
-    carries the I/O contract (``deploy_lstm.io``): the C++ runner then names its
-    outputs and checks every input's dtype, rank and sizes before running.
+    (``**graph``, as for ``export_onnx``: ``example_inputs``, names, axes; or its
+    ``signature``, computed once by the caller), it also carries the I/O contract
+    (``deploy_lstm.io``): the C++ runner then names its outputs and checks every
+    input's dtype, rank and sizes before running.
 
     Raises:
         ExportError: the model does not script, or ``path`` cannot be written.
     """
-    check_exportable(model, "scripted form has no forward")
-
-    configs = lstm_configs(model)
-    meta = {contract.META_VERSION: __version__, contract.META_TORCH: torch.__version__}
-    if isinstance(model, LSTM):
-        meta[contract.META_CONFIG] = json.dumps(configs[""], sort_keys=True)
+    what = "scripted form has no forward"
+    if signature is not None or (graph and not isinstance(model, LSTM)):
+        sig = export_signature(model, what, signature, **graph)
+        io = None if sig.bare is not None else sig.io  # a bare LSTM scripts as (input, (h0, c0)), not the flat graph
     else:
-        meta[contract.META_LSTMS] = json.dumps(configs, sort_keys=True)
-        if graph:
-            meta[contract.META_IO] = signature(model, **graph).io.to_json()
+        check_exportable(model, what)
+        io = None
+    metadata = ArtifactMetadata.describe(model, io=io)
     with atomic_path(path) as tmp:
         with export_errors(f"torch.jit.script of {type(model).__name__}"):
             copied = module_tree_copy(
                 model, lambda m: with_fused(m, _fused(m, fused)) if isinstance(m, LSTM) else None
             )
             scripted = torch.jit.script(copied)
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta, sort_keys=True)})
+        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: metadata.to_json()})
     return Path(path)
 
 

@@ -34,8 +34,8 @@ from deploy_lstm.runtime.feeds import check_feeds
 from deploy_lstm.runtime.onnx import OnnxLSTM
 from deploy_lstm.serve.batching import Batcher, Item, Layout
 from deploy_lstm.serve.metrics import ServerMetrics
-from deploy_lstm.serve.protocol import InferRequest, datatype_of
-from deploy_lstm.serve.sequences import Sequences, Stream, shown
+from deploy_lstm.serve.protocol import InferRequest, datatype_of, show
+from deploy_lstm.serve.sequences import Sequences, Stream
 from deploy_lstm.serve.triton_config import VERSION, ImplicitState, SequenceBatching, TritonConfig, TritonTensor, to_json
 
 __all__ = ["ServeOptions", "ServedModel", "choose_artifact", "STREAM_SUFFIX", "VERSION"]
@@ -256,7 +256,7 @@ class ServedModel:
                 if start:
                     sequence.state, sequence.rows = None, None
                 elif self.sequences.live.get(sequence.key) is not sequence:
-                    raise InvalidRequest(f"sequence {shown(sequence.key[1])} ended while this chunk waited for the one before")
+                    raise InvalidRequest(f"sequence {show(sequence.key[1])} ended while this chunk waited for the one before")
                 try:
                     item = self.prepare(inputs, stream=True, state=sequence.state, rows=sequence.rows, name=name)
                     out = await self.batcher.submit(item)

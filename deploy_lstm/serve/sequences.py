@@ -8,9 +8,10 @@ late chunk is told ("ended by sequence_end", "expired after 60 s idle") rather t
 "never started"; that memory is bounded in entries (4 x ``max_live``) and in bytes
 (:data:`ENDED_BYTES`), so ids cannot grow it.
 
-Sequence ids are Triton's: an unsigned 64-bit integer or a string of at most
-:data:`MAX_SEQUENCE_ID_BYTES` UTF-8 bytes; an integer and a string are distinct ids
-(7 is not "7").
+Sequence ids are checked as the protocol checks them
+(:func:`~deploy_lstm.serve.protocol.check_sequence_id`: a 64-bit integer, or a string of
+at most :data:`~deploy_lstm.serve.protocol.MAX_SEQUENCE_ID_BYTES` UTF-8 bytes, Triton's
+limit); an integer and a string are distinct ids (7 is not "7").
 """
 
 from __future__ import annotations
@@ -20,51 +21,20 @@ import dataclasses
 import sys
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from deploy_lstm.errors import InvalidRequest, ServerBusy
+from deploy_lstm.serve.protocol import SequenceId, check_sequence_id, sequence_key, show
 
-__all__ = [
-    "SequenceId", "SequenceKey", "MAX_SEQUENCE_ID_BYTES", "ENDED_BYTES",
-    "check_sequence_id", "sequence_key", "shown", "Stream", "Sequences",
-]
+__all__ = ["SequenceKey", "ENDED_BYTES", "Stream", "Sequences"]
 
-SequenceId = Union[int, str]
 SequenceKey = Tuple[str, SequenceId]
 
-#: the longest string sequence id, in UTF-8 bytes (integer ids are uint64, as Triton's)
-MAX_SEQUENCE_ID_BYTES = 128
 #: what the memory of ended sequences may hold (ids and reasons), in bytes
 ENDED_BYTES = 1 << 20
 _ENTRY_OVERHEAD = 128  # the ordered dict's entry and link, and the key tuple, per ended sequence (CPython 3.11, 64-bit)
-_SHOWN_CHARACTERS = 64  # the longest id repeated in a message
-
-
-def check_sequence_id(value: SequenceId) -> None:
-    """Refuse an id Triton would not take.
-
-    Raises:
-        InvalidRequest: an integer outside 1..2**64-1, or a string over :data:`MAX_SEQUENCE_ID_BYTES` bytes.
-    """
-    if isinstance(value, int) and not 0 < value < 1 << 64:
-        raise InvalidRequest(f"an integer sequence_id must lie in 1..2**64-1 (Triton's uint64), got {shown(value)}")
-    if isinstance(value, str) and len(value.encode("utf-8", "surrogatepass")) > MAX_SEQUENCE_ID_BYTES:
-        raise InvalidRequest(
-            f"a string sequence_id may hold at most {MAX_SEQUENCE_ID_BYTES} UTF-8 bytes, got {len(value.encode('utf-8', 'surrogatepass'))}"
-        )
-
-
-def sequence_key(value: SequenceId) -> SequenceKey:
-    """Integer and string sequence ids are distinct, as in Triton (7 is not "7")."""
-    return ("int" if isinstance(value, int) else "str", value)
-
-
-def shown(value: SequenceId) -> str:
-    """An id as messages repeat it: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN_CHARACTERS else text[: _SHOWN_CHARACTERS - 3] + "..."
 
 
 @dataclasses.dataclass(eq=False)
@@ -113,7 +83,7 @@ class Sequences:
             InvalidRequest: a bad id; not started, ended or expired.
             ServerBusy: ``max_live`` sequences are live already.
         """
-        check_sequence_id(sequence_id)
+        check_sequence_id(sequence_id)  # the store's own bound, whichever transport the id came by
         self.expire()
         key = sequence_key(sequence_id)
         stream = self.live.get(key)
@@ -121,7 +91,7 @@ class Sequences:
             if not start:
                 why = self.gone.get(key, "never started")
                 raise InvalidRequest(
-                    f"sequence {shown(sequence_id)} is not live ({why}); send its first chunk with sequence_start=true"
+                    f"sequence {show(sequence_id)} is not live ({why}); send its first chunk with sequence_start=true"
                 )
             if len(self.live) >= self.max_live:
                 raise ServerBusy(

@@ -23,7 +23,7 @@ from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.swap import restore_lstms, swap_lstms
 from deploy_lstm import errors
 from deploy_lstm.errors import *  # noqa: F403 -- the error family, listed once in errors.__all__
-from deploy_lstm.nn.lstm import LSTM, LSTMCell
+from deploy_lstm.nn import LSTM, LSTMCell
 from deploy_lstm.version import __version__
 
 #: public names loaded on first use: {name: module}

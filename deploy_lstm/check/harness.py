@@ -26,7 +26,7 @@ from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.graph import BareLSTM
-from deploy_lstm.nn.lstm import LSTM, LSTMCell
+from deploy_lstm.nn import LSTM, LSTMCell
 from deploy_lstm.nn.swap import restore_lstms
 from deploy_lstm.runtime.base import Runner
 

@@ -33,7 +33,7 @@ from deploy_lstm.check.harness import (
 )
 from deploy_lstm.check.tolerance import float_atol
 from deploy_lstm.formats.folder import ExportFolder
-from deploy_lstm.nn.lstm import LSTM, LSTMCell
+from deploy_lstm.nn import LSTM, LSTMCell
 from deploy_lstm.check.int8 import int8_tolerance
 from deploy_lstm.runtime.aoti import AotiPackage
 from deploy_lstm.runtime.onnx import OnnxLSTM

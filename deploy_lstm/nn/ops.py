@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
+from deploy_lstm.nn.aten import aten_lstm
 from deploy_lstm.nn.gates import from_onnx_gate_order
 from deploy_lstm.nn.recurrence import (
     LSTM_CELL,
@@ -84,20 +85,11 @@ def fused_lstm(
 
     input (T, N, I); h0 (L*D, N, P) with P = proj_size or hidden_size; c0 (L*D, N, H);
     weights in nn.LSTM's ``_flat_weights`` order; lengths None or int64 (N,), each in
-    1..T, through a packed batch exactly as ``LSTM._forward_fused`` (zeros past each
-    length, states at each sequence's last step).  Returns output (T, N, D*P), h_n, c_n.
+    1..T, through a packed batch exactly as ``LSTM``'s fused path (:func:`aten_lstm`:
+    zeros past each length, states at each sequence's last step).  Returns output
+    (T, N, D*P), h_n, c_n.
     """
-    if lengths is None:
-        out, h_n, c_n = torch.lstm(input, [h0, c0], weights, has_biases, num_layers, 0.0, False, bidirectional, False)
-        return out, h_n, c_n
-    sorted_lengths, order = torch.sort(lengths.cpu(), descending=True)
-    order = order.to(input.device)
-    data, batch_sizes = torch._pack_padded_sequence(input.index_select(1, order), sorted_lengths, False)
-    hx = [h0.index_select(1, order), c0.index_select(1, order)]
-    out, h_n, c_n = torch.lstm(data, batch_sizes, hx, weights, has_biases, num_layers, 0.0, False, bidirectional)
-    padded, _ = torch._pad_packed_sequence(out, batch_sizes, False, 0.0, input.size(0))  # (T, N, D*P)
-    inverse = torch.argsort(order)
-    return padded.index_select(1, inverse), h_n.index_select(1, inverse), c_n.index_select(1, inverse)
+    return aten_lstm(input, h0, c0, weights, lengths, has_biases, num_layers, 0.0, False, bidirectional)
 
 
 @fused_lstm.register_fake

@@ -2,7 +2,7 @@
 step, the length mask and the rule that applies it.
 
 The eager loop (:func:`lstm_direction`), ``LSTMCell``, and every exported loop body
-(the ``scan`` step, the scripted ``Loop`` body; see ``tracing.py``) call these same
+(the ``scan`` step, the scripted ``Loop`` body of the exporters' stand-ins) call these same
 functions, so all backends compute one thing.  Everything here compiles with
 ``torch.jit.script``.
 
@@ -22,6 +22,7 @@ __all__ = [
     "CELLS",
     "cell_code",
     "cell_parameter_shapes",
+    "stack_parameter_shapes",
     "cell_weights",
     "layer_norm",
     "length_mask",
@@ -70,6 +71,24 @@ def cell_parameter_shapes(
         shapes.append(("weight_ph", [3 * H]))
     if cell == "layernorm":
         shapes += [(f"ln_{part}_{kind}", [n]) for part, n in (("ih", 4 * H), ("hh", 4 * H), ("c", H)) for kind in ("weight", "bias")]
+    return shapes
+
+
+def stack_parameter_shapes(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, bias: bool, bidirectional: bool, proj_size: int
+) -> List[Tuple[str, List[int]]]:
+    """(name, shape) of every parameter of a layer stack, in nn.LSTM's flat order: per
+    layer and direction, :func:`cell_parameter_shapes` with the suffix ``_l{k}`` (and
+    ``_reverse`` for the reverse direction)."""
+    real_hidden = proj_size if proj_size > 0 else hidden_size
+    num_directions = 2 if bidirectional else 1
+    shapes: List[Tuple[str, List[int]]] = []
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else real_hidden * num_directions
+        for direction in range(num_directions):
+            sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+            cell_shapes = cell_parameter_shapes(cell, layer_input, hidden_size, real_hidden, bias, proj_size)
+            shapes += [(name + sfx, shape) for name, shape in cell_shapes]
     return shapes
 
 

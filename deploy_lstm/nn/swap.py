@@ -1,10 +1,19 @@
-"""Swapping torch.nn LSTMs for deploy_lstm's inside any model, and back: one module-tree walker."""
+"""Swapping torch.nn LSTMs for deploy_lstm's inside any model, and back, through the one
+module-tree walker (:func:`replace_modules`), which the exporters also use to copy a
+model's tree."""
 
 from __future__ import annotations
 
+import copy as copy_module
 from typing import Callable, Dict, Optional
+
+import torch
 from torch import nn
-from deploy_lstm.nn.lstm import LSTM, LSTMCell
+
+from deploy_lstm.nn.cell import LSTMCell
+from deploy_lstm.nn.lstm import LSTM
+
+__all__ = ["swap_lstms", "restore_lstms", "replace_modules", "shallow_copy"]
 
 
 def swap_lstms(model: nn.Module) -> nn.Module:
@@ -21,7 +30,7 @@ def swap_lstms(model: nn.Module) -> nn.Module:
     Returns:
         ``model`` itself (or its replacement when ``model`` is an LSTM).
     """
-    return _replace_tree(model, {nn.LSTM: LSTM.from_torch, nn.LSTMCell: LSTMCell.from_torch})
+    return replace_modules(model, _sharing_parameters({nn.LSTM: LSTM.from_torch, nn.LSTMCell: LSTMCell.from_torch}))
 
 
 def restore_lstms(model: nn.Module) -> nn.Module:
@@ -32,39 +41,76 @@ def restore_lstms(model: nn.Module) -> nn.Module:
     def back(m: nn.Module) -> nn.Module:
         return m.to_torch() if m.cell == "lstm" else m  # type: ignore[operator]
 
-    return _replace_tree(model, {LSTM: back, LSTMCell: back})
+    return replace_modules(model, _sharing_parameters({LSTM: back, LSTMCell: back}))
 
 
-def _replace_tree(model: nn.Module, convert: Dict[type, Callable[..., nn.Module]]) -> nn.Module:
-    """Replace, in place, each module of a class in ``convert`` by ``convert[cls](module)``."""
+def replace_modules(
+    model: nn.Module, replace: Callable[[nn.Module], Optional[nn.Module]], copy: bool = False
+) -> nn.Module:
+    """Walk ``model``'s module tree once, replacing modules.
+
+    Each module ``m`` (``model`` itself included) for which ``replace(m)`` is not None
+    becomes that replacement, and what is below it is not walked.  ``replace`` is called
+    once per module: a module used at several places gets one replacement, used at all
+    of them.  Script modules are kept as they are.
+
+    Args:
+        model: the root of the tree.
+        replace: ``m -> replacement or None``.
+        copy: ``False``: change the tree in place.  ``True``: leave ``model`` unchanged
+            and build a new tree in which every module not replaced is a
+            :func:`shallow_copy` (sharing parameters, buffers and attributes).
+
+    Returns:
+        The new root: ``model`` (in place) or its copy, or the root's replacement.
+    """
     memo: Dict[int, nn.Module] = {}
 
-    def replacement(m: nn.Module) -> Optional[nn.Module]:
+    def visit(m: nn.Module) -> nn.Module:
+        if id(m) in memo:
+            return memo[id(m)]
+        new = replace(m)
+        if new is None and isinstance(m, torch.jit.ScriptModule):
+            new = m
+        if new is not None:
+            memo[id(m)] = new
+            return new
+        new = shallow_copy(m) if copy else m
+        memo[id(m)] = new  # before the children: a module below itself is walked once
+        for name, child in list(m._modules.items()):
+            if child is not None:
+                replaced = visit(child)
+                if replaced is not child or copy:
+                    new._modules[name] = replaced
+        return new
+
+    return visit(model)
+
+
+def shallow_copy(module: nn.Module) -> nn.Module:
+    """A new module of ``module``'s class sharing its parameters, buffers, children and
+    other attributes, with containers of its own (parameter, buffer and module dicts,
+    hooks, lists such as ``_flat_weights``), so what is set on the copy stays there:
+    ``copy.copy(module)`` without its ``__getstate__``, which parametrized modules refuse."""
+    cls = type(module)
+    new = cls.__new__(cls)
+    new.__dict__.update(
+        {k: copy_module.copy(v) if isinstance(v, (dict, set, list)) else v for k, v in module.__dict__.items()}
+    )
+    return new
+
+
+def _sharing_parameters(convert: Dict[type, Callable[..., nn.Module]]) -> Callable[[nn.Module], Optional[nn.Module]]:
+    """A ``replace`` for :func:`replace_modules`: ``convert[cls](m)`` for a module of a
+    class in ``convert``, holding ``m``'s very Parameter objects (ties and optimizers survive)."""
+
+    def replace(m: nn.Module) -> Optional[nn.Module]:
         fn = next((f for cls, f in convert.items() if isinstance(m, cls)), None)
         if fn is None:
             return None
-        if id(m) not in memo:
-            new = fn(m)
-            for name, param in m.named_parameters(recurse=False):
-                setattr(new, name, param)  # the same Parameter objects: ties and optimizers survive
-            memo[id(m)] = new
-        return memo[id(m)]
+        new = fn(m)
+        for name, param in m.named_parameters(recurse=False):
+            setattr(new, name, param)
+        return new
 
-    def visit(m: nn.Module, seen: set) -> None:
-        if id(m) in seen:
-            return
-        seen.add(id(m))
-        for name, child in list(m._modules.items()):
-            if child is None:
-                continue
-            new = replacement(child)
-            if new is not None:
-                m._modules[name] = new
-            else:
-                visit(child, seen)
-
-    top = replacement(model)
-    if top is not None:
-        return top
-    visit(model, set())
-    return model
+    return replace

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -35,6 +35,7 @@ SKELETON_BYTES = 1 << 20  # the JSON outside the large arrays (names, shapes, pa
 VALUE_BYTES = 8  # at most one JSON value per this many bytes of the body limit
 CONTAINER_BYTES = 32  # at most one array or object per this many bytes of the body limit
 
+Buffer = Union[bytes, bytearray]  # a body as read (bytearray) or inflated (bytes): parsed without a copy
 _QUOTE, _BACKSLASH, _COMMA = 34, 92, 44
 _STRUCTURAL = np.zeros(256, np.bool_)
 _STRUCTURAL[[ord("["), ord("{"), ord("]"), ord("}"), _COMMA]] = True
@@ -47,7 +48,7 @@ class RequestTooLarge(InvalidRequest):
     """A body over the server's limits (its size, inflated or not, or what its JSON would cost): HTTP 413."""
 
 
-def _scan(text: bytes, start: int, end: int) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _scan(text: Buffer, start: int, end: int) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per chunk of ``text[start:end]``: (positions, bytes, depth after each) of the structural
     characters (``[]{},``) outside strings; depth counts from 0 at ``start``, which must lie
     outside a string."""
@@ -77,7 +78,7 @@ def _scan(text: bytes, start: int, end: int) -> Iterator[Tuple[np.ndarray, np.nd
 class BoundedJSON:
     """A parsed body: :attr:`doc` (the skeleton, large arrays as markers) and :meth:`array`."""
 
-    def __init__(self, text: bytes, doc: Any, marker: str, spans: List[Tuple[int, int]]) -> None:
+    def __init__(self, text: Buffer, doc: Any, marker: str, spans: List[Tuple[int, int]]) -> None:
         self.text = text
         self.doc = doc
         self.marker = marker  # "<random>:" + span index: a string no client can guess
@@ -116,21 +117,33 @@ class BoundedJSON:
         return value
 
     def _parse_span(self, open_at: int, close_at: int, dtype: np.dtype, what: str) -> np.ndarray:
-        """The array ``text[open_at..close_at]`` (no element longer than CHUNK_BYTES), a piece at a time."""
-        cuts = [open_at]
+        """The array ``text[open_at..close_at]`` (no element longer than CHUNK_BYTES), a piece at a
+        time, each piece copied into the result as soon as it is parsed."""
+        cuts, children = [open_at], 1
         for at, byte, after in _scan(self.text, open_at + 1, close_at):
-            commas = at[(byte == _COMMA) & (after == 0)]
+            commas = at[(byte == _COMMA) & (after == 0)]  # between two elements of this array
+            children += len(commas)
             if len(commas) and commas[0] - cuts[-1] >= CHUNK_BYTES // 2:
                 cuts.append(int(commas[0]))
         cuts.append(close_at)
         longest = max(b - a for a, b in zip(cuts, cuts[1:]))
         if longest > 4 * CHUNK_BYTES:
             raise InvalidRequest(f"{what}: data holds an element of about {longest} bytes; its elements are numbers or arrays")
-        pieces = [np.asarray(json.loads(b"[" + self.text[a + 1:b] + b"]"), dtype=dtype) for a, b in zip(cuts, cuts[1:])]
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        out: Optional[np.ndarray] = None
+        filled = 0
+        for a, b in zip(cuts, cuts[1:]):
+            piece = np.asarray(json.loads(b"[" + self.text[a + 1:b] + b"]"), dtype=dtype)
+            if out is None:
+                out = np.empty((children if len(piece) else 0,) + piece.shape[1:], dtype)
+            if piece.shape[1:] != out.shape[1:] or filled + len(piece) > len(out):
+                raise InvalidRequest(f"{what}: data is not arrays that nest regularly")
+            out[filled:filled + len(piece)] = piece
+            filled += len(piece)
+        assert out is not None and filled == len(out), (filled, None if out is None else out.shape)
+        return out
 
 
-def parse(text: bytes, max_bytes: int) -> BoundedJSON:
+def parse(text: Buffer, max_bytes: int) -> BoundedJSON:
     """Parse ``text`` (at most ``max_bytes``, the server's body limit) within bounds.
 
     Raises:
@@ -164,7 +177,7 @@ def parse(text: bytes, max_bytes: int) -> BoundedJSON:
     return BoundedJSON(text, doc, marker, spans)
 
 
-def _large_arrays(text: bytes) -> List[Tuple[int, int]]:
+def _large_arrays(text: Buffer) -> List[Tuple[int, int]]:
     """(open, close) of each array longer than CHUNK_BYTES that holds no such array, in order.
 
     Raises:

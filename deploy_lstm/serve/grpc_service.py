@@ -41,7 +41,7 @@ from deploy_lstm.serve.protocol import (
 )
 from deploy_lstm.version import __version__
 
-__all__ = ["InferenceServicer", "decode_grpc", "encode_grpc", "unwrap_parameters"]
+__all__ = ["InferenceServicer", "decode_grpc", "encode_grpc", "unwrap_parameters", "SHUTTING_DOWN"]
 
 log = logging.getLogger("deploy_lstm.server")
 
@@ -51,6 +51,8 @@ _CONTENTS = {
     "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
 }
+SHUTTING_DOWN = ("the server is shutting down: this stream's requests so far were answered, later ones were not "
+                 "taken; send them to a server that is up")
 _CONTENTS_CHUNK = 1 << 16  # repeated values turned into numpy per step (the GIL is free between steps)
 
 
@@ -123,6 +125,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.state = state  # {"ready": bool}, shared with the HTTP app
         self.max_request_bytes = max_request_bytes
         self.worker = worker  # None: asyncio's default executor
+        self.stopping = asyncio.Event()  # set when the server starts shutting down: streams end
 
     def label(self, name: str) -> str:
         return model_label(name, self.model.names()) if name else ""
@@ -202,6 +205,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             await self._abort(context, e, request.model_name)
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        """A bidirectional stream of requests, answered as each completes.  Once the server is
+        stopping (:attr:`stopping`), the stream takes no more requests, answers those it took,
+        and ends with UNAVAILABLE saying so, rather than being cut when the grace period ends."""
+        loop = asyncio.get_running_loop()
         done: "asyncio.Queue[Any]" = asyncio.Queue()
         pending = 0
 
@@ -221,14 +228,22 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             nonlocal pending
             async for request in request_iterator:
                 pending += 1
-                asyncio.get_running_loop().create_task(answer(request))
+                loop.create_task(answer(request))
             await done.put(None)  # the client closed its side
 
-        reader = asyncio.get_running_loop().create_task(read())
-        closed = False
+        reader = loop.create_task(read())
+        stopping = loop.create_task(self.stopping.wait())
+        closed = cut = False
         try:
             while not closed or pending:
-                item = await done.get()
+                getter = loop.create_task(done.get())
+                await asyncio.wait({getter} if closed else {getter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():  # the server is stopping: take no more requests
+                    getter.cancel()
+                    reader.cancel()
+                    closed = cut = True
+                    continue
+                item = getter.result()
                 if item is None:
                     closed = True
                     continue
@@ -236,3 +251,6 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 yield item
         finally:
             reader.cancel()
+            stopping.cancel()
+        if cut:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)

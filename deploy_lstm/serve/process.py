@@ -1,8 +1,12 @@
 """``deploy-lstm serve``: one process, one event loop, HTTP (uvicorn) and gRPC (grpc.aio).
 
-Both front ends share one :class:`~deploy_lstm.engine.ServedModel` (one onnxruntime
-session, one batcher, one sequence store).  On SIGTERM/SIGINT the server stops
-taking connections, answers the requests in flight (``grace_s``), then exits.
+Both front ends share one :class:`~deploy_lstm.serve.model.ServedModel` (one runner,
+one batcher, one sequence store) and one pool of threads that decode and encode bodies.
+On SIGTERM/SIGINT the server stops taking connections and requests, answers the requests
+in flight (``grace_s``: a request still uploading may finish within it), ends open gRPC
+streams with UNAVAILABLE once their requests are answered, then exits; what is still
+running when the grace period ends is cancelled (HTTP: the connection closes; gRPC:
+UNAVAILABLE "Cancelling all calls").
 """
 
 from __future__ import annotations
@@ -68,9 +72,9 @@ async def run_server(
     state: Dict[str, Any] = app.state.serving
     http = _Uvicorn(uvicorn.Config(
         app, host=address.host, port=address.port, log_level="warning", lifespan="off",
-        timeout_graceful_shutdown=int(address.grace_s), access_log=False,
+        timeout_graceful_shutdown=address.grace_s, access_log=False,  # type: ignore[arg-type]  # a float works
     ))
-    rpc = None
+    rpc = servicer = None
     if address.grpc_port:
         limit = address.max_request_bytes
         rpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
@@ -89,6 +93,7 @@ async def run_server(
         state["ready"] = False
         http.should_exit = True
         if rpc is not None:
+            servicer.stopping.set()  # type: ignore[union-attr]
             await rpc.stop(address.grace_s)
 
     stopper = loop.create_task(shutdown())

@@ -216,7 +216,7 @@ def status_of(error: BaseException) -> tuple:
 # -- bodies ---------------------------------------------------------------------------------
 
 
-def decompress(body: bytes, encoding: Optional[str], limit: int) -> bytes:
+def decompress(body: bounded_json.Buffer, encoding: Optional[str], limit: int) -> bounded_json.Buffer:
     """Undo ``Content-Encoding`` gzip/deflate, refusing to inflate past ``limit`` bytes.
 
     Raises:
@@ -277,7 +277,7 @@ def check_size(shape: Tuple[int, ...], dtype: np.dtype, max_bytes: int, what: st
     return count
 
 
-def _split(body: bytes, header_length: Optional[str]) -> Tuple[bytes, memoryview]:
+def _split(body: bounded_json.Buffer, header_length: Optional[str]) -> Tuple[bounded_json.Buffer, memoryview]:
     """(JSON header, binary tail) of an HTTP body."""
     if header_length is None:
         return body, memoryview(b"")
@@ -336,7 +336,7 @@ def _requested_outputs(value: Any) -> Optional[List[RequestedOutput]]:
     return outputs
 
 
-def decode_http(body: bytes, header_length: Optional[str], *, max_bytes: int = MAX_REQUEST_BYTES) -> InferRequest:
+def decode_http(body: bounded_json.Buffer, header_length: Optional[str], *, max_bytes: int = MAX_REQUEST_BYTES) -> InferRequest:
     """Parse an HTTP infer body (JSON, or JSON + binary tensors), within ``max_bytes`` (the body limit).
 
     Raises:
@@ -345,7 +345,7 @@ def decode_http(body: bytes, header_length: Optional[str], *, max_bytes: int = M
         RequestTooLarge: a tensor, or the JSON's values, over what the limit allows.
     """
     header, tail = _split(body, header_length)
-    parsed = bounded_json.parse(bytes(header), max_bytes)
+    parsed = bounded_json.parse(header, max_bytes)
     doc = parsed.doc
     if not isinstance(doc, dict):
         raise InvalidRequest(f"request must be a JSON object, got {type(doc).__name__}")
@@ -368,7 +368,7 @@ def decode_http(body: bytes, header_length: Optional[str], *, max_bytes: int = M
     return InferRequest(inputs, request_id, _requested_outputs(doc.get("outputs")), parameters)
 
 
-def decode_http_body(body: bytes, encoding: Optional[str], header_length: Optional[str], max_bytes: int) -> InferRequest:
+def decode_http_body(body: bounded_json.Buffer, encoding: Optional[str], header_length: Optional[str], max_bytes: int) -> InferRequest:
     """Inflate and parse an HTTP infer body: the work one request costs, to run off the event loop."""
     return decode_http(decompress(body, encoding, max_bytes), header_length, max_bytes=max_bytes)
 

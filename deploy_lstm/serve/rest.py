@@ -165,7 +165,7 @@ def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: i
     return app
 
 
-def _ready_only(body: bytes) -> bool:
+def _ready_only(body: bytearray) -> bool:
     """The ``ready`` flag of a repository index request body (``{}`` or ``{"ready": true}``)."""
     if not body.strip():
         return False
@@ -175,15 +175,15 @@ def _ready_only(body: bytes) -> bool:
     return doc.get("ready", False)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request's body, refused (413) as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int) -> bytearray:
+    """The request's body, refused (413) as soon as it is known to exceed ``limit`` bytes
+    (a bytearray, grown in place: no second copy of the whole body is made to join it)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body of {declared} bytes, over this server's limit of {limit} (--max-request-bytes)")
-    chunks, size = [], 0
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise RequestTooLarge(f"request body over this server's limit of {limit} bytes (--max-request-bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body

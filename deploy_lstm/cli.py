@@ -1,6 +1,7 @@
 """``deploy-lstm``: from a checkpoint or a model factory to validated deployment artifacts.
 
-Thin: argument parsing and printing; the work is done by the library.
+Thin: argument parsing and printing; the work is done by the library. Each subcommand is a
+pair of small functions, ``add_COMMAND`` (its arguments) and ``run_COMMAND`` (the call).
 Exit codes: 0 success, 1 a validation check failed, 2 bad input (one line on stderr,
 no traceback: every ``DeployLSTMError``, and the OS's errors such as a full disk).
 """
@@ -9,33 +10,38 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence, Tuple
 
 import onnx
 import torch
 
 from deploy_lstm.bench import command as bench
 from deploy_lstm.bench import recommend
-from deploy_lstm.formats import contract
-from deploy_lstm.formats.checkpoint import load_checkpoint, lstm_from_state_dict
-from deploy_lstm.errors import ConfigError, DeployLSTMError
-from deploy_lstm.formats.folder import load, load_model_spec
-from deploy_lstm.exporters.onnx import graph_ops
-from deploy_lstm.pipeline import ARTIFACTS, export_folder
 from deploy_lstm.check.int8 import INT8_SHAPES, int8_error, int8_expectation
 from deploy_lstm.check.validate import ValidationReport, validate_folder
+from deploy_lstm.errors import ConfigError, DeployLSTMError
+from deploy_lstm.exporters.onnx import graph_ops
+from deploy_lstm.formats import contract
+from deploy_lstm.formats.checkpoint import load_checkpoint, lstm_from_state_dict
+from deploy_lstm.formats.folder import load, load_model_spec
+from deploy_lstm.pipeline import ARTIFACTS, export_folder
 from deploy_lstm.version import __version__
 
 DEMO = "deploy_lstm.demo:export_spec"
+ATOL_HELP = "max abs error allowed (default 1e-5 float32, 1e-10 float64)"
 
 
-def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+# --- printing -------------------------------------------------------------------------------
+
+
+def progress_steps(quiet: bool) -> Callable[[str], ContextManager[None]]:
+    """``with step("exporting x"):`` prints "• exporting x ... done in 1.2s" on stderr, unless quiet."""
+
     @contextlib.contextmanager
     def step(text: str) -> Iterator[None]:
         t0 = time.perf_counter()
@@ -52,7 +58,7 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
     return step
 
 
-def _int8_summary(folder: Any, report: ValidationReport) -> Optional[Dict[str, Any]]:
+def int8_summary(folder: Any, report: ValidationReport) -> Optional[Dict[str, Any]]:
     """int8's error against float32 onnxruntime and whether it is expected to pay, for a folder with model.int8.onnx."""
     if not (folder.has("onnx-int8") and folder.has("onnx")):
         return None
@@ -64,7 +70,7 @@ def _int8_summary(folder: Any, report: ValidationReport) -> Optional[Dict[str, A
             "expected_worth_it": worth, "advice": advice}
 
 
-def _print_int8(summary: Optional[Dict[str, Any]]) -> None:
+def print_int8(summary: Optional[Dict[str, Any]]) -> None:
     if summary is None:
         return
     print(f"\nint8 vs float32 (onnxruntime, random inputs at {', '.join(summary['shapes'])}): max abs error "
@@ -73,7 +79,7 @@ def _print_int8(summary: Optional[Dict[str, Any]]) -> None:
     print(f"int8 is {summary['advice']}")
 
 
-def _print_report(report: ValidationReport, args: argparse.Namespace, int8: Optional[Dict[str, Any]] = None) -> None:
+def print_report(report: ValidationReport, args: argparse.Namespace, int8: Optional[Dict[str, Any]] = None) -> None:
     if args.json:
         print(json.dumps({**report.to_dict(), **({"int8": int8} if int8 is not None else {})}, indent=2))
         return
@@ -84,183 +90,31 @@ def _print_report(report: ValidationReport, args: argparse.Namespace, int8: Opti
     print(report.table())
     verdict = "all checks passed" if report.passed else f"{len(report.failures())} check(s) FAILED"
     print(f"\n{verdict} over {len(report.cases)} shapes ({', '.join(report.cases)})")
-    _print_int8(int8)
+    print_int8(int8)
 
 
-# --- commands ----------------------------------------------------------------------------
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print the report as JSON for machines")
+    g.add_argument("--quiet", action="store_true", help="print only errors")
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    if args.checkpoint and args.checkpoint_file:
-        raise ConfigError("give the checkpoint once: as CHECKPOINT or as --checkpoint FILE")
-    args.checkpoint = args.checkpoint or args.checkpoint_file
-    artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()]
-    factory = DEMO if args.demo else args.model
-    if args.demo and args.model:
-        raise ConfigError("give either --demo or --model, not both")
-    if factory is not None:
-        if args.lengths:
-            raise ConfigError("--lengths is for a bare LSTM checkpoint; a whole model takes its own inputs")
-        model = load_model_spec(factory)
-        if args.checkpoint:
-            try:
-                model.model.load_state_dict(load_checkpoint(Path(args.checkpoint)), strict=True)
-            except RuntimeError as e:
-                raise ConfigError(f"{args.checkpoint} does not fit the model of {factory}: {str(e).splitlines()[0]}") from None
-    else:
-        if not args.checkpoint:
-            raise ConfigError("give a CHECKPOINT (a state_dict saved with torch.save, or .safetensors), --model or --demo")
-        expect = {
-            "input_size": args.input_size, "hidden_size": args.hidden_size, "num_layers": args.num_layers,
-            "bidirectional": args.bidirectional, "proj_size": args.proj_size,
-        }
-        model = lstm_from_state_dict(load_checkpoint(Path(args.checkpoint)), args.prefix, args.batch_first, expect)
-    folder, report = export_folder(
-        model, args.out, factory=factory, artifacts=artifacts, exporter=args.exporter, opset=args.opset,
-        lengths=args.lengths, native_lstm=not args.no_native_lstm, torchscript=args.torchscript,
-        quantize=args.quantize, atol=args.atol, int8_atol=args.int8_atol,
-        progress=_progress(args.quiet or args.json),
-    )
-    _print_report(report, args, None if args.quiet else _int8_summary(folder, report))
-    if args.bench:
-        res = bench.benchmark_model(folder)
-        sections = [recommend.to_markdown(bench.record_recommendation(folder, res))]
-        bench.write_model_results(res, folder.path.parent / f"{folder.path.name}-bench", sections=sections)
-        if not args.quiet and not args.json:
-            print("\n" + bench.model_markdown(res, sections))
-    if not args.quiet and not args.json:
-        print(f"wrote {folder.path}: " + ", ".join(a.file for a in folder.artifacts.values()) + ", manifest.json")
-        if args.demo and folder.has("onnx"):
-            print(f"forecast with it: python -m deploy_lstm.demo --onnx {folder.file('onnx')}")
-    return 0 if report.passed else 1
+def add_command(sub: argparse._SubParsersAction, name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with its examples, laid out as written."""
+    return sub.add_parser(name, help=summary, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    folder = load(args.dir)
-    report = validate_folder(folder, atol=args.atol, int8_atol=args.int8_atol)
-    _print_report(report, args, None if args.quiet else _int8_summary(folder, report))
-    return 0 if report.passed else 1
+# --- export -----------------------------------------------------------------------------------
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    path = Path(args.model)
-    if path.is_dir():
-        path = load(path).file("onnx")
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError, ValueError, ... for a file that is not a model
-        raise ConfigError(f"{path} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-
-    def shape(vi) -> str:  # type: ignore[no-untyped-def]
-        dims = [d.dim_param if d.HasField("dim_param") else str(d.dim_value) for d in vi.type.tensor_type.shape.dim]
-        elem = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        return f"{vi.name}: {elem} [{', '.join(dims)}]"
-
-    info = {
-        "file": str(path),
-        "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
-        "inputs": [shape(i) for i in proto.graph.input],
-        "outputs": [shape(o) for o in proto.graph.output],
-        "operators": graph_ops(proto),
-        "metadata": meta,
-    }
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    print(f"{path}")
-    print("  opset:       " + ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
-    labels = {contract.META_VERSION: "deploy_lstm", contract.META_TORCH: "torch"}
-    for key, value in sorted(meta.items()):
-        if key != contract.META_IO:  # shown below as inputs/outputs
-            label = labels.get(key, key.replace("deploy_lstm.", ""))
-            print(f"  {label + ':':<12} {value}")
-    print("  inputs:")
-    for s in info["inputs"]:
-        print(f"    {s}")
-    print("  outputs:")
-    for s in info["outputs"]:
-        print(f"    {s}")
-    print("  operators: " + ", ".join(f"{k}×{v}" for k, v in sorted(info["operators"].items())))
-    return 0
-
-
-def _serve_extra(command: str, *modules: str) -> List[Any]:
-    """Modules that need the [serve] extra (starlette, uvicorn, grpcio, tritonclient, prometheus_client),
-    imported when their command runs, so the other commands work without it."""
-    try:
-        return [importlib.import_module(f"deploy_lstm.{m}") for m in modules]
-    except ImportError as e:
-        raise ConfigError(f"'deploy-lstm {command}' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    engine, server = _serve_extra("serve", "serve.model", "serve.process")
-    options = engine.ServeOptions(
-        name=args.name, provider=args.provider, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
-        max_padding=args.max_padding, max_sequence_length=args.max_sequence_length, max_sequences=args.max_sequences,
-        sequence_idle_s=args.sequence_idle_s, threads=args.threads, allow_nonfinite=args.allow_nonfinite,
-        artifact=args.artifact,
-    )
-    address = server.ServerAddress(
-        host=args.host, port=args.port, grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes, grace_s=args.grace_s,
-    )
-    server.serve(load(args.dir), options, address)
-    return 0
-
-
-def cmd_triton(args: argparse.Namespace) -> int:
-    (triton,) = _serve_extra("triton", "serve.repository")
-    repo = triton.write_repository(
-        load(args.dir), args.repo, name=args.name, max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us,
-        sequence_idle_us=int(args.sequence_idle_s * 1e6), instances=args.instances, storage_uri=args.storage_uri,
-        kserve_name=args.kserve_name, overwrite=args.overwrite,
-    )
-    print(f"wrote {repo.model.path} (dynamic batching, up to {args.max_batch} per batch)")
-    if repo.stream is not None:
-        print(f"wrote {repo.stream.path} (sequence batching: Triton carries {', '.join(i for i, _ in repo.stream.states)})")
-    else:
-        print(f"no stream model: {repo.stream_skipped}")
-    print(f"wrote {repo.kserve} (KServe InferenceService)\nserve it: tritonserver --model-repository {repo.repo}")
-    return 0
-
-
-# --- the parser ---------------------------------------------------------------------------
-
-EXAMPLES = {
-    "export": """examples:
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "export", "export a checkpoint or a model to a validated export folder", """examples:
   deploy-lstm export --demo --out out/demo
   deploy-lstm export lstm.pt --out out/lstm --lengths
   deploy-lstm export model.pt --prefix encoder.rnn. --batch-first --out out/encoder
   deploy-lstm export --model mypkg.models:make_tagger --checkpoint weights.pt --out out/tagger
   deploy-lstm export lstm.safetensors --exporter torchscript --opset 17 --artifacts onnx --out out/
-  deploy-lstm export lstm.pt --quantize int8 --out out/int8""",
-    "validate": "example:\n  deploy-lstm validate out/lstm",
-    "info": "examples:\n  deploy-lstm info out/lstm/model.onnx\n  deploy-lstm info out/lstm",
-    "bench": "examples:\n  deploy-lstm bench --quick --out /tmp/bench\n  deploy-lstm bench out/lstm",
-    "serve": """examples:
-  deploy-lstm serve out/lstm
-  deploy-lstm serve out/lstm --host 0.0.0.0 --port 8000 --grpc-port 8001 --name lstm
-  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300""",
-    "triton": """examples:
-  deploy-lstm triton out/lstm --repo models
-  deploy-lstm triton out/lstm --repo models --name lstm --storage-uri s3://bucket/models --overwrite""",
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="deploy-lstm",
-        description="Turn LSTM checkpoints and models into TorchScript, ONNX and AOTInductor artifacts proven equal to torch.nn.LSTM.",
-        epilog="run 'deploy-lstm COMMAND --help' for each command's options and examples",
-    )
-    parser.add_argument("--version", action="version", version=f"deploy-lstm {__version__} (torch {torch.__version__})")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
-
-    p = sub.add_parser("export", help="export a checkpoint or a model to a validated export folder", epilog=EXAMPLES["export"], formatter_class=fmt)
+  deploy-lstm export lstm.pt --quantize int8 --out out/int8""")
     p.add_argument("checkpoint", nargs="?", help="state_dict (torch.save or .safetensors): of an nn.LSTM/deploy_lstm.LSTM, or weights for --model")
     p.add_argument("--model", metavar="MODULE:CALLABLE", help="a whole model: a callable returning a deploy_lstm.ModelSpec (or (model, example_inputs))")
     p.add_argument("--checkpoint", dest="checkpoint_file", metavar="FILE", help="the same as the CHECKPOINT argument (weights for --model, or an LSTM's state_dict)")
@@ -276,34 +130,173 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torchscript", choices=("fused", "loop"), default="fused",
                    help="model.ts runs aten::lstm (fused, default: nn.LSTM's kernel) or the static time loop")
     p.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (onnxruntime dynamic quantization)")
-    p.add_argument("--atol", type=float, help="max abs error allowed (default 1e-5 float32, 1e-10 float64)")
+    p.add_argument("--atol", type=float, help=ATOL_HELP)
     p.add_argument("--int8-atol", type=float,
                    help="max abs error allowed for the int8 model (default: 4 x the weights' int8 step x sqrt(fan-in), measured; see README)")
     p.add_argument("--bench", action="store_true", help="then time every artifact against the eager model (results in OUT-bench/)")
     for flag in ("--input-size", "--hidden-size", "--num-layers", "--proj-size"):
         p.add_argument(flag, type=int, help="optional; must agree with the weights")
     p.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None, help="optional; must agree with the weights")
-    _output_flags(p)
-    p.set_defaults(func=cmd_export)
+    add_output_flags(p)
+    p.set_defaults(func=run_export)
 
-    p = sub.add_parser("validate", help="re-run the validation of an export folder", epilog=EXAMPLES["validate"], formatter_class=fmt)
+
+def export_source(args: argparse.Namespace) -> Tuple[Any, Optional[str]]:
+    """(what `export` exports, its factory): the model spec of --model/--demo with --checkpoint's weights
+    and "MODULE:CALLABLE", or the checkpoint's LSTM and None."""
+    if args.checkpoint and args.checkpoint_file:
+        raise ConfigError("give the checkpoint once: as CHECKPOINT or as --checkpoint FILE")
+    checkpoint = args.checkpoint or args.checkpoint_file
+    if args.demo and args.model:
+        raise ConfigError("give either --demo or --model, not both")
+    factory = DEMO if args.demo else args.model
+    if factory is None:
+        if not checkpoint:
+            raise ConfigError("give a CHECKPOINT (a state_dict saved with torch.save, or .safetensors), --model or --demo")
+        expect = {
+            "input_size": args.input_size, "hidden_size": args.hidden_size, "num_layers": args.num_layers,
+            "bidirectional": args.bidirectional, "proj_size": args.proj_size,
+        }
+        return lstm_from_state_dict(load_checkpoint(Path(checkpoint)), args.prefix, args.batch_first, expect), None
+    if args.lengths:
+        raise ConfigError("--lengths is for a bare LSTM checkpoint; a whole model takes its own inputs")
+    model = load_model_spec(factory)
+    if checkpoint:
+        try:
+            model.model.load_state_dict(load_checkpoint(Path(checkpoint)), strict=True)
+        except RuntimeError as e:
+            raise ConfigError(f"{checkpoint} does not fit the model of {factory}: {str(e).splitlines()[0]}") from None
+    return model, factory
+
+
+def run_export(args: argparse.Namespace) -> int:
+    model, factory = export_source(args)
+    artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()]
+    folder, report = export_folder(
+        model, args.out, factory=factory, artifacts=artifacts, exporter=args.exporter, opset=args.opset,
+        lengths=args.lengths, native_lstm=not args.no_native_lstm, torchscript=args.torchscript,
+        quantize=args.quantize, atol=args.atol, int8_atol=args.int8_atol,
+        progress=progress_steps(args.quiet or args.json),
+    )
+    print_report(report, args, None if args.quiet else int8_summary(folder, report))
+    if args.bench:
+        res = bench.benchmark_model(folder)
+        sections = [recommend.to_markdown(bench.record_recommendation(folder, res))]
+        bench.write_model_results(res, folder.path.parent / f"{folder.path.name}-bench", sections=sections)
+        if not args.quiet and not args.json:
+            print("\n" + bench.model_markdown(res, sections))
+    if not args.quiet and not args.json:
+        print(f"wrote {folder.path}: " + ", ".join(a.file for a in folder.artifacts.values()) + ", manifest.json")
+        if args.demo and folder.has("onnx"):
+            print(f"forecast with it: python -m deploy_lstm.demo --onnx {folder.file('onnx')}")
+    return 0 if report.passed else 1
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+
+def add_validate(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "validate", "re-run the validation of an export folder", "example:\n  deploy-lstm validate out/lstm")
     p.add_argument("dir", help="a folder written by 'deploy-lstm export'")
-    p.add_argument("--atol", type=float, help="max abs error allowed (default 1e-5 float32, 1e-10 float64)")
+    p.add_argument("--atol", type=float, help=ATOL_HELP)
     p.add_argument("--int8-atol", type=float, help="max abs error allowed for model.int8.onnx (default: as exported)")
-    _output_flags(p)
-    p.set_defaults(func=cmd_validate)
+    add_output_flags(p)
+    p.set_defaults(func=run_validate)
 
-    p = sub.add_parser("info", help="show an ONNX file's configuration, inputs, outputs and operators", epilog=EXAMPLES["info"], formatter_class=fmt)
+
+def run_validate(args: argparse.Namespace) -> int:
+    folder = load(args.dir)
+    report = validate_folder(folder, atol=args.atol, int8_atol=args.int8_atol)
+    print_report(report, args, None if args.quiet else int8_summary(folder, report))
+    return 0 if report.passed else 1
+
+
+# --- info -------------------------------------------------------------------------------------
+
+
+def add_info(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "info", "show an ONNX file's configuration, inputs, outputs and operators",
+                    "examples:\n  deploy-lstm info out/lstm/model.onnx\n  deploy-lstm info out/lstm")
     p.add_argument("model", help="an .onnx file, or an export folder")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_info)
+    p.set_defaults(func=run_info)
 
-    p = sub.add_parser("bench", help="benchmark the backends against torch.nn.LSTM", epilog=EXAMPLES["bench"], formatter_class=fmt)
+
+def onnx_info(path: Path) -> Dict[str, Any]:
+    """File, opsets, inputs and outputs ("name: dtype [dims]"), operator counts and metadata of an ONNX file."""
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, ValueError, ... for a file that is not a model
+        raise ConfigError(f"{path} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    def shape(vi) -> str:  # type: ignore[no-untyped-def]
+        dims = [d.dim_param if d.HasField("dim_param") else str(d.dim_value) for d in vi.type.tensor_type.shape.dim]
+        elem = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        return f"{vi.name}: {elem} [{', '.join(dims)}]"
+
+    return {
+        "file": str(path),
+        "opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+        "inputs": [shape(i) for i in proto.graph.input],
+        "outputs": [shape(o) for o in proto.graph.output],
+        "operators": graph_ops(proto),
+        "metadata": {p.key: p.value for p in proto.metadata_props},
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    path = Path(args.model)
+    info = onnx_info(load(path).file("onnx") if path.is_dir() else path)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(info["file"])
+    print("  opset:       " + ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
+    labels = {contract.META_VERSION: "deploy_lstm", contract.META_TORCH: "torch"}
+    for key, value in sorted(info["metadata"].items()):
+        if key != contract.META_IO:  # shown below as inputs/outputs
+            label = labels.get(key, key.replace("deploy_lstm.", ""))
+            print(f"  {label + ':':<12} {value}")
+    for title in ("inputs", "outputs"):
+        print(f"  {title}:")
+        for s in info[title]:
+            print(f"    {s}")
+    print("  operators: " + ", ".join(f"{k}×{v}" for k, v in sorted(info["operators"].items())))
+    return 0
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "bench", "benchmark the backends against torch.nn.LSTM",
+                    "examples:\n  deploy-lstm bench --quick --out /tmp/bench\n  deploy-lstm bench out/lstm")
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 
-    p = sub.add_parser("serve", help="serve an export folder over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
-                       epilog=EXAMPLES["serve"], formatter_class=fmt)
+
+# --- serve and triton: they need the [serve] extra ----------------------------------------------
+
+
+@contextlib.contextmanager
+def serve_extra(command: str) -> Iterator[None]:
+    """Around the imports of a serving command: modules that need the [serve] extra (starlette, uvicorn,
+    grpcio, tritonclient, prometheus_client) are imported when their command runs, so the others work
+    without it, and a missing one is bad input (exit 2) that says what to install."""
+    try:
+        yield
+    except ImportError as e:
+        raise ConfigError(f"'deploy-lstm {command}' needs the serve extra ({e}); pip install 'deploy-lstm[serve]'") from None
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "serve", "serve an export folder over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
+                    """examples:
+  deploy-lstm serve out/lstm
+  deploy-lstm serve out/lstm --host 0.0.0.0 --port 8000 --grpc-port 8001 --name lstm
+  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300""")
     p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -322,10 +315,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf in float inputs (refused by default)")
     p.add_argument("--artifact", choices=("onnx", "onnx-int8"),
                    help="which model to serve (default: what 'deploy-lstm bench DIR' recommended for the server, else onnx)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=run_serve)
 
-    p = sub.add_parser("triton", help="write a Triton Inference Server model repository and a KServe manifest for an export folder",
-                       epilog=EXAMPLES["triton"], formatter_class=fmt)
+
+def run_serve(args: argparse.Namespace) -> int:
+    with serve_extra("serve"):
+        from deploy_lstm.serve import model as served, process
+    options = served.ServeOptions(
+        name=args.name, provider=args.provider, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+        max_padding=args.max_padding, max_sequence_length=args.max_sequence_length, max_sequences=args.max_sequences,
+        sequence_idle_s=args.sequence_idle_s, threads=args.threads, allow_nonfinite=args.allow_nonfinite,
+        artifact=args.artifact,
+    )
+    address = process.ServerAddress(
+        host=args.host, port=args.port, grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes, grace_s=args.grace_s,
+    )
+    process.serve(load(args.dir), options, address)
+    return 0
+
+
+def add_triton(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "triton", "write a Triton Inference Server model repository and a KServe manifest for an export folder",
+                    """examples:
+  deploy-lstm triton out/lstm --repo models
+  deploy-lstm triton out/lstm --repo models --name lstm --storage-uri s3://bucket/models --overwrite""")
     p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
     p.add_argument("--repo", required=True, help="the model repository folder (created; other models in it are left alone)")
     p.add_argument("--name", help="model name (default: the folder's name); the stateful model is NAME_stream")
@@ -336,14 +349,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-uri", help="storageUri of the KServe manifest (default: the repository's file:// URI)")
     p.add_argument("--kserve-name", help="name of the KServe InferenceService (default: the repository folder's name)")
     p.add_argument("--overwrite", action="store_true", help="replace NAME and NAME_stream if they exist")
-    p.set_defaults(func=cmd_triton)
+    p.set_defaults(func=run_triton)
+
+
+def run_triton(args: argparse.Namespace) -> int:
+    with serve_extra("triton"):
+        from deploy_lstm.serve import repository
+    repo = repository.write_repository(
+        load(args.dir), args.repo, name=args.name, max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us,
+        sequence_idle_us=int(args.sequence_idle_s * 1e6), instances=args.instances, storage_uri=args.storage_uri,
+        kserve_name=args.kserve_name, overwrite=args.overwrite,
+    )
+    print(f"wrote {repo.model.path} (dynamic batching, up to {args.max_batch} per batch)")
+    if repo.stream is not None:
+        print(f"wrote {repo.stream.path} (sequence batching: Triton carries {', '.join(i for i, _ in repo.stream.states)})")
+    else:
+        print(f"no stream model: {repo.stream_skipped}")
+    print(f"wrote {repo.kserve} (KServe InferenceService)\nserve it: tritonserver --model-repository {repo.repo}")
+    return 0
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deploy-lstm",
+        description="Turn LSTM checkpoints and models into TorchScript, ONNX and AOTInductor artifacts proven equal to torch.nn.LSTM.",
+        epilog="run 'deploy-lstm COMMAND --help' for each command's options and examples",
+    )
+    parser.add_argument("--version", action="version", version=f"deploy-lstm {__version__} (torch {torch.__version__})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (add_export, add_validate, add_info, add_bench, add_serve, add_triton):
+        add(sub)
     return parser
-
-
-def _output_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true", help="print the report as JSON for machines")
-    g.add_argument("--quiet", action="store_true", help="print only errors")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

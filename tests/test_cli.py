@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,8 +163,6 @@ def _write_bad(tmp_path: Path, kind: str) -> list[str]:
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, kind, message):
-    import re
-
     args = _write_bad(tmp_path, kind)
     out = tmp_path / "out"
     r = cli("export", *args, "--out", str(out), cwd=tmp_path)
@@ -224,8 +223,6 @@ def test_version_and_help():
     ids=["tagger", "language-model", "seq2seq", "torchscript"],
 )
 def test_export_scripts_users_copy(tmp_path, script, args, made, says):
-    import re
-
     path = REPO / "export" / script
     r = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -328,10 +325,6 @@ def _write(path: Path, data: bytes) -> Path:
 @pytest.mark.parametrize("case", sorted(BAD_ARGS))
 def test_every_subcommand_bad_arguments_exit_2_without_traceback(tmp_path, case, capsys, monkeypatch):
     """In-process (fast): an exception escaping main() would fail the test with its traceback."""
-    import re
-
-    from deploy_lstm.cli import main
-
     make, message = BAD_ARGS[case]
     (tmp_path / "my_models_nolstm.py").write_text(
         "import torch\n\ndef make():\n    return torch.nn.Linear(4, 2), (torch.zeros(3, 4),)\n"
@@ -347,6 +340,16 @@ def test_every_subcommand_bad_arguments_exit_2_without_traceback(tmp_path, case,
     assert len(lines) == 1 and lines[0].startswith("deploy-lstm: error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "o").exists() and no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["serve", "triton"])
+def test_serving_commands_without_the_serve_extra_say_what_to_install(tmp_path, command, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "deploy_lstm.serve", None)  # importing it fails, as without starlette & co
+    argv = [command, str(tmp_path)] + (["--repo", str(tmp_path / "repo")] if command == "triton" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"deploy-lstm: error: 'deploy-lstm {command}' needs the serve extra ("), err
+    assert err[0].endswith("pip install 'deploy-lstm[serve]'")
 
 
 def test_bad_arguments_in_a_real_process_print_no_traceback(tmp_path):

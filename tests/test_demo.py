@@ -1,10 +1,13 @@
-"""The demo forecaster: shipped weights, forecast quality, scripting, training script."""
+"""The demo forecaster: shipped weights, forecast quality, scripting, training script, the printed report."""
 
 from __future__ import annotations
 
 import importlib.resources
 import io
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,24 +15,28 @@ import torch
 
 from deploy_lstm import LSTM
 from deploy_lstm.demo import (
+    HELD_OUT_SEEDS,
     HISTORY,
     HORIZON,
     Forecaster,
     as_step,
     demo_config,
     demo_report,
+    errors,
     evaluate,
     forecast,
+    forecasts,
     load_demo,
     make_series,
     naive_forecast,
     seasonal_forecast,
+    series_rmse,
+    typical_series,
 )
 from deploy_lstm.demo import train as train_mod
 
-# Held out: training uses seeds 0..1023, validation 1_000_000.., the report 2_000_000.
-TEST_SEEDS = list(range(3_000_000, 3_000_064))
-# 12-step RMSE ratios measured on TEST_SEEDS with the shipped weights (2000 steps):
+# HELD_OUT_SEEDS (3_000_000..3_000_063): training uses seeds 0..1023, validation 1_000_000...
+# 12-step RMSE ratios measured on HELD_OUT_SEEDS with the shipped weights (2000 steps):
 # model/naive 0.229 (0.168 vs 0.731), model/seasonal 0.318 (vs 0.527).  Bounds with margin.
 MAX_RATIO_NAIVE = 0.35
 MAX_RATIO_SEASONAL = 0.5
@@ -62,7 +69,7 @@ def test_shipped_weights_load(model: Forecaster) -> None:
 
 
 def test_beats_baselines_on_held_out_series(model: Forecaster) -> None:
-    scores = evaluate(model, TEST_SEEDS)
+    scores = evaluate(model, HELD_OUT_SEEDS)
     rmse = {k: v["rmse"] for k, v in scores.items()}
     assert rmse["model"] / rmse["naive"] < MAX_RATIO_NAIVE, rmse
     assert rmse["model"] / rmse["seasonal"] < MAX_RATIO_SEASONAL, rmse
@@ -97,7 +104,7 @@ def test_forecaster_scripts_and_matches_eager(model: Forecaster) -> None:
 
 
 def test_forecast_eager_equals_scripted(model: Forecaster) -> None:
-    history = np.stack([make_series(s, HISTORY) for s in TEST_SEEDS[:4]])  # (4, HISTORY)
+    history = np.stack([make_series(s, HISTORY) for s in HELD_OUT_SEEDS[:4]])  # (4, HISTORY)
     eager = forecast(model, history, HORIZON)
     scripted = forecast(torch.jit.script(model), history, HORIZON)
     assert eager.shape == (4, HORIZON)
@@ -140,14 +147,67 @@ def test_baselines() -> None:
     np.testing.assert_array_equal(seasonal_forecast(h, 4, min_lag=2), [1.0, 2.0, 3.0, 1.0])
 
 
-def test_demo_report_with_a_callable(model: Forecaster) -> None:
+def report_errors(text: str) -> dict:
+    """{row: (this series' RMSE, MAE, the held-out series' RMSE, MAE)} from the table demo_report prints."""
+    rows = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r" *(forecast|naive|seasonal)((?: +\d+\.\d{4}){4})", line)
+        if m:
+            rows[m[1]] = tuple(float(v) for v in m[2].split())
+    return rows
+
+
+def test_the_demo_command_shows_a_typical_series_beside_the_held_out_errors(model: Forecaster) -> None:
+    """The README's second command, as a newcomer sees it (here on the eager model; test_cli runs it on the ONNX export)."""
+    r = subprocess.run([sys.executable, "-m", "deploy_lstm.demo"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = report_errors(r.stdout)
+    assert sorted(rows) == ["forecast", "naive", "seasonal"], r.stdout
+    assert f"{len(HELD_OUT_SEEDS)} held-out series" in r.stdout
+    # over the held-out series the model beats both baselines, by the README's margins ...
+    held_out = {k: v[2] for k, v in rows.items()}
+    assert held_out["forecast"] / held_out["naive"] < MAX_RATIO_NAIVE, held_out
+    assert held_out["forecast"] / held_out["seasonal"] < MAX_RATIO_SEASONAL, held_out
+    # ... and those are evaluate()'s figures over HELD_OUT_SEEDS, the ones the README quotes
+    scores = evaluate(model, HELD_OUT_SEEDS)
+    for label, key in (("forecast", "model"), ("naive", "naive"), ("seasonal", "seasonal")):
+        assert rows[label][2:] == pytest.approx((scores[key]["rmse"], scores[key]["mae"]), abs=6e-5), label
+    # the one series shown is the typical held-out series, and the model does not lose on it
+    seed = int(re.search(r"^forecast of series seed=(\d+) \(typical\*\)", r.stdout, re.M)[1])
+    truth, preds = forecasts(model, HELD_OUT_SEEDS)
+    assert seed == HELD_OUT_SEEDS[typical_series(truth, preds)]
+    assert rows["forecast"][0] < min(rows["naive"][0], rows["seasonal"][0]), rows
+
+
+def test_typical_series_is_the_median_ratio_to_the_better_baseline() -> None:
+    truth = np.zeros((5, 2))
+    ones = np.ones((5, 2))
+    model = ones * np.array([[1.0], [3.0], [2.0], [9.0], [4.0]])  # RMSE 1, 3, 2, 9, 4
+    naive = ones * np.array([[2.0], [1.0], [8.0], [3.0], [8.0]])
+    seasonal = ones * 10.0
+    # ratios to the better baseline: 0.5, 3, 0.25, 3, 0.5; in order, equal ones by row:
+    # 0.25 (row 2), 0.5 (row 0), 0.5 (row 4), 3 (row 1), 3 (row 3) -> the median is row 4
+    assert typical_series(truth, {"model": model, "naive": naive, "seasonal": seasonal}) == 4
+    # an even count takes the lower median: without row 2, 0.5 (0), 0.5 (3: row 4), 3 (1), 3 (2: row 3)
+    keep = [0, 1, 3, 4]
+    assert typical_series(truth[keep], {"model": model[keep], "naive": naive[keep], "seasonal": seasonal[keep]}) == 3
+    np.testing.assert_allclose(series_rmse(truth, model), [1, 3, 2, 9, 4])
+
+
+def test_demo_report_with_a_callable_and_a_chosen_seed(model: Forecaster) -> None:
     out = io.StringIO()
-    text = demo_report(as_step(model), file=out)
+    text = demo_report(as_step(model), seed=2_000_000, file=out)
     assert out.getvalue() == text
     lines = text.splitlines()
+    assert lines[0] == f"forecast of series seed=2000000: {HORIZON} steps after {HISTORY} observed"
     assert lines[1].split() == ["step", "truth", "forecast", "naive", "seasonal"]
     assert [ln.split()[0] for ln in lines[2 : 2 + HORIZON]] == [str(i) for i in range(1, HORIZON + 1)]
-    assert "forecast RMSE" in text and "naive RMSE" in text
+    rows = report_errors(text)
+    series = make_series(2_000_000, HISTORY + HORIZON)
+    pred = forecast(model, series[:HISTORY], HORIZON)
+    assert rows["forecast"][:2] == pytest.approx((errors(series[HISTORY:], pred)["rmse"], errors(series[HISTORY:], pred)["mae"]), abs=6e-5)
+    assert "typical" not in text  # a chosen series is not called typical
+    assert rows["forecast"][2:] == report_errors(demo_report(model, file=io.StringIO()))["forecast"][2:]
 
 
 def test_training_script_tiny_run(tmp_path) -> None:

@@ -3,12 +3,14 @@
     from deploy_lstm.demo import load_demo, demo_report
     demo_report(load_demo())          # or demo_report(session_step(ort_session))
 
+The model is in ``forecaster.py``, the printed report in ``report.py``, training in ``train.py``.
+
 Train it again with ``python -m deploy_lstm.demo.train --out deploy_lstm/demo/forecaster.safetensors``.
 """
 
 from .forecaster import (
-    DEMO_SEED,
     DYNAMIC_AXES,
+    HELD_OUT_SEEDS,
     HISTORY,
     HORIZON,
     INPUT_NAMES,
@@ -17,11 +19,11 @@ from .forecaster import (
     StepFn,
     as_step,
     demo_config,
-    demo_report,
     errors,
     evaluate,
     export_spec,
     forecast,
+    forecasts,
     load_demo,
     make_batch,
     make_series,
@@ -30,10 +32,11 @@ from .forecaster import (
     session_step,
     zero_state,
 )
+from .report import demo_report, series_rmse, typical_series
 
 __all__ = [
-    "DEMO_SEED",
     "DYNAMIC_AXES",
+    "HELD_OUT_SEEDS",
     "HISTORY",
     "HORIZON",
     "INPUT_NAMES",
@@ -47,11 +50,14 @@ __all__ = [
     "evaluate",
     "export_spec",
     "forecast",
+    "forecasts",
     "load_demo",
     "make_batch",
     "make_series",
     "naive_forecast",
     "seasonal_forecast",
+    "series_rmse",
     "session_step",
+    "typical_series",
     "zero_state",
 ]

@@ -10,17 +10,15 @@ Everything the demo needs lives here, as plain functions:
   ``(x, h0, c0) -> (y, hn, cn)`` on numpy arrays (an eager or scripted module,
   or an onnxruntime session wrapped by :func:`session_step`);
 * scoring: :func:`errors`, :func:`naive_forecast`, :func:`seasonal_forecast`,
-  :func:`evaluate`, and the printed table :func:`demo_report`.
+  :func:`forecasts`, :func:`evaluate` (the printed report is in ``report.py``).
 """
 
 # No `from __future__ import annotations`: Forecaster is compiled by TorchScript,
 # which needs real annotation objects.
 import importlib.resources
-import io
 import json
 import math
-import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,7 +35,7 @@ __all__ = [
     "DYNAMIC_AXES",
     "HISTORY",
     "HORIZON",
-    "DEMO_SEED",
+    "HELD_OUT_SEEDS",
     "make_series",
     "make_batch",
     "load_demo",
@@ -50,8 +48,8 @@ __all__ = [
     "naive_forecast",
     "seasonal_forecast",
     "errors",
+    "forecasts",
     "evaluate",
-    "demo_report",
 ]
 
 # -- the I/O contract of the exported forecaster: deploy_lstm.contract's names --------------
@@ -69,7 +67,9 @@ DYNAMIC_AXES: Dict[str, Dict[int, str]] = {
 
 HISTORY = 96  # steps of observed signal the demo forecasts from
 HORIZON = 12  # steps forecast autoregressively
-DEMO_SEED = 2_000_000  # series shown by demo_report (held out: training uses 0..)
+# The held-out series of the demo's figures (README, demo_report, tests): seeds apart from
+# training's (0..) and validation's (1_000_000.., train.VAL_SEED0).
+HELD_OUT_SEEDS = tuple(range(3_000_000, 3_000_064))
 
 # -- the signal ------------------------------------------------------------------------
 
@@ -352,15 +352,14 @@ def seasonal_forecast(history: np.ndarray, steps: int, min_lag: int = 4) -> np.n
     wrapping round the last season when ``steps`` > lag.
     """
     hist = np.asarray(history, dtype=np.float64)
-    rows = hist.reshape(-1, hist.shape[-1])
+    rows = hist.reshape(-1, hist.shape[-1])  # (S, T)
     T = rows.shape[1]
+    z = rows - rows.mean(axis=1, keepdims=True)
+    lags = np.arange(min_lag, max(min_lag + 1, T // 2 + 1))
+    autocorr = np.stack([(z[:, k:] * z[:, :-k]).sum(axis=1) / (T - k) for k in lags], axis=1)  # (S, lags)
     out = np.empty((rows.shape[0], steps), dtype=np.float32)
-    for i, row in enumerate(rows):
-        z = row - row.mean()
-        lags = range(min_lag, max(min_lag + 1, T // 2 + 1))
-        lag = max(lags, key=lambda k: float(np.dot(z[k:], z[:-k]) / (T - k)))
-        season = row[T - lag :]
-        out[i] = np.resize(season, steps)
+    for i, lag in enumerate(lags[np.argmax(autocorr, axis=1)]):  # the first of equal maxima
+        out[i] = np.resize(rows[i, T - lag :], steps)
     return out if hist.ndim == 2 else out[0]
 
 
@@ -374,61 +373,40 @@ def errors(truth: np.ndarray, pred: np.ndarray) -> Dict[str, float]:
     return {"mae": float(np.abs(d).mean()), "rmse": float(np.sqrt((d * d).mean()))}
 
 
+def forecasts(
+    model: Union[nn.Module, StepFn],
+    seeds: Sequence[int],
+    history: int = HISTORY,
+    steps: int = HORIZON,
+) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """The truth and the forecasts of ``model`` and of the baselines, one series per seed.
+
+    Each series has ``history + steps`` values; all are forecast from the first
+    ``history``, in one batch.
+
+    Returns:
+        (truth (S, steps), {"model": (S, steps), "naive": ..., "seasonal": ...}).
+    """
+    data = make_batch(seeds, history + steps)
+    hist, truth = data[:, :history], data[:, history:]
+    preds = {
+        "model": forecast(model, hist, steps),
+        "naive": naive_forecast(hist, steps),
+        "seasonal": seasonal_forecast(hist, steps),
+    }
+    return truth, preds
+
+
 def evaluate(
     model: Union[nn.Module, StepFn],
     seeds: Sequence[int],
     history: int = HISTORY,
     steps: int = HORIZON,
 ) -> Dict[str, Dict[str, float]]:
-    """Errors of ``model`` and of the baselines over one series per seed.
-
-    Each series has ``history + steps`` values; all are forecast from the first
-    ``history``.
+    """Errors of ``model`` and of the baselines over one series per seed (see :func:`forecasts`).
 
     Returns:
         {"model": errors, "naive": errors, "seasonal": errors}, each {"mae", "rmse"}.
     """
-    data = make_batch(seeds, history + steps)
-    hist, truth = data[:, :history], data[:, history:]
-    return {
-        "model": errors(truth, forecast(model, hist, steps)),
-        "naive": errors(truth, naive_forecast(hist, steps)),
-        "seasonal": errors(truth, seasonal_forecast(hist, steps)),
-    }
-
-
-def demo_report(
-    model: Union[nn.Module, StepFn],
-    seed: int = DEMO_SEED,
-    history: int = HISTORY,
-    steps: int = HORIZON,
-    file: Optional[TextIO] = None,
-) -> str:
-    """Print and return a forecast-vs-truth table for one held-out series.
-
-    Args:
-        model: a ``Forecaster`` or a step function ``(x, h0, c0) -> (y, hn, cn)``
-            over numpy arrays, e.g. ``session_step(onnxruntime.InferenceSession(p))``.
-        seed: series to forecast (``make_series(seed, history + steps)``).
-        history, steps: observed and forecast lengths.
-        file: where to print; ``sys.stdout`` when None.
-
-    Returns:
-        The printed text.
-    """
-    series = make_series(seed, history + steps)
-    hist, truth = series[:history], series[history:]
-    pred = forecast(model, hist, steps)
-    naive = naive_forecast(hist, steps)
-    seasonal = seasonal_forecast(hist, steps)
-    buf = io.StringIO()
-    buf.write(f"forecast of series seed={seed}: {steps} steps after {history} observed\n")
-    buf.write(f"{'step':>4}  {'truth':>8}  {'forecast':>8}  {'naive':>8}  {'seasonal':>8}\n")
-    for i in range(steps):
-        buf.write(f"{i + 1:>4}  {truth[i]:>8.3f}  {pred[i]:>8.3f}  {naive[i]:>8.3f}  {seasonal[i]:>8.3f}\n")
-    for name, p in (("forecast", pred), ("naive", naive), ("seasonal", seasonal)):
-        e = errors(truth, p)
-        buf.write(f"{name + ' RMSE':>14}: {e['rmse']:.4f}   MAE: {e['mae']:.4f}\n")
-    text = buf.getvalue()
-    print(text, end="", file=sys.stdout if file is None else file)
-    return text
+    truth, preds = forecasts(model, seeds, history, steps)
+    return {name: errors(truth, pred) for name, pred in preds.items()}

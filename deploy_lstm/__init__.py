@@ -38,7 +38,8 @@ _LAZY = {
     "validate_folder": "check.validate",
     "ValidationReport": "check.validate",
     "ExportFolder": "formats.folder",
-    "load": "formats.folder",
+    "load": "runtime.folder",
+    "Runner": "runtime.base",
     "lstm_from_onnx": "formats.onnx_import",
     "export_folder": "pipeline",
 }

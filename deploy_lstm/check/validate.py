@@ -3,10 +3,12 @@
 :func:`validate` runs every artifact at shapes other than the export example and
 compares each output with two references: the eager ``deploy_lstm`` model, and the
 same model holding ``torch.nn.LSTM`` modules with the same weights (for a bare LSTM
-with ``lengths``: ``nn.LSTM`` on a packed batch).  Every backend is a function from
-named input arrays to named output arrays, so a bare LSTM and a whole model take
-the same path; the graph's flat input/output names come from
-:func:`deploy_lstm.exporting.signature`.
+with ``lengths``: ``nn.LSTM`` on a packed batch).  Artifacts are opened only through
+the runtime's runners (:mod:`deploy_lstm.runtime`), and every backend is a function
+from named input arrays to named output arrays (:mod:`deploy_lstm.check.harness`),
+so a bare LSTM and a whole model take the same path; the graph's flat input/output
+names come from the export's signature (:func:`deploy_lstm.exporters.signature.signature`).
+:func:`validate_folder` does the same for an export folder's artifacts.
 """
 
 from __future__ import annotations
@@ -14,36 +16,39 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from torch import nn
 from typing_extensions import Unpack
 
-from deploy_lstm.formats import contract
-from deploy_lstm.formats.contract import ModelSpec
-from deploy_lstm.nn.swap import restore_lstms
+from deploy_lstm.check.harness import (
+    EAGER, Feeds, FeedsFn, cell_variants, example_arrays, max_abs_rel, module_fn, random_inputs,
+    reference_models, runner_fn,
+)
+from deploy_lstm.check.tolerance import float_atol, folder_int8_atol
 from deploy_lstm.errors import ConfigError, RuntimeUnavailable
-from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.exporters.signature import GraphArgs, Signature
 from deploy_lstm.exporters.signature import signature as signature_of
-from deploy_lstm.check.harness import (
-    EAGER, TORCH, Feeds, FeedsFn, example_arrays, full_lengths, max_abs_rel, module_fn, random_inputs, reference_models,
-)
-from deploy_lstm.check.tolerance import float_atol
+from deploy_lstm.formats import contract
 from deploy_lstm.formats.folder import ExportFolder
-from deploy_lstm.nn import LSTM, LSTMCell
-from deploy_lstm.check.int8 import int8_tolerance
+from deploy_lstm.nn.graph import BareLSTM
+from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.runtime.aoti import AotiPackage
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.runtime.base import Runner
+from deploy_lstm.runtime.folder import RunnableFolder
+from deploy_lstm.runtime.onnx import OnnxRunner
+from deploy_lstm.runtime.torchscript import TorchScriptRunner
 
 __all__ = [
     "validate",
     "validate_folder",
+    "validate_runners",
     "ValidationReport",
     "Check",
     "DEFAULT_CASES",
+    "BACKEND_NAMES",
+    "EAGER",
     "inputs_at",
     "module_runner",
     "artifact_runner",
@@ -55,6 +60,13 @@ __all__ = [
 #: short and long.  None of them is the export example (3, 7).
 DEFAULT_CASES: Tuple[Tuple[int, int], ...] = ((1, 1), (1, 13), (2, 1), (5, 4), (4, 50))
 
+#: the report's backend name of each artifact kind ("{device}": onnxruntime's device)
+BACKEND_NAMES: Dict[str, str] = {
+    "onnx": "onnxruntime-{device}", "onnx-int8": "onnxruntime-int8", "torchscript": "torchscript", "aoti": "aotinductor",
+}
+
+#: {backend name: (its runner, its tolerance, or None for the float tolerance)}
+Opened = Dict[str, Tuple[Runner, Optional[float]]]
 
 
 @dataclasses.dataclass
@@ -98,8 +110,8 @@ class ValidationReport:
         }
 
     def table(self) -> str:
-        """A table a person reads at a glance: backend × output, errors, ✓/✗."""
-        rows = [("backend", "vs", "output", "max abs", "max rel", "tol", "")]
+        """A table a person reads at a glance: backend × output, errors, and "ok" (✓/✗: within tol)."""
+        rows = [("backend", "vs", "output", "max abs", "max rel", "tol", "ok")]
         for c in self.checks:
             rows.append(
                 (c.backend, c.reference, c.output, f"{c.max_abs:.2e}", f"{c.max_rel:.2e}", f"{c.atol:.0e}", "✓" if c.passed else "✗")
@@ -112,27 +124,37 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-# --- the former names, kept until serve and bench use the harness ---------------------------
-
-#: ``nn.LSTM`` with the bare graph signature: now :class:`~deploy_lstm.nn.graph.BareLSTM`
-TorchLSTMGraph = BareLSTM
-#: a module called on feeds: now :func:`~deploy_lstm.check.harness.module_fn`
-module_runner = module_fn
+# --- opening the artifacts: through the runtime's runners ---------------------------------------
 
 
-def artifact_runner(artifact: Any) -> FeedsFn:
-    """Run an ``OnnxLSTM`` or ``AotiPackage`` on the feeds it takes."""
-    return lambda feeds: artifact.run({n: feeds[n] for n in artifact.input_names})
+def onnx_runners(open_on: Callable[[str], Runner], devices: Sequence[str]) -> Tuple[Opened, Dict[str, str]]:
+    """The ONNX artifact on every device of ``devices`` (``open_on(device)``), and the
+    devices skipped with the reason (``RuntimeUnavailable``: e.g. no CUDA here)."""
+    opened: Opened = {}
+    skipped: Dict[str, str] = {}
+    for device in devices:
+        name = BACKEND_NAMES["onnx"].format(device=device)
+        try:
+            opened[name] = (open_on(device), None)
+        except RuntimeUnavailable as e:
+            skipped[name] = str(e)
+    return opened, skipped
 
 
-def inputs_at(sig: Signature, N: int, T: int, rng: np.random.Generator, use_lengths: bool = False) -> Feeds:
-    """:func:`~deploy_lstm.check.harness.random_inputs` of a signature (a bare LSTM's
-    ``lengths`` only with ``use_lengths``)."""
-    lengths = "random" if use_lengths or sig.bare is None else "omit"
-    return random_inputs(sig.io, N, T, rng, examples=example_arrays(sig), lengths=lengths)
-
-
-# --- validate ----------------------------------------------------------------------------------
+def _signature(eager: nn.Module, given: Optional[Signature], lengths: bool, graph: Mapping[str, Any]) -> Signature:
+    """The signature validation runs by: the export's own (run on the eval copy), or computed here."""
+    if given is not None:
+        return dataclasses.replace(given, model=eager)  # the eval-mode copy runs
+    if isinstance(eager, LSTM):
+        return signature_of(eager, lengths=lengths)
+    if graph.get("example_inputs") is None and not graph.get("example_kwargs"):
+        raise ConfigError(
+            f"validating a whole model ({type(eager).__name__}) needs its example_inputs "
+            "(and the input_names, output_names and dynamic_axes used at export)"
+        )
+    if lengths:
+        raise ConfigError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
+    return signature_of(eager, **graph)  # type: ignore[arg-type]
 
 
 def validate(
@@ -167,7 +189,8 @@ def validate(
         cases: (batch, sequence) shapes; the defaults differ from the export example.
         lengths: bare LSTM: also feed random ``lengths`` (each case once with, once
             without); default: when an artifact has a ``lengths`` input.
-        atol: max abs error allowed; default 1e-5 for float32, 1e-10 for float64.
+        atol: max abs error allowed; default 1e-5 for float32, 1e-10 for float64
+            (:func:`~deploy_lstm.check.tolerance.float_atol`).
         devices: onnxruntime devices to try; CUDA is reported as skipped, with the
             reason, where it is not available.
         extra_onnx: {backend name: (path, atol)} for more ONNX files (e.g. int8).
@@ -181,78 +204,82 @@ def validate(
         A report: per backend, reference and output, the worst max abs and rel error.
     """
     eager = copy.deepcopy(model).eval()  # the caller's flags and weights stay as they are
-    onnx_sessions: Dict[str, OnnxLSTM] = {}
-    skipped: Dict[str, str] = {}
-    if onnx_path is not None:
-        for device in devices:
-            try:
-                onnx_sessions[f"onnxruntime-{device}"] = OnnxLSTM(onnx_path, device=device)
-            except RuntimeUnavailable as e:
-                skipped[f"onnxruntime-{device}"] = str(e)
-    for name, (path, _) in (extra_onnx or {}).items():
-        onnx_sessions[name] = OnnxLSTM(path, device="cpu")
-    aoti = AotiPackage(aoti_path) if aoti_path is not None else None
-    artifacts: Dict[str, Any] = dict(onnx_sessions)
-    if aoti is not None:
-        artifacts["aotinductor"] = aoti
-
-    bare = isinstance(eager, LSTM)
-    # torch.nn has no variant cells: those models are checked against the eager model only
-    variants = sorted({m.cell for m in eager.modules() if isinstance(m, (LSTM, LSTMCell)) and m.cell != "lstm"})
+    opened, skipped = onnx_runners(lambda device: OnnxRunner(onnx_path, device=device), devices) if onnx_path is not None else ({}, {})
+    for name, (path, tol) in (extra_onnx or {}).items():
+        opened[name] = (OnnxRunner(path, device="cpu"), tol)
+    if aoti_path is not None:
+        opened[BACKEND_NAMES["aoti"]] = (AotiPackage(aoti_path), None)
     if lengths is None:
-        lengths = bare and any(contract.LENGTHS in a.input_names for a in artifacts.values())
-    if signature is not None:
-        sig = dataclasses.replace(signature, model=eager)  # the eval-mode copy runs
-        if bare and lengths is None:
-            lengths = contract.LENGTHS in sig.io.input_names
-        reference = None if variants else reference_models(sig)[TORCH]
-        config: Dict[str, object] = dataclasses.asdict(sig.bare) if bare else {"io": dataclasses.asdict(sig.io)}  # type: ignore[arg-type]
-    elif bare:
-        sig = signature_of(eager, lengths=bool(lengths))
-        reference: Optional[nn.Module] = None if variants else BareLSTM(eager.to_torch().eval())
-        config = dataclasses.asdict(sig.bare)  # type: ignore[arg-type]
-    else:
-        if graph.get("example_inputs") is None and not graph.get("example_kwargs"):
-            raise ConfigError(
-                f"validating a whole model ({type(model).__name__}) needs its example_inputs "
-                "(and the input_names, output_names and dynamic_axes used at export)"
-            )
-        if lengths:
-            raise ConfigError("lengths=True is for a bare deploy_lstm.LSTM; a whole model takes its own inputs")
-        sig = signature_of(eager, **graph)
-        reference = None if variants else restore_lstms(copy.deepcopy(eager)).eval()
-        config = {"io": dataclasses.asdict(sig.io)}
+        lengths = contract.LENGTHS in signature.io.input_names if signature is not None else any(r.has_lengths for r, _ in opened.values())
+        lengths = lengths and isinstance(eager, LSTM)
+    sig = _signature(eager, signature, bool(lengths), graph)
+    if torchscript_path is not None:
+        opened[BACKEND_NAMES["torchscript"]] = (TorchScriptRunner(torchscript_path, io=sig.io, tree=sig.tree), None)
+    return validate_runners(sig, opened, skipped=skipped, cases=cases, lengths=bool(lengths), atol=atol, seed=seed)
+
+
+def validate_runners(
+    sig: Signature,
+    opened: Opened,
+    *,
+    skipped: Optional[Dict[str, str]] = None,
+    cases: Iterable[Tuple[int, int]] = DEFAULT_CASES,
+    lengths: bool = False,
+    atol: Optional[float] = None,
+    seed: int = 0,
+) -> ValidationReport:
+    """Compare artifacts, already open, with the references of ``sig.model`` (an eval-mode model).
+
+    Args:
+        sig: the export's signature; ``sig.model`` is the eager reference.
+        opened: {backend name: (runner, tolerance or None for the float tolerance)}.
+        skipped: {backend name: why} of artifacts that could not be opened here.
+        lengths: a bare LSTM: run each case once more with random ``lengths``.
+        cases, atol, seed: as for :func:`validate`.
+    """
+    variants = cell_variants(sig.model)
     if atol is None:
         atol = float_atol(sig.io, variants)
+    references = {name: module_fn(m, sig) for name, m in reference_models(sig).items()}
+    backends: Dict[str, Tuple[FeedsFn, float, bool]] = {EAGER: (references[EAGER], atol, True)}
+    for name, (runner, tol) in opened.items():
+        backends[name] = (runner_fn(runner), atol if tol is None else tol, runner.has_lengths)
+    worst, case_names = _worst_errors(sig, references, backends, cases, lengths, seed)
+    checks = [
+        Check(backend, ref, out, err, rel, backends[backend][1], case)
+        for (backend, ref, out), (err, rel, case) in worst.items()
+    ]
+    config: Dict[str, object] = dataclasses.asdict(sig.bare) if sig.bare is not None else {"io": dataclasses.asdict(sig.io)}
+    return ValidationReport(checks, case_names, config, dict(skipped or {}))
 
-    references: Dict[str, FeedsFn] = {EAGER: module_runner(sig.module, sig)}
-    if reference is not None:
-        references[TORCH] = module_runner(reference, sig)
-    backends: Dict[str, Tuple[FeedsFn, float]] = {EAGER: (references[EAGER], atol)}
-    if torchscript_path is not None:
-        scripted = torch.jit.load(str(torchscript_path), map_location="cpu")
-        backends["torchscript"] = (module_runner(BareLSTM(scripted) if bare else scripted, sig), atol)
-    for name, artifact in artifacts.items():
-        tol = extra_onnx[name][1] if extra_onnx and name in extra_onnx else atol
-        backends[name] = (artifact_runner(artifact), tol)
 
+Worst = Dict[Tuple[str, str, str], Tuple[float, float, str]]  # (backend, reference, output) -> (abs, rel, case)
+
+
+def _worst_errors(
+    sig: Signature,
+    references: Dict[str, FeedsFn],
+    backends: Dict[str, Tuple[FeedsFn, float, bool]],
+    cases: Iterable[Tuple[int, int]],
+    lengths: bool,
+    seed: int,
+) -> Tuple[Worst, List[str]]:
+    """Every backend against every other reference at every case: the worst error of each output."""
     rng = np.random.default_rng(seed)
-    worst: Dict[Tuple[str, str, str], Tuple[float, float, str]] = {}
+    examples = example_arrays(sig)
+    worst: Worst = {}
     case_names: List[str] = []
     for N, T in cases:
         for use_lengths in ([False, True] if lengths else [False]):
-            feeds = inputs_at(sig, N, T, rng, use_lengths)
+            mode = "random" if use_lengths or sig.bare is None else "omit"
+            feeds = random_inputs(sig.io, N, T, rng, examples=examples, lengths=mode)
             case = f"batch={N} sequence={T}" + (" lengths" if use_lengths else "")
             case_names.append(case)
             ref_out = {name: run(feeds) for name, run in references.items()}
-            for backend, (run, _) in backends.items():
-                takes_lengths = contract.LENGTHS in getattr(artifacts.get(backend), "input_names", [contract.LENGTHS])
+            for backend, (run, _, takes_lengths) in backends.items():
                 if use_lengths and not takes_lengths:
                     continue  # exported without a lengths input: only the full-length cases apply
-                fed = dict(feeds)
-                if bare and takes_lengths and contract.LENGTHS not in fed and backend in artifacts:
-                    fed[contract.LENGTHS] = full_lengths(sig.bare, feeds)  # type: ignore[arg-type]
-                got = run(fed)
+                got = ref_out[backend] if backend in ref_out else run(feeds)
                 for ref_name, ref in ref_out.items():
                     if ref_name == backend:
                         continue
@@ -261,11 +288,7 @@ def validate(
                         key = (backend, ref_name, out_name)
                         if key not in worst or err > worst[key][0]:
                             worst[key] = (err, rel, case)
-    checks = [
-        Check(backend, ref, out, err, rel, backends[backend][1], case)
-        for (backend, ref, out), (err, rel, case) in worst.items()
-    ]
-    return ValidationReport(checks, case_names, config, skipped)
+    return worst, case_names
 
 
 def validate_folder(
@@ -276,22 +299,41 @@ def validate_folder(
     devices: Sequence[str] = ("cpu", "cuda"),
     cases: Iterable[Tuple[int, int]] = DEFAULT_CASES,
 ) -> ValidationReport:
-    """Validate every artifact of an export folder against its weights.
+    """Validate every artifact of an export folder against its weights, each opened by the
+    folder's runner (:meth:`deploy_lstm.runtime.folder.RunnableFolder.runner`).
 
     ``int8_atol`` defaults to the tolerance recorded at export, or for a folder that
-    records none, :func:`~deploy_lstm.quantize.int8_tolerance` of its weights.
+    records none, :func:`~deploy_lstm.check.tolerance.int8_tolerance` of its weights.
     """
-    spec: ModelSpec = folder.model_spec()
-    extra = {}
+    runnable = folder if isinstance(folder, RunnableFolder) else RunnableFolder(folder.path, folder.manifest)
+    spec = folder.model_spec()
+    opened, skipped = onnx_runners(lambda device: runnable.runner("onnx", device=device), devices) if folder.has("onnx") else ({}, {})
     if folder.has("onnx-int8"):
-        tol = int8_atol if int8_atol is not None else folder.artifacts["onnx-int8"].details.get("atol")
-        extra["onnxruntime-int8"] = (folder.file("onnx-int8"), float(tol if tol is not None else int8_tolerance(spec.model)))
-    whole = {} if folder.config is not None else spec.call_arguments()
-    return validate(
-        spec.model,
-        folder.file("onnx") if folder.has("onnx") else None,
-        folder.file("torchscript") if folder.has("torchscript") else None,
-        atol=atol, devices=devices, cases=cases, extra_onnx=extra,
-        aoti_path=folder.file("aoti") if folder.has("aoti") else None,
-        **whole,  # type: ignore[arg-type]
-    )
+        opened[BACKEND_NAMES["onnx-int8"]] = (runnable.runner("onnx-int8"), folder_int8_atol(folder, spec.model, int8_atol))
+    for kind in ("torchscript", "aoti"):
+        if folder.has(kind):
+            opened[BACKEND_NAMES[kind]] = (runnable.runner(kind), None)
+    eager = spec.model.eval()
+    lengths = folder.config is not None and any(r.has_lengths for r, _ in opened.values())
+    sig = _signature(eager, None, lengths, {} if folder.config is not None else spec.call_arguments())
+    return validate_runners(sig, opened, skipped=skipped, cases=cases, lengths=lengths, atol=atol)
+
+
+# --- the former names, kept until serve and bench use the harness ---------------------------
+
+#: ``nn.LSTM`` with the bare graph signature: now :class:`~deploy_lstm.nn.graph.BareLSTM`
+TorchLSTMGraph = BareLSTM
+#: a module called on feeds: now :func:`~deploy_lstm.check.harness.module_fn`
+module_runner = module_fn
+
+
+def artifact_runner(artifact: Any) -> FeedsFn:
+    """Run an ``OnnxLSTM`` or ``AotiPackage`` on the feeds it takes."""
+    return lambda feeds: artifact.run({n: feeds[n] for n in artifact.input_names})
+
+
+def inputs_at(sig: Signature, N: int, T: int, rng: np.random.Generator, use_lengths: bool = False) -> Feeds:
+    """:func:`~deploy_lstm.check.harness.random_inputs` of a signature (a bare LSTM's
+    ``lengths`` only with ``use_lengths``)."""
+    lengths = "random" if use_lengths or sig.bare is None else "omit"
+    return random_inputs(sig.io, N, T, rng, examples=example_arrays(sig), lengths=lengths)

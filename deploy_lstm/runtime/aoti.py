@@ -1,28 +1,32 @@
-"""AOTInductor packages (.pt2) loaded in Python."""
+"""AOTInductor packages (.pt2) loaded in Python: :class:`AotiPackage`, the runner of the "aoti" kind."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, Mapping
 import numpy as np
 import torch
+from deploy_lstm.runtime.base import Runner
 from deploy_lstm.runtime.feeds import check_feeds
-from deploy_lstm.formats import contract
 import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::fused_lstm, which fused AOTInductor packages call
-from deploy_lstm.formats.contract import IOSpec
-from deploy_lstm.nn.config import LSTMConfig
+from deploy_lstm.formats import contract
+from deploy_lstm.formats.metadata import ArtifactMetadata
 from deploy_lstm.errors import ArtifactError
 
 
-class AotiPackage:
+class AotiPackage(Runner):
     """An AOTInductor ``.pt2`` written by :func:`deploy_lstm.export_aoti`, run on numpy arrays
     fed by the flat input names of its I/O contract (a bare LSTM or a whole model).
+
+    A :class:`~deploy_lstm.runtime.base.Runner`: ``package(x)`` or ``package(x, h0, c0)``
+    with numpy arrays or torch tensors, ``package.run(feeds)``, ``package.stream()``.
 
     Raises:
         ArtifactError: the file is missing, not a package, or carries no I/O contract.
     """
+
+    kind = "aoti"
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -32,17 +36,11 @@ class AotiPackage:
             self.runner = torch._inductor.aoti_load_package(str(self.path))
         except Exception as e:
             raise ArtifactError(f"cannot load the AOTInductor package {self.path}: {str(e).splitlines()[0]}") from e
-        meta = self.runner.get_metadata()
-        if contract.META_IO not in meta:
+        meta = ArtifactMetadata.from_strings(self.runner.get_metadata(), source=str(self.path))
+        if meta.io is None:
             raise ArtifactError(f"{self.path} carries no {contract.META_IO} metadata; re-export it with deploy_lstm")
-        self.io = IOSpec.from_json(meta[contract.META_IO])
-        self.config = LSTMConfig.from_dict(json.loads(meta[contract.META_CONFIG])) if contract.META_CONFIG in meta else None
-        self.input_names = self.io.input_names
-        self.output_names = self.io.output_names
-
-    @property
-    def has_lengths(self) -> bool:
-        return contract.LENGTHS in self.input_names
+        self.io = meta.io
+        self.config = meta.config
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run with a feed dict; inputs are checked against the package's contract first."""

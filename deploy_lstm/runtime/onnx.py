@@ -1,17 +1,18 @@
-"""onnxruntime: sessions over exported ONNX files (OnnxLSTM) and chunk-by-chunk streams (OnnxStream)."""
+"""onnxruntime: sessions over exported ONNX files (OnnxLSTM), their runner (OnnxRunner, the
+"onnx" and "onnx-int8" kinds of an export folder) and chunk-by-chunk streams (OnnxStream)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import onnxruntime as ort
-from deploy_lstm.runtime.feeds import Arrays, ORT_TYPES, check_feeds, shape_str
+from deploy_lstm.runtime.base import Runner, as_numpy
+from deploy_lstm.runtime.feeds import Arrays, ORT_TYPES, bare_feeds, check_feeds, chunk_steps, state_array, stream_input_error
 from deploy_lstm.formats import contract
-import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::fused_lstm, which fused AOTInductor packages call
 from deploy_lstm.formats.contract import IOSpec, TensorSpec
+from deploy_lstm.formats.metadata import ArtifactMetadata
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.errors import ArtifactError, ConfigError, LSTMInputError, RuntimeUnavailable
 
@@ -82,13 +83,11 @@ class OnnxLSTM:
             )
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ArtifactError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0]}") from e
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: Dict[str, str] = dict(meta)
-        self.io: Optional[IOSpec] = IOSpec.from_json(meta[contract.META_IO]) if contract.META_IO in meta else None
+        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        meta = ArtifactMetadata.from_strings(self.metadata, source=str(self.path))
+        self.io: Optional[IOSpec] = meta.io
         #: the configuration of a bare LSTM export (None for a whole model)
-        self.config: Optional[LSTMConfig] = (
-            LSTMConfig.from_dict(json.loads(meta[contract.META_CONFIG])) if contract.META_CONFIG in meta else None
-        )
+        self.config: Optional[LSTMConfig] = meta.config
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -113,48 +112,11 @@ class OnnxLSTM:
                 f"{self.path} is not a bare deploy_lstm LSTM export (no {contract.META_CONFIG} "
                 "metadata); use run() with a feed dict"
             )
-        cfg, io = self.config, self.io
-        x = np.asarray(input)
-        spec = io.inputs[0]
-        if x.ndim != 3:
-            raise LSTMInputError(f"expected input of rank 3 with shape {shape_str(spec.shape)}, got shape {x.shape}")
-        if x.dtype != np.dtype(spec.dtype):
-            raise LSTMInputError(f"expected input of dtype {spec.dtype}, got {x.dtype}; convert with x.astype(np.{spec.dtype})")
-        if x.shape[2] != cfg.input_size:
-            raise LSTMInputError(
-                f"expected input of shape {shape_str(spec.shape)} with {cfg.input_size} features, got shape {x.shape}"
-            )
-        N, T = (x.shape[0], x.shape[1]) if cfg.batch_first else (x.shape[1], x.shape[0])
-        if N < 1 or T < 1:
-            raise LSTMInputError(f"expected batch >= 1 and sequence >= 1, got batch {N}, sequence {T} (input shape {x.shape})")
-        feeds = {contract.INPUT: np.ascontiguousarray(x)}
-        for name, value, size in ((contract.H0, h0, cfg.real_hidden_size), (contract.C0, c0, cfg.hidden_size)):
-            want = (cfg.num_states, N, size)
-            if value is None:
-                value = np.zeros(want, dtype=x.dtype)
-            value = np.asarray(value)
-            if value.shape != want:
-                raise LSTMInputError(f"expected {name} of shape {want}, got {value.shape}")
-            if value.dtype != x.dtype:
-                raise LSTMInputError(f"expected {name} of dtype {x.dtype} (the input's), got {value.dtype}")
-            feeds[name] = np.ascontiguousarray(value)
-        if lengths is not None and not self.has_lengths:
-            raise LSTMInputError(
-                f"{self.path.name} was exported without a lengths input; re-export with lengths=True"
-            )
-        if self.has_lengths:
-            if lengths is None:
-                lengths = np.full((N,), T, dtype=np.int64)
-            lengths = np.asarray(lengths)
-            if lengths.dtype != np.int64 or lengths.shape != (N,):
-                raise LSTMInputError(
-                    f"expected lengths of dtype int64 and shape ({N},), got {lengths.dtype} of shape {lengths.shape}"
-                )
-            if lengths.min() < 1 or lengths.max() > T:
-                raise LSTMInputError(
-                    f"lengths must lie in 1..{T} (the sequence length), got values from {lengths.min()} to {lengths.max()}"
-                )
-            feeds[contract.LENGTHS] = lengths
+        feeds = bare_feeds(self.config, self.io, self.path.name, input, h0, c0, lengths)
+        if self.has_lengths and contract.LENGTHS not in feeds:
+            x = feeds[contract.INPUT]
+            N, T = (x.shape[0], x.shape[1]) if self.config.batch_first else (x.shape[1], x.shape[0])
+            feeds[contract.LENGTHS] = np.full((N,), T, dtype=np.int64)
         out = self.run(feeds)
         return out[contract.OUTPUT], out[contract.HN], out[contract.CN]
 
@@ -182,12 +144,66 @@ class OnnxLSTM:
     @property
     def inputs(self) -> Tuple[TensorSpec, ...]:
         """The graph inputs: from the I/O contract, or read off the session."""
-        if self.io is not None:
-            return self.io.inputs
-        return tuple(
-            TensorSpec(i.name, tuple(d if isinstance(d, int) else str(d) for d in i.shape), ORT_TYPES.get(i.type, i.type))
-            for i in self.session.get_inputs()
+        return self.io.inputs if self.io is not None else _specs(self.session.get_inputs())
+
+    @property
+    def outputs(self) -> Tuple[TensorSpec, ...]:
+        """The graph outputs: from the I/O contract, or read off the session."""
+        return self.io.outputs if self.io is not None else _specs(self.session.get_outputs())
+
+
+def _specs(nodes: List["ort.NodeArg"]) -> Tuple[TensorSpec, ...]:
+    """onnxruntime's inputs or outputs as tensor specs (symbolic sizes as dynamic axis names)."""
+    return tuple(
+        TensorSpec(n.name, tuple(d if isinstance(d, int) else str(d) for d in n.shape), ORT_TYPES.get(n.type, n.type))
+        for n in nodes
+    )
+
+
+class OnnxRunner(Runner):
+    """The runner of an ONNX artifact (kinds "onnx" and "onnx-int8"): an :class:`OnnxLSTM`
+    behind the :class:`~deploy_lstm.runtime.base.Runner` interface.
+
+    Args:
+        path: the ``.onnx`` file.
+        kind: the artifact kind it is ("onnx", or "onnx-int8" for a quantized model).
+        device, intra_op_num_threads, inter_op_num_threads, session_options: as for
+            :class:`OnnxLSTM`.
+
+    Its :meth:`stream` is an :class:`OnnxStream` (onnxruntime I/O binding, the state never copied).
+
+    Raises:
+        ArtifactError: the file is missing or onnxruntime cannot load it.
+        RuntimeUnavailable: ``device="cuda"`` where onnxruntime has no CUDA.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        kind: str = "onnx",
+        device: str = "cpu",
+        intra_op_num_threads: int = 0,
+        inter_op_num_threads: int = 0,
+        session_options: Optional[object] = None,
+    ) -> None:
+        self.session = OnnxLSTM(
+            path, device=device, intra_op_num_threads=intra_op_num_threads,
+            inter_op_num_threads=inter_op_num_threads, session_options=session_options,
         )
+        self.kind = kind
+        self.path = self.session.path
+        self.device = device
+        self.io = self.session.io if self.session.io is not None else IOSpec(self.session.inputs, self.session.outputs)
+        self.config = self.session.config
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return self.session.run(feeds)
+
+    def stream(self, batch: int = 1, h0: Optional[np.ndarray] = None, c0: Optional[np.ndarray] = None) -> "OnnxStream":
+        """A stateful stream over onnxruntime's I/O binding: see :class:`OnnxStream` and :meth:`Runner.stream`."""
+        self.check_streamable()
+        return OnnxStream(self.session, batch, None if h0 is None else as_numpy(h0), None if c0 is None else as_numpy(c0))
 
 
 class _Chunk:
@@ -289,14 +305,7 @@ class OnnxStream:
             LSTMInputError: a state of another shape or dtype.
         """
         for name, value, shape, pair in ((contract.H0, h0, self._h_shape, self._h), (contract.C0, c0, self._c_shape, self._c)):
-            if value is None:
-                value = np.zeros(shape, dtype=self.dtype)
-            value = np.asarray(value)
-            if value.shape != shape or value.dtype != self.dtype:
-                raise LSTMInputError(
-                    f"expected {name} of shape {shape} (num_layers, batch, size) and dtype {self.dtype}, "
-                    f"got shape {value.shape} and dtype {value.dtype}"
-                )
+            value = state_array(name, None if value is None else as_numpy(value), shape, self.dtype)
             pair[0][1].update_inplace(np.ascontiguousarray(value))
         self._current = 0
         self.steps = 0
@@ -317,8 +326,10 @@ class OnnxStream:
         Raises:
             LSTMInputError: ``x`` of another shape or dtype.
         """
-        if not isinstance(x, np.ndarray) or x.shape != self._x_step_shape or x.dtype != self.dtype:
-            self._refuse(x, self._x_step_shape, "one time step")
+        if not isinstance(x, np.ndarray):
+            x = as_numpy(x)  # a torch tensor (its memory shared)
+        if x.shape != self._x_step_shape or x.dtype != self.dtype:
+            raise stream_input_error(x, self._x_step_shape, "one time step", self.config, self.batch, self.dtype)
         chunk = self._chunks.get(1) or self._chunk(1)
         chunk.x[1].update_inplace(x if x.flags.c_contiguous else np.ascontiguousarray(x))  # (N, I) into (1, N, I)
         self._run(chunk)
@@ -336,14 +347,8 @@ class OnnxStream:
         Raises:
             LSTMInputError: a chunk of another batch size, feature size, rank or dtype.
         """
-        cfg = self.config
-        x = chunk if isinstance(chunk, np.ndarray) else np.asarray(chunk)
-        T = x.shape[1 if cfg.batch_first else 0] if x.ndim == 3 else 0
-        want = (self.batch, T, cfg.input_size) if cfg.batch_first else (T, self.batch, cfg.input_size)
-        if x.ndim != 3 or x.shape != want or T < 1 or x.dtype != self.dtype:
-            layout = "(batch, T, input_size)" if cfg.batch_first else "(T, batch, input_size)"
-            self._refuse(x, want if T >= 1 else ("T",) + want[1:], f"a chunk {layout}")
-        c = self._chunk(T)
+        x = chunk if isinstance(chunk, np.ndarray) else as_numpy(chunk)
+        c = self._chunk(chunk_steps(x, self.config, self.batch, self.dtype))
         c.x[1].update_inplace(np.ascontiguousarray(x))
         self._run(c)
         return c.y[0].copy() if c.y[0] is not None else c.y[1].numpy()
@@ -353,16 +358,3 @@ class OnnxStream:
         self.lstm.session.run_with_iobinding(chunk.bindings[k])
         self._current = 1 - k
         self.steps += chunk.steps
-
-    def _refuse(self, x: object, want: Tuple[object, ...], what: str) -> None:
-        """Raise the LSTMInputError for an input that is not ``want`` of this stream's dtype."""
-        arr = np.asarray(x)
-        if arr.dtype != self.dtype:
-            raise LSTMInputError(f"expected {what} of dtype {self.dtype}, got {arr.dtype}; convert with x.astype(np.{self.dtype})")
-        batch_axis_ = 0 if (len(want) == 2 or self.config.batch_first) else 1
-        if arr.ndim == len(want) and arr.shape[-1] == self.config.input_size and arr.shape[batch_axis_] != self.batch:
-            raise LSTMInputError(
-                f"this stream carries state for batch {self.batch}, got {what} of shape {arr.shape} "
-                f"(batch {arr.shape[batch_axis_]}); open another stream with stream(batch={arr.shape[batch_axis_]})"
-            )
-        raise LSTMInputError(f"expected {what} of shape {shape_str(want)}, got shape {arr.shape}")

@@ -117,15 +117,17 @@ torch::Tensor read_tensor(const std::string& path) {
   for (const int64_t d : dims)
     if (d < 0) throw std::runtime_error(path + ": bad header: negative dimension in " + deploy_lstm::shape_string(dims));
   const c10::ScalarType dtype = *file_dtype(path);
-  auto t = torch::empty(dims, dtype);
+  // The size the header declares, checked against the file before allocating it.
   const auto header = static_cast<int64_t>(sizeof(int64_t)) * (1 + ndim);
-  const auto want = static_cast<int64_t>(t.nbytes());
-  if (file_size - header != want) {
-    throw std::runtime_error(path + ": shape " + deploy_lstm::shape_string(dims) + " of " +
-                             deploy_lstm::dtype_name(dtype) + " needs " + std::to_string(want) + " data bytes, got " +
+  const std::string what = "shape " + deploy_lstm::shape_string(dims) + " of " + deploy_lstm::dtype_name(dtype);
+  const std::optional<int64_t> want = deploy_lstm::checked_nbytes(dims, c10::elementSize(dtype));
+  if (!want) throw std::runtime_error(path + ": bad header: " + what + " takes more than 2^63-1 bytes");
+  if (file_size - header != *want) {
+    throw std::runtime_error(path + ": " + what + " needs " + std::to_string(*want) + " data bytes, got " +
                              std::to_string(file_size - header));
   }
-  f.read(reinterpret_cast<char*>(t.data_ptr()), want);
+  auto t = torch::empty(dims, dtype);
+  f.read(reinterpret_cast<char*>(t.data_ptr()), *want);
   if (!f) throw std::runtime_error(path + ": read failed");
   return t;
 }

@@ -4,9 +4,12 @@
 
 #include <cctype>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
+
+#include "deploy_lstm/printable.h"
 
 namespace deploy_lstm {
 namespace {
@@ -58,8 +61,17 @@ std::size_t npy_itemsize(NpyDtype dtype) { return dtype == NpyDtype::kFloat32 ? 
 
 int64_t NpyArray::numel() const {
   int64_t n = 1;
-  for (const int64_t d : shape) n *= d;
+  for (const int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) throw NpyError("shape " + shape_string(shape) + " has more elements than int64 holds");
   return n;
+}
+
+std::optional<int64_t> checked_nbytes(const std::vector<int64_t>& shape, std::size_t itemsize) {
+  int64_t n = static_cast<int64_t>(itemsize);
+  for (const int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return std::nullopt;
+  }
+  return n;  // itemsize >= 1, so the element count fits too
 }
 
 std::string shape_string(const std::vector<int64_t>& shape) {
@@ -76,7 +88,7 @@ NpyArray parse_npy_header(const std::string& header, const std::string& where) {
 
   // 'descr': '<f4'
   std::size_t pos = find_value(header, "descr");
-  if (pos == std::string::npos) fail(where, "malformed .npy header: no 'descr' key in " + header);
+  if (pos == std::string::npos) fail(where, "malformed .npy header: no 'descr' key in " + printable(header));
   pos = skip_space(header, pos);
   if (pos >= header.size() || (header[pos] != '\'' && header[pos] != '"'))
     fail(where, "malformed .npy header: 'descr' is not a string (structured dtypes are not supported)");
@@ -91,10 +103,10 @@ NpyArray parse_npy_header(const std::string& header, const std::string& where) {
   } else if (descr == "<i8") {
     array.dtype = NpyDtype::kInt64;
   } else if (!descr.empty() && descr[0] == '>') {
-    fail(where, "unsupported .npy dtype '" + descr +
+    fail(where, "unsupported .npy dtype '" + printable(descr) +
                     "': big-endian data is not supported; save with arr.astype(arr.dtype.newbyteorder('<'))");
   } else {
-    fail(where, "unsupported .npy dtype '" + descr +
+    fail(where, "unsupported .npy dtype '" + printable(descr) +
                     "': expected little-endian float32 '<f4', float64 '<f8' or int64 '<i8'");
   }
 
@@ -121,7 +133,7 @@ NpyArray parse_npy_header(const std::string& header, const std::string& where) {
     i = skip_space(header, i);
     if (i >= close) break;
     if (!std::isdigit(static_cast<unsigned char>(header[i])))
-      fail(where, "malformed .npy header: bad 'shape' " + header.substr(pos, close - pos + 1));
+      fail(where, "malformed .npy header: bad 'shape' " + printable(header.substr(pos, close - pos + 1)));
     int64_t dim = 0;
     while (i < close && std::isdigit(static_cast<unsigned char>(header[i]))) {
       if (dim > (std::numeric_limits<int64_t>::max() - 9) / 10)
@@ -129,55 +141,95 @@ NpyArray parse_npy_header(const std::string& header, const std::string& where) {
       dim = dim * 10 + (header[i] - '0');
       ++i;
     }
+    if (array.shape.size() == kNpyMaxRank) {
+      fail(where, "malformed .npy header: 'shape' has more than " + std::to_string(kNpyMaxRank) +
+                      " dimensions (numpy's limit)");
+    }
     array.shape.push_back(dim);
     i = skip_space(header, i);
     if (i < close && header[i] == ',') {
       ++i;
     } else if (i < close) {
-      fail(where, "malformed .npy header: bad 'shape' " + header.substr(pos, close - pos + 1));
+      fail(where, "malformed .npy header: bad 'shape' " + printable(header.substr(pos, close - pos + 1)));
     }
   }
   return array;
 }
 
 NpyArray read_npy(const std::string& path) {
-  if (!host_is_little_endian()) fail(path, "this .npy reader needs a little-endian host");
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (!fs::exists(status)) fail(path, "cannot open .npy file (does it exist?)");
+  if (!fs::is_regular_file(status)) {
+    fail(path, std::string("expected a regular .npy file, got a ") +
+                   (fs::is_directory(status) ? "directory" : "special file (pipe, device or socket)"));
+  }
+  const uint64_t size = fs::file_size(path, ec);
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open .npy file (does it exist?)");
+  if (ec || !in) fail(path, "cannot open .npy file (permissions?)");
+  return read_npy(in, size, path);
+}
 
+NpyArray read_npy(std::istream& in, uint64_t size, const std::string& where) {
+  if (!host_is_little_endian()) fail(where, "this .npy reader needs a little-endian host");
+
+  // magic (6 bytes), major and minor version, then the header length: 2 bytes (1.0) or 4 (2.0, 3.0).
   char magic[kMagicLen + 2];
-  if (!in.read(magic, sizeof(magic)) || std::memcmp(magic, kMagic, kMagicLen) != 0)
-    fail(path, "not a .npy file: bad magic (expected \\x93NUMPY at the start)");
+  if (size < sizeof(magic) || !in.read(magic, sizeof(magic)) || std::memcmp(magic, kMagic, kMagicLen) != 0)
+    fail(where, "not a .npy file: bad magic (expected \\x93NUMPY at the start)");
   const auto major = static_cast<unsigned char>(magic[kMagicLen]);
-  std::size_t header_len = 0;
+  std::size_t len_bytes = 0;
   if (major == 1) {
-    unsigned char len[2];
-    if (!in.read(reinterpret_cast<char*>(len), 2)) fail(path, "malformed .npy file: truncated header length");
-    header_len = len[0] | (static_cast<std::size_t>(len[1]) << 8);
+    len_bytes = 2;
   } else if (major == 2 || major == 3) {
-    unsigned char len[4];
-    if (!in.read(reinterpret_cast<char*>(len), 4)) fail(path, "malformed .npy file: truncated header length");
-    header_len = len[0] | (static_cast<std::size_t>(len[1]) << 8) |
-                 (static_cast<std::size_t>(len[2]) << 16) | (static_cast<std::size_t>(len[3]) << 24);
+    len_bytes = 4;
   } else {
-    fail(path, "unsupported .npy format version " + std::to_string(major) + " (expected 1, 2 or 3)");
+    fail(where, "unsupported .npy format version " + std::to_string(major) + " (expected 1, 2 or 3)");
+  }
+  unsigned char len[4] = {0, 0, 0, 0};
+  if (size < sizeof(magic) + len_bytes || !in.read(reinterpret_cast<char*>(len), static_cast<std::streamsize>(len_bytes)))
+    fail(where, "malformed .npy file: truncated header length");
+  const uint64_t header_len = len[0] | (static_cast<uint64_t>(len[1]) << 8) | (static_cast<uint64_t>(len[2]) << 16) |
+                              (static_cast<uint64_t>(len[3]) << 24);
+  const uint64_t prefix = sizeof(magic) + len_bytes;
+
+  // Every declared size is checked against the file before anything of that size is allocated.
+  if (header_len > size - prefix) {
+    fail(where, "malformed .npy file: header shorter than its declared " + std::to_string(header_len) +
+                    " bytes: the file has " + std::to_string(size - prefix) + " bytes after its " +
+                    std::to_string(prefix) + "-byte prefix (truncated file?)");
+  }
+  if (header_len > kNpyMaxHeaderLen) {
+    fail(where, "malformed .npy file: header of " + std::to_string(header_len) + " bytes, expected at most " +
+                    std::to_string(kNpyMaxHeaderLen) + " (numpy's np.load limit)");
   }
   std::string header(header_len, '\0');
   if (!in.read(&header[0], static_cast<std::streamsize>(header_len)))
-    fail(path, "malformed .npy file: header shorter than its declared " + std::to_string(header_len) + " bytes");
+    fail(where, "malformed .npy file: header shorter than its declared " + std::to_string(header_len) + " bytes");
 
-  NpyArray array = parse_npy_header(header, path);
-  const auto expected = static_cast<std::size_t>(array.numel()) * npy_itemsize(array.dtype);
+  NpyArray array = parse_npy_header(header, where);
+  const std::string what = "shape " + shape_string(array.shape) + " of " + npy_dtype_name(array.dtype);
+  const std::optional<int64_t> nbytes = checked_nbytes(array.shape, npy_itemsize(array.dtype));
+  if (!nbytes) {
+    fail(where, "malformed .npy header: " + what + " takes more than 2^63-1 bytes; expected a size int64 holds "
+                    "(corrupt header?)");
+  }
+  const uint64_t expected = static_cast<uint64_t>(*nbytes);
+  const uint64_t available = size - prefix - header_len;
+  if (available != expected) {
+    fail(where, "malformed .npy file: " + what + " needs " + std::to_string(expected) + " data bytes, got " +
+                    std::to_string(available) +
+                    (available < expected ? " (truncated file?)"
+                                          : " (extra bytes after the " + std::to_string(expected) + " data bytes)"));
+  }
   array.data.resize(expected);
   in.read(array.data.data(), static_cast<std::streamsize>(expected));
-  const auto got = static_cast<std::size_t>(in.gcount());
+  const auto got = static_cast<uint64_t>(in.gcount());
   if (got != expected) {
-    fail(path, "malformed .npy file: shape " + shape_string(array.shape) + " of " +
-                   npy_dtype_name(array.dtype) + " needs " + std::to_string(expected) +
-                   " data bytes, got " + std::to_string(got) + " (truncated file?)");
+    fail(where, "malformed .npy file: " + what + " needs " + std::to_string(expected) + " data bytes, read " +
+                    std::to_string(got) + " (file changed while reading?)");
   }
-  if (in.peek() != std::char_traits<char>::eof())
-    fail(path, "malformed .npy file: extra bytes after the " + std::to_string(expected) + " data bytes");
   return array;
 }
 
@@ -195,10 +247,10 @@ void write_npy(const std::string& path, const NpyArray& array) {
   header.push_back('\n');
   if (header.size() > 65535) fail(path, "shape too long for a version 1.0 .npy header");
 
-  const auto expected = static_cast<std::size_t>(array.numel()) * npy_itemsize(array.dtype);
-  if (array.data.size() != expected)
+  const std::optional<int64_t> nbytes = checked_nbytes(array.shape, npy_itemsize(array.dtype));
+  if (!nbytes || array.data.size() != static_cast<uint64_t>(*nbytes))
     fail(path, "internal error: " + std::to_string(array.data.size()) + " data bytes for shape " +
-                   shape_string(array.shape) + ", expected " + std::to_string(expected));
+                   shape_string(array.shape) + ", expected " + (nbytes ? std::to_string(*nbytes) : "more than 2^63"));
 
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) fail(path, "cannot open for writing");

@@ -1,13 +1,18 @@
 // The IOSpec JSON of deploy_lstm artifacts; see include/deploy_lstm/io_spec.h.
 // A small JSON reader (RFC 8259: objects, arrays, strings with escapes, numbers,
-// true/false/null) is enough: Python's json.dumps wrote the text.
+// true/false/null) is enough: Python's json.dumps(allow_nan=False) wrote the text.
+// Stricter than Python's json.loads where the two would read a text differently:
+// a repeated key in an object (Python keeps the last) and NaN/Infinity (not JSON)
+// are refused.
 #include "deploy_lstm/io_spec.h"
 
 #include "deploy_lstm/errors.h"
 #include "deploy_lstm/npy.h"
+#include "deploy_lstm/printable.h"
 
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <map>
 #include <set>
@@ -78,10 +83,17 @@ class JsonReader {
     const char c = s_[pos_];
     if (c == '{') {
       v.kind = Json::Kind::kObject;
+      std::set<std::string> keys;
       items('}', [&] {
         skip_space();
         if (pos_ >= s_.size() || s_[pos_] != '"') fail("expected a string key");
+        const std::size_t key_at = pos_;
         std::string key = string();
+        if (!keys.insert(key).second) {
+          pos_ = key_at;
+          fail("duplicate key \"" + printable(key) + "\" in an object; expected each key once (Python's json "
+               "would keep the last, this reader the first: refused rather than guessed)");
+        }
         expect(':');
         v.fields.emplace_back(std::move(key), value(depth + 1));
       });
@@ -103,35 +115,60 @@ class JsonReader {
       return v;
     }
     if (literal("null")) return v;
+    for (const char* word : {"NaN", "Infinity", "-Infinity"}) {
+      if (s_.compare(pos_, std::char_traits<char>::length(word), word) == 0) {
+        fail(std::string("non-finite number ") + word + "; expected strict JSON (RFC 8259 has no NaN or Infinity: "
+             "write it with json.dumps(..., allow_nan=False), or null)");
+      }
+    }
     if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) return number();
-    fail(std::string("unexpected character '") + c + "'");
+    fail("unexpected character '" + printable(std::string(1, c)) + "'; expected a JSON value");
   }
 
+  // RFC 8259: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, finite as a double.
   Json number() {
     const std::size_t start = pos_;
+    const auto digits = [&] {
+      const std::size_t from = pos_;
+      while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+      return pos_ - from;
+    };
+    const auto bad = [&](const char* what) {
+      while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '.' ||
+                                  s_[pos_] == '+' || s_[pos_] == '-'))
+        ++pos_;
+      const std::string text = s_.substr(start, pos_ - start);
+      pos_ = start;
+      fail("bad number '" + printable(text, 40) + "': " + what);
+    };
     if (s_[pos_] == '-') ++pos_;
+    const std::size_t int_start = pos_;
+    const std::size_t int_digits = digits();
+    if (int_digits == 0) bad("expected a digit");
+    if (int_digits > 1 && s_[int_start] == '0') bad("leading zero");
     bool integral = true;
-    while (pos_ < s_.size()) {
-      const char c = s_[pos_];
-      if (std::isdigit(static_cast<unsigned char>(c))) {
-        ++pos_;
-      } else if (c == '.' || c == 'e' || c == 'E' || c == '+' || (c == '-' && pos_ > start)) {
-        integral = false;
-        ++pos_;
-      } else {
-        break;
-      }
+    if (pos_ < s_.size() && s_[pos_] == '.') {
+      ++pos_;
+      integral = false;
+      if (digits() == 0) bad("expected a digit after '.'");
+    }
+    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
+      ++pos_;
+      integral = false;
+      if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
+      if (digits() == 0) bad("expected a digit in the exponent");
     }
     const std::string text = s_.substr(start, pos_ - start);
     Json v;
     v.kind = Json::Kind::kNumber;
     char* end = nullptr;
     v.number = std::strtod(text.c_str(), &end);
-    if (end != text.c_str() + text.size() || text == "-") fail("bad number '" + text + "'");
+    if (end != text.c_str() + text.size()) bad("not a number");
+    if (!std::isfinite(v.number)) bad("out of the range of a double (strict JSON numbers are finite)");
     if (integral) {
       errno = 0;
       const long long i = std::strtoll(text.c_str(), &end, 10);
-      if (errno == ERANGE) fail("integer out of range '" + text + "'");
+      if (errno == ERANGE) fail("integer out of range '" + printable(text, 40) + "'; expected one that fits in int64");
       v.integral = true;
       v.integer = i;
     }
@@ -204,7 +241,7 @@ class JsonReader {
           append_utf8(out, cp);
           break;
         }
-        default: fail(std::string("bad escape '\\") + e + "'");
+        default: fail("bad escape '\\" + printable(std::string(1, e)) + "'");
       }
     }
   }
@@ -251,9 +288,19 @@ std::vector<TensorSpec> tensor_specs(const Json* list, const char* key, const st
         shape->kind != Json::Kind::kArray || dtype == nullptr || dtype->kind != Json::Kind::kString) {
       bad_spec(where, std::string("every entry of '") + key + "' needs a string 'name', a list 'shape', a string 'dtype'");
     }
+    // Names, dtypes and axes reach every message about the inputs: no control characters there.
+    const auto plain = [&](const std::string& text, const char* what) {
+      for (const char c : text) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+          bad_spec(where, std::string(what) + " '" + printable(text, 40) + "' has a control character; expected printable text");
+      }
+    };
+    plain(name->string, "name");
+    plain(dtype->string, "dtype");
     TensorSpec spec{name->string, {}, dtype->string};
     for (const Json& d : shape->items) {
       if (d.kind == Json::Kind::kString) {
+        plain(d.string, "axis");
         spec.shape.push_back(SpecDim{-1, d.string.empty() ? "?" : d.string});
       } else if (d.kind == Json::Kind::kNumber && d.integral && d.integer >= 0) {
         spec.shape.push_back(SpecDim{d.integer, ""});

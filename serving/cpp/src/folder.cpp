@@ -9,9 +9,11 @@
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "deploy_lstm/errors.h"
 #include "deploy_lstm/io_spec.h"
+#include "deploy_lstm/printable.h"
 
 namespace deploy_lstm {
 namespace {
@@ -108,6 +110,34 @@ std::string number_string(double x) {
   return s.str();
 }
 
+// Why `name` (an artifact's "file") is not a plain file name inside the folder; "" when it is.
+// folder.py writes plain names (model.ts, ...); anything else is a corrupt or hostile manifest.
+std::string bad_file_name(const std::string& name) {
+  if (name.empty()) return "an empty name";
+  if (name.find('\0') != std::string::npos) return "a NUL byte in the name";
+  if (name.front() == '/') return "an absolute path";
+  if (name == "." || name == ".." || name.rfind("../", 0) == 0 || name.find("/../") != std::string::npos ||
+      (name.size() >= 3 && name.compare(name.size() - 3, 3, "/..") == 0))
+    return "a '..' component";
+  if (name.find('/') != std::string::npos || name.find('\\') != std::string::npos) return "a directory separator";
+  return "";
+}
+
+// "aoti, torchscript" (each kind quoted for a one-line message), or "none".
+std::string kinds_list(const std::vector<std::string>& kinds) {
+  std::vector<std::string> shown;
+  for (const std::string& k : kinds) shown.push_back(printable(k, 40));
+  return shown.empty() ? "none" : join(shown);
+}
+
+// Whether `inner` (canonical) lies inside the folder `dir` (canonical), not the folder itself.
+bool inside(const fs::path& dir, const fs::path& inner) {
+  auto d = dir.begin(), i = inner.begin();
+  for (; d != dir.end(); ++d, ++i)
+    if (i == inner.end() || *d != *i) return false;
+  return i != inner.end();
+}
+
 }  // namespace
 
 std::string sha256_file(const std::string& path) {
@@ -138,10 +168,14 @@ ExportFolder ExportFolder::open(const std::string& dir) {
     throw ModelLoadError("'" + dir + "' has no " + kManifestFile +
                          "; expected a folder written by 'deploy-lstm export' (or give the model file itself)");
   }
+  return from_manifest(dir, std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()));
+}
+
+ExportFolder ExportFolder::from_manifest(const std::string& dir, std::string manifest_text) {
   ExportFolder folder;
   folder.path_ = dir;
-  folder.manifest_text_.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-  const std::string where = "'" + manifest_path + "'";
+  folder.manifest_text_ = std::move(manifest_text);
+  const std::string where = "'" + (fs::path(dir) / kManifestFile).string() + "'";
   const Json doc = parse_json(folder.manifest_text_, where);  // ModelLoadError: "... malformed JSON at offset N"
   const Json* format = doc.field("format");
   if (doc.kind != Json::Kind::kObject || format == nullptr || format->kind != Json::Kind::kString ||
@@ -164,13 +198,13 @@ ExportFolder ExportFolder::open(const std::string& dir) {
     const Json* bytes = entry.field("bytes");
     if (file == nullptr || file->kind != Json::Kind::kString || sha == nullptr || sha->kind != Json::Kind::kString ||
         bytes == nullptr || bytes->kind != Json::Kind::kNumber || !bytes->integral || bytes->integer < 0) {
-      throw ModelLoadError(where + " is incomplete or malformed: artifact '" + kind +
+      throw ModelLoadError(where + " is incomplete or malformed: artifact '" + printable(kind) +
                            "' needs a string \"file\", a string \"sha256\" and an integer \"bytes\"");
     }
-    if (file->string.empty() || file->string.find('/') != std::string::npos || file->string.find('\\') != std::string::npos ||
-        file->string == "." || file->string == "..") {
-      throw ModelLoadError(where + ": artifact '" + kind + "' has file '" + file->string +
-                           "'; expected a file name inside the folder");
+    if (const std::string why = bad_file_name(file->string); !why.empty()) {
+      throw ModelLoadError(where + ": artifact '" + printable(kind) + "' has file '" + printable(file->string) +
+                           "' (" + why + "); expected a plain file name inside the folder, as deploy-lstm export "
+                           "writes (model.ts, model.pt2, ...)");
     }
     folder.artifacts_[kind] = FolderArtifact{kind, file->string, sha->string, bytes->integer};
   }
@@ -187,9 +221,8 @@ std::vector<std::string> ExportFolder::kinds() const {
 const FolderArtifact& ExportFolder::artifact(const std::string& kind) const {
   const auto it = artifacts_.find(kind);
   if (it == artifacts_.end()) {
-    const std::vector<std::string> have = kinds();
-    throw ModelLoadError("'" + path_ + "' has no " + kind + " artifact (it has: " + (have.empty() ? "none" : join(have)) +
-                         "); re-export with it, e.g. deploy-lstm export ... --artifacts " + kind);
+    throw ModelLoadError("'" + path_ + "' has no " + printable(kind) + " artifact (it has: " + kinds_list(kinds()) +
+                         "); re-export with it, e.g. deploy-lstm export ... --artifacts " + printable(kind));
   }
   return it->second;
 }
@@ -213,7 +246,8 @@ std::optional<Recommendation> ExportFolder::recommendation(const std::string& ta
     throw bad("target '" + target + "' has no string \"artifact\"");
   Recommendation out;
   out.artifact = artifact->string;
-  const auto text = [](const Json* v) { return v != nullptr && v->kind == Json::Kind::kString ? v->string : ""; };
+  // Shown on stderr: one line whatever the manifest holds.
+  const auto text = [](const Json* v) { return v != nullptr && v->kind == Json::Kind::kString ? printable(v->string) : ""; };
   out.backend = text(entry->field("backend"));
   out.why = text(entry->field("why"));
   out.measured = text(rec->field("measured"));
@@ -228,6 +262,14 @@ std::string ExportFolder::verified_file(const std::string& kind) const {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec))
     throw ModelLoadError("'" + path + "' is listed in " + kManifestFile + " but missing; re-export the folder");
+  // A symlink may point anywhere: what runs must be the folder's own file.
+  const fs::path dir = fs::canonical(path_, ec);
+  const fs::path target = ec ? fs::path() : fs::canonical(path, ec);
+  if (ec || !inside(dir, target)) {
+    throw ModelLoadError("'" + path + "' resolves to '" + printable(target.string()) + "', outside the folder '" +
+                         printable(dir.string()) + "'; expected the artifact file inside the folder (re-export it "
+                         "rather than linking to a file elsewhere)");
+  }
   const auto size = fs::file_size(path, ec);
   if (ec || static_cast<int64_t>(size) != a.bytes || sha256_file(path) != a.sha256) {
     throw ModelLoadError("'" + path + "' does not match its checksum in " + kManifestFile +
@@ -257,14 +299,13 @@ ArtifactChoice choose_cpp_artifact(const ExportFolder& folder, const std::option
       if (!rec->backend.empty()) reason += " (" + rec->backend + ")";
       return {rec->artifact, folder.verified_file(rec->artifact), reason};
     }
-    why_not = "deploy-lstm bench recommended " + rec->artifact + ", which " +
+    why_not = "deploy-lstm bench recommended " + printable(rec->artifact) + ", which " +
               (runnable(rec->artifact) ? "the folder does not hold" : "the C++ runner does not run");
   }
   for (const std::string& kind : kCppArtifacts)
     if (folder.has(kind)) return {kind, folder.verified_file(kind), why_not + "; the folder's " + kind + " artifact"};
-  const std::vector<std::string> have = folder.kinds();
   throw ModelLoadError("'" + folder.path() + "' has no artifact the C++ runner runs (" + join(kCppArtifacts, " or ") +
-                       "; it has: " + (have.empty() ? "none" : join(have)) +
+                       "; it has: " + kinds_list(folder.kinds()) +
                        "); re-export with e.g. deploy-lstm export ... --artifacts onnx,torchscript");
 }
 

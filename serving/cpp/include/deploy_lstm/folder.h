@@ -47,6 +47,10 @@ class ExportFolder {
   // Reads `dir`/manifest.json.  Throws ModelLoadError: not a folder, no manifest, a manifest
   // that is not JSON, of another format or version, or without a well-formed "artifacts".
   static ExportFolder open(const std::string& dir);
+  // The folder `dir` as `manifest_text` (its manifest.json's text) describes it, with open()'s
+  // checks: what open() does once it has read the file (and what the fuzz target calls).
+  // An artifact's "file" must be a plain name (no NUL, '/', '\\', '..', not absolute).
+  static ExportFolder from_manifest(const std::string& dir, std::string manifest_text);
 
   // Whether `path` is a folder holding a manifest.json (what the tools take for an export folder).
   static bool looks_like_folder(const std::string& path);
@@ -61,8 +65,9 @@ class ExportFolder {
   // none.  Throws ModelLoadError when "recommendation" is there but malformed.
   std::optional<Recommendation> recommendation(const std::string& target) const;
 
-  // The path of `kind`'s file, after checking it exists with the size and SHA-256 the manifest
-  // records.  Throws ModelLoadError naming the file that is missing or changed.
+  // The path of `kind`'s file, after checking it exists inside the folder (a symlink that
+  // resolves elsewhere is refused) with the size and SHA-256 the manifest records.  Throws
+  // ModelLoadError naming the file that is missing, outside or changed.
   std::string verified_file(const std::string& kind) const;
 
  private:

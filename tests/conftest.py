@@ -7,6 +7,7 @@ use them too.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,18 @@ def _build_tools() -> Tuple[str, str]:
     return cmake, ninja
 
 
+def cpp_build_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """Where to build a C++ project: a fresh temporary directory, or with DEPLOY_LSTM_CPP_BUILD_DIR
+    set, ``$DEPLOY_LSTM_CPP_BUILD_DIR/<name>-torch-<version>``, kept between sessions so that the
+    build (always run) is incremental; one directory per torch version, as CMake caches Torch_DIR."""
+    root = os.environ.get("DEPLOY_LSTM_CPP_BUILD_DIR")
+    if not root:
+        return tmp_path_factory.mktemp(name)
+    build = Path(root) / f"{name}-torch-{torch.__version__}"
+    build.mkdir(parents=True, exist_ok=True)
+    return build
+
+
 @pytest.fixture(scope="session")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Configure and build serving/cpp once per session; the path of deploy_lstm_run (the other
@@ -152,7 +165,7 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.fail("no C++ compiler on PATH (need g++ or clang++ with C++17)")
     cmake, ninja = _build_tools()
-    build = tmp_path_factory.mktemp("cpp-build")
+    build = cpp_build_dir(tmp_path_factory, "cpp-build")
     steps = [
         [
             cmake, "-S", str(Path(__file__).resolve().parents[1] / "serving" / "cpp"), "-B", str(build), "-G", "Ninja",

@@ -90,24 +90,71 @@ def train(
     train_data = torch.from_numpy(make_batch(range(n_series), series_length))  # (S, L)
     val_seeds = list(range(VAL_SEED0, VAL_SEED0 + n_val))
     val_data = torch.from_numpy(make_batch(val_seeds, window))  # (V, window)
-    gen = torch.Generator().manual_seed(seed)
 
     model = Forecaster(hidden_size=hidden_size, num_layers=num_layers)
     restore_lstms(model)  # train on nn.LSTM's fused kernel; same parameter names
+    print(f"training Forecaster(hidden_size={hidden_size}, num_layers={num_layers}) "
+          f"for {steps} steps, batch {batch_size}, {n_series} series")
+    settings = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "n_series": n_series,
+                "series_length": series_length, "val_seeds": [VAL_SEED0, VAL_SEED0 + n_val]}
+    train_loss = optimize(model, train_data, val_data, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                          log_every=log_every, t0=t0)
+
+    model = swap_lstms(model).eval()  # back to deploy_lstm.LSTM for evaluation and save
+    val_loss = validation_loss(model, val_data)
+    scores = evaluate(model, val_seeds, HISTORY, HORIZON)
+    seconds = time.perf_counter() - t0
+    rmse = {k: round(v["rmse"], 5) for k, v in scores.items()}
+    print(f"validation RMSE over {HORIZON} steps ({n_val} series): model {rmse['model']:.4f}  "
+          f"naive {rmse['naive']:.4f}  seasonal {rmse['seasonal']:.4f}  "
+          f"(model/naive {rmse['model'] / rmse['naive']:.3f})")
+    meta = metadata(model, {
+        **settings,
+        "seconds": round(seconds, 1),
+        "final_train_loss": {"one_step": round(train_loss[0], 6), "rollout": round(train_loss[1], 6)},
+        "final_val_loss": {"one_step": round(val_loss[0], 6), "rollout": round(val_loss[1], 6)},
+        "val_rmse": rmse["model"],
+        "val_naive_rmse": rmse["naive"],
+        "val_seasonal_rmse": rmse["seasonal"],
+        "val_mae": round(scores["model"]["mae"], 5),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    })
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out), metadata={"format": "pt"})
+    (out.parent / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out} ({out.stat().st_size} bytes) and {out.parent / CONFIG_FILE} in {seconds:.0f}s")
+    return meta
+
+
+def validation_loss(model: Forecaster, val_data: Tensor) -> Tuple[float, float]:
+    """(one-step, rollout) MSE over the validation windows, in eval mode; the mode is restored."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        one, ro = window_loss(model, val_data)
+    model.train(was_training)
+    return float(one), float(ro)
+
+
+def optimize(
+    model: Forecaster, train_data: Tensor, val_data: Tensor, *,
+    steps: int, batch_size: int, lr: float, seed: int, log_every: int, t0: float,
+) -> Tuple[float, float]:
+    """Adam with cosine decay over ``steps`` batches of windows cropped at random (``seed``) from
+    ``train_data`` (S, L); prints the losses every ``log_every`` steps with the seconds since ``t0``.
+
+    Returns:
+        The last step's (one-step, rollout) training loss.
+    """
+    n_series, series_length = train_data.shape
+    window = HISTORY + HORIZON
+    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1 / 30 + (1 - 1 / 30) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
-
-    def val_loss() -> Tuple[float, float]:
-        model.eval()
-        with torch.no_grad():
-            one, ro = window_loss(model, val_data)
-        model.train()
-        return float(one), float(ro)
-
-    print(f"training Forecaster(hidden_size={hidden_size}, num_layers={num_layers}) "
-          f"for {steps} steps, batch {batch_size}, {n_series} series")
     one = ro = torch.zeros(())
     for step in range(1, steps + 1):
         rows = torch.randint(0, n_series, (batch_size,), generator=gen)
@@ -122,20 +169,15 @@ def train(
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps:
-            v_one, v_ro = val_loss()
+            v_one, v_ro = validation_loss(model, val_data)
             print(f"step {step:5d}  train one-step {one.item():.5f} rollout {ro.item():.5f}  "
                   f"val one-step {v_one:.5f} rollout {v_ro:.5f}  ({time.perf_counter() - t0:.0f}s)")
+    return one.item(), ro.item()
 
-    model = swap_lstms(model).eval()  # back to deploy_lstm.LSTM for evaluation and save
-    v_one, v_ro = val_loss()
-    scores = evaluate(model, val_seeds, HISTORY, HORIZON)
-    seconds = time.perf_counter() - t0
-    rmse = {k: round(v["rmse"], 5) for k, v in scores.items()}
-    print(f"validation RMSE over {HORIZON} steps ({n_val} series): model {rmse['model']:.4f}  "
-          f"naive {rmse['naive']:.4f}  seasonal {rmse['seasonal']:.4f}  "
-          f"(model/naive {rmse['model'] / rmse['naive']:.3f})")
 
-    meta: Dict[str, object] = {
+def metadata(model: Forecaster, training: Dict[str, object]) -> Dict[str, object]:
+    """What ``forecaster.json`` holds: the model's arguments, the I/O, the signal and ``training``."""
+    return {
         "format": "deploy-lstm-demo/1",
         "model": model.config(),
         "io": {
@@ -146,31 +188,8 @@ def train(
             "horizon": HORIZON,
         },
         "signal": {"components": [list(c) for c in COMPONENTS], "noise_std": NOISE_STD},
-        "training": {
-            "seed": seed,
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "n_series": n_series,
-            "series_length": series_length,
-            "val_seeds": [VAL_SEED0, VAL_SEED0 + n_val],
-            "seconds": round(seconds, 1),
-            "final_train_loss": {"one_step": round(one.item(), 6), "rollout": round(ro.item(), 6)},
-            "final_val_loss": {"one_step": round(v_one, 6), "rollout": round(v_ro, 6)},
-            "val_rmse": rmse["model"],
-            "val_naive_rmse": rmse["naive"],
-            "val_seasonal_rmse": rmse["seasonal"],
-            "val_mae": round(scores["model"]["mae"], 5),
-            "threads": torch.get_num_threads(),
-            "torch_version": torch.__version__,
-        },
+        "training": training,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out), metadata={"format": "pt"})
-    (out.parent / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out} ({out.stat().st_size} bytes) and {out.parent / CONFIG_FILE} in {seconds:.0f}s")
-    return meta
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

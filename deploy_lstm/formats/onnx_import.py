@@ -2,6 +2,17 @@
 
 Reads the graph only (no runtime).  Everything is read and checked before any module
 is built, so a refused model leaves nothing half-built.
+
+How the imported module's call maps onto the ONNX node's: graph inputs map to the
+module's arguments: ``sequence_lens`` -> ``lengths`` (int64, each in 1..T),
+``initial_h``/``initial_c`` -> ``(h0, c0)``.  Outputs differ in shape: ONNX ``Y`` is
+(T, D, N, H) (layout 1: (N, T, D, H)) with a num_directions axis, the module's
+``output`` is (T, N, D*H) (batch_first: (N, T, D*H)), i.e.
+``Y.transpose(1, 2).reshape(T, N, D * H)`` (layout 1: ``Y.reshape(N, T, D * H)``).
+``Y_h``/``Y_c`` are (D, N, H) (layout 1: (N, D, H)); ``h_n``/``c_n`` (and
+``h0``/``c0``) are always (num_layers * D, N, H), as in ``nn.LSTM``.  Transposes
+around the nodes (e.g. an exporter's ``batch_first`` handling) are not part of the
+import: ``batch_first`` follows ``layout`` only.
 """
 
 from __future__ import annotations
@@ -72,15 +83,8 @@ def lstm_from_onnx(
     - ``input_size``/``hidden_size`` from ``W``/``R`` (the ``hidden_size`` attribute,
       when set, must agree); the dtype from ``W`` (float32 or float64).
 
-    Graph inputs map to the module's arguments: ``sequence_lens`` -> ``lengths``
-    (int64, each in 1..T), ``initial_h``/``initial_c`` -> ``(h0, c0)``.  Outputs differ
-    in shape: ONNX ``Y`` is (T, D, N, H) (layout 1: (N, T, D, H)) with a
-    num_directions axis, the module's ``output`` is (T, N, D*H) (batch_first:
-    (N, T, D*H)), i.e. ``Y.transpose(1, 2).reshape(T, N, D * H)`` (layout 1:
-    ``Y.reshape(N, T, D * H)``).  ``Y_h``/``Y_c`` are (D, N, H) (layout 1: (N, D, H));
-    ``h_n``/``c_n`` (and ``h0``/``c0``) are always (num_layers * D, N, H), as in
-    ``nn.LSTM``.  Transposes around the nodes (e.g. an exporter's ``batch_first``
-    handling) are not part of the import: ``batch_first`` follows ``layout`` only.
+    How the module's inputs and outputs correspond to the node's (``sequence_lens`` ->
+    ``lengths``, ``Y`` (T, D, N, H) -> ``output`` (T, N, D*H), ...): the module docstring.
 
     Which nodes:
 
@@ -128,28 +132,37 @@ def lstm_from_onnx(
     if node is None:
         if len(nodes) == 1:
             return _build([_read(nodes[0], names[0], constants)])
-        try:
-            layers = [_read(n, name, constants) for n, name in zip(nodes, names)]
-        except ConfigError as e:
-            raise ConfigError(f"{e} (the model has {len(nodes)} LSTM nodes; pick one with node=, one of: {listing})") from None
-        reason = _stack_problem(graph, layers, constants)
-        if reason is not None:
-            raise ConfigError(
-                f"the ONNX model has {len(nodes)} LSTM nodes that do not form one stack ({reason}); "
-                f"pick one with node=, one of: {listing}"
-            )
-        return _build(layers)
+        return _build(_one_stack(graph, nodes, names, constants, listing))
     if node == ALL_NODES:
         layers = [_read(n, name, constants) for n, name in zip(nodes, names)]
         return [_build([layer]) for layer in layers]
     picked = [i for i, s in enumerate(names) if s == node]
     if not picked:
-        raise ConfigError(
-            f"node={node!r} is not an LSTM node of the ONNX model; LSTM nodes: {listing}"
-        )
+        raise ConfigError(f"node={node!r} is not an LSTM node of the ONNX model; LSTM nodes: {listing}")
     if len(picked) > 1:
         raise ConfigError(f"{len(picked)} LSTM nodes are called {node!r}; rename them or use node={ALL_NODES!r}")
     return _build([_read(nodes[picked[0]], node, constants)])
+
+
+def _one_stack(
+    graph: onnx.GraphProto, nodes: List[onnx.NodeProto], names: List[str], constants: Dict[str, np.ndarray], listing: str
+) -> List[_Layer]:
+    """The layers of several LSTM nodes that form exactly one stack (see :func:`lstm_from_onnx`).
+
+    Raises:
+        ConfigError: a node that cannot be read, or nodes that are not one stack.
+    """
+    try:
+        layers = [_read(n, name, constants) for n, name in zip(nodes, names)]
+    except ConfigError as e:
+        raise ConfigError(f"{e} (the model has {len(nodes)} LSTM nodes; pick one with node=, one of: {listing})") from None
+    reason = _stack_problem(graph, layers, constants)
+    if reason is not None:
+        raise ConfigError(
+            f"the ONNX model has {len(nodes)} LSTM nodes that do not form one stack ({reason}); "
+            f"pick one with node=, one of: {listing}"
+        )
+    return layers
 
 
 # -- reading -------------------------------------------------------------------------------

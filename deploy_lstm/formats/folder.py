@@ -7,17 +7,20 @@ says what made them and what they take:
 * ``format`` and ``format_version`` (:data:`FORMAT_VERSION`);
 * ``model``: ``{"kind": "lstm", "config": {...}}`` for a bare LSTM, or
   ``{"kind": "factory", "factory": "module:callable"}`` for a whole model rebuilt
-  by that callable (which returns a :class:`~deploy_lstm.contract.ModelSpec`);
-* ``io``: the graph inputs and outputs (:class:`~deploy_lstm.contract.IOSpec`);
+  by that callable (which returns a :class:`~deploy_lstm.formats.contract.ModelSpec`);
+* ``io``: the graph inputs and outputs (:class:`~deploy_lstm.formats.contract.IOSpec`);
 * ``artifacts``: per kind, its file, SHA-256, size and how it was made;
 * ``versions`` (deploy_lstm, torch, onnx, onnxruntime, Python) and the
   validation ``report``;
 * ``recommendation`` (once ``deploy-lstm bench DIR`` ran): per target ("python",
-  "cpp", "server") the artifact to run, written by :mod:`deploy_lstm.recommend` and
+  "cpp", "server") the artifact to run, written by :mod:`deploy_lstm.bench.recommend` and
   read by ``deploy-lstm serve`` and the C++ runner.
 
-:func:`load` checks the format version and every checksum; :meth:`ExportFolder.create`
-stages a new folder and moves it into place only when everything was written.
+:func:`load` reads the manifest as untrusted input (:mod:`~deploy_lstm.formats.manifest`:
+strict JSON, every field type-checked, every file kept inside the folder), then checks
+every checksum; :meth:`ExportFolder.create` stages a new folder and moves it into place
+only when everything was written.  Manifests are written as strict JSON: a non-finite
+measurement (a benchmark ratio, a max difference) is written as ``null``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import dataclasses
 import datetime
 import hashlib
 import importlib
-import json
 import os
 import platform
 import shutil
@@ -39,17 +41,14 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from deploy_lstm.formats.contract import IOSpec, ModelSpec
-from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.errors import ArtifactError, ConfigError
+from deploy_lstm.formats.contract import IOSpec, ModelSpec
+from deploy_lstm.formats.manifest import FORMAT, FORMAT_VERSION, MANIFEST, check_manifest, encode_manifest, member_path, read_manifest
+from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.version import __version__
 
 __all__ = ["ExportFolder", "FolderWriter", "Artifact", "load", "load_model_spec", "writable_parent", "FORMAT_VERSION", "FILES"]
-
-FORMAT = "deploy-lstm-export"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 
 #: the file of each artifact kind
 FILES: Dict[str, str] = {
@@ -132,11 +131,13 @@ class ExportFolder:
     """A folder written by ``deploy-lstm export`` (use :func:`load` or :meth:`create`)."""
 
     def __init__(self, path: Path, manifest: Dict[str, Any]) -> None:
+        """Raises ArtifactError when ``manifest`` does not check (:func:`~deploy_lstm.formats.manifest.check_manifest`)."""
+        check_manifest(manifest, path)
         self.path = path
         self.manifest = manifest
         self.format_version: int = manifest["format_version"]
         self.model: Dict[str, Any] = manifest["model"]
-        self.io = IOSpec.from_json(json.dumps(manifest["io"]))
+        self.io = IOSpec.from_dict(manifest["io"], f"{path / MANIFEST}: io")
         self.versions: Dict[str, str] = manifest.get("versions", {})
         self.report: Optional[Dict[str, Any]] = manifest.get("report")
         self.artifacts: Dict[str, Artifact] = {k: Artifact(kind=k, **v) for k, v in manifest["artifacts"].items()}
@@ -161,7 +162,7 @@ class ExportFolder:
         if kind not in self.artifacts:
             have = ", ".join(sorted(self.artifacts)) or "none"
             raise ArtifactError(f"{self.path} has no {kind} artifact (it has: {have}); re-export with it")
-        return self.path / self.artifacts[kind].file
+        return member_path(self.path, self.artifacts[kind].file, f"{self.manifest_path}: artifacts.{kind}.file")
 
     @property
     def manifest_path(self) -> Path:
@@ -184,11 +185,11 @@ class ExportFolder:
         """
         if key in _FIXED_ENTRIES:
             raise ArtifactError(f"manifest entry {key!r} describes the artifacts; re-export the folder to change it")
-        manifest = {**self.manifest, key: value}
+        text, manifest = encode_manifest({**self.manifest, key: value}, self.path)
         target = self.manifest_path
         try:
             with tempfile.NamedTemporaryFile("w", dir=self.path, prefix=".manifest-", suffix=".tmp", delete=False) as f:
-                f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+                f.write(text)
             os.replace(f.name, target)
         except OSError as e:
             with contextlib.suppress(OSError, UnboundLocalError):
@@ -196,7 +197,7 @@ class ExportFolder:
             raise ArtifactError(f"cannot update {target}: {e}") from None
         self.manifest = manifest
         if key == "recommendation":
-            self.recommendation = value
+            self.recommendation = manifest[key]
 
     def state_dict(self) -> Dict[str, Tensor]:
         return dict(load_file(str(self.file("weights"))))
@@ -224,11 +225,15 @@ class ExportFolder:
         Raises:
             ArtifactError: naming the file that is missing or changed.
         """
-        for a in self.artifacts.values():
-            path = self.path / a.file
+        for kind, a in self.artifacts.items():
+            path = self.file(kind)
             if not path.is_file():
                 raise ArtifactError(f"{path} is listed in {MANIFEST} but missing")
-            if path.stat().st_size != a.bytes or _sha256(path) != a.sha256:
+            try:
+                matches = path.stat().st_size == a.bytes and _sha256(path) == a.sha256
+            except OSError as e:
+                raise ArtifactError(f"{path} is listed in {MANIFEST} but cannot be read: {e}") from None
+            if not matches:
                 raise ArtifactError(
                     f"{path} does not match its checksum in {MANIFEST} (changed after export?); "
                     "re-export the folder"
@@ -314,15 +319,15 @@ class FolderWriter:
             "format_version": FORMAT_VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": self.model,
-            "io": json.loads(self.io.to_json()),
+            "io": dataclasses.asdict(self.io),
             "artifacts": artifacts,
             "versions": _versions(),
             "report": self.report,
         }
 
     def _commit(self) -> None:
-        manifest = self.manifest()
-        (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        text, manifest = encode_manifest(self.manifest(), self.staging)
+        (self.staging / MANIFEST).write_text(text)
         self.out.mkdir(parents=True, exist_ok=True)
         old = self.out / MANIFEST
         if old.exists():
@@ -344,36 +349,21 @@ def _versions() -> Dict[str, str]:
 def load(path: str | os.PathLike, verify: bool = True) -> ExportFolder:
     """Open an export folder written by ``deploy-lstm export``.
 
+    The manifest is untrusted input until checked: strict JSON, every field's type, and
+    every file it names inside the folder (:mod:`~deploy_lstm.formats.manifest`).
+
     Args:
         verify: check every artifact's size and SHA-256 against the manifest.
 
     Raises:
         ArtifactError: no such folder, no manifest (or one of another format or
-            version), or an artifact missing or changed.
+            version, malformed, or naming a file outside the folder), or an artifact
+            missing or changed.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise ArtifactError(f"{folder} is not a folder; expected one written by 'deploy-lstm export'")
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        hint = " (it has a config.json: written by deploy-lstm 0.1 before manifests; re-export it)" if (folder / "config.json").is_file() else ""
-        raise ArtifactError(f"{folder} has no {MANIFEST}; expected a folder written by 'deploy-lstm export'{hint}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{manifest_path} is not readable JSON: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{manifest_path} is not a deploy-lstm manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{folder} was written in export format version {version}; this deploy-lstm {__version__} reads "
-            f"version {FORMAT_VERSION}: re-export it with this version"
-        )
-    try:
-        result = ExportFolder(folder, manifest)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{manifest_path} is incomplete or malformed: {type(e).__name__}: {e}") from None
+    result = ExportFolder(folder, read_manifest(folder))
     if verify:
         result.verify()
     return result

@@ -138,7 +138,7 @@ def test_the_server_runs_the_recommended_artifact_unless_told_otherwise(folder):
     try:
         f.record("recommendation", {"measured": "then", "targets": {"server": {"artifact": "onnx-int8", "ratio": 0.5}}})
         model = ServedModel(load(folder), ServeOptions())
-        assert model.artifact == "onnx-int8" and model.session.path == folder / "model.int8.onnx"
+        assert model.artifact == "onnx-int8" and model.runner.path == folder / "model.int8.onnx"
         assert model.artifact_why == "recommended by deploy-lstm bench on then at 0.50x the eager model"
         asked = ServedModel(load(folder), ServeOptions(artifact="onnx"))
         assert asked.artifact == "onnx" and asked.artifact_why == "asked with --artifact"

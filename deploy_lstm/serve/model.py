@@ -29,9 +29,9 @@ from deploy_lstm.errors import ConfigError, InvalidRequest, ModelNotFound, Serve
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec, TensorSpec, batch_axis, sequence_axis, state_pairs
 from deploy_lstm.formats.folder import ExportFolder
-from deploy_lstm.formats.metadata import ArtifactMetadata
+from deploy_lstm.formats.metadata import read_onnx_metadata
 from deploy_lstm.runtime.feeds import check_feeds
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.runtime.folder import RunnableFolder
 from deploy_lstm.serve.batching import Batcher, Item, Layout
 from deploy_lstm.serve.metrics import ServerMetrics
 from deploy_lstm.serve.protocol import InferRequest, datatype_of, show
@@ -42,7 +42,7 @@ __all__ = ["ServeOptions", "ServedModel", "choose_artifact", "STREAM_SUFFIX", "V
 
 STREAM_SUFFIX = "_stream"  # the stateful model's name: "<name>_stream", as in the Triton repository
 PLATFORM = "onnxruntime_onnx"
-SERVABLE = ("onnx", "onnx-int8")  # the artifact kinds the onnxruntime engine runs
+SERVABLE = ("onnx", "onnx-int8")  # the artifact kinds the server runs (their runner: onnxruntime)
 
 
 @dataclasses.dataclass
@@ -92,7 +92,8 @@ def choose_artifact(folder: ExportFolder, asked: Optional[str]) -> Tuple[str, st
 
 
 class ServedModel:
-    """An export folder served by onnxruntime: metadata, config, and :meth:`infer`.
+    """An export folder served through its artifact's runner (``folder.runner(kind)``:
+    onnxruntime, with the ``provider`` and ``threads`` options): metadata, config, and :meth:`infer`.
 
     Raises:
         ArtifactError: the folder has no ONNX model, or onnxruntime cannot load it.
@@ -106,8 +107,9 @@ class ServedModel:
         self.name = options.name or folder.path.resolve().name
         self.metrics = metrics or ServerMetrics()
         self.artifact, self.artifact_why = choose_artifact(folder, options.artifact)
-        self.session = OnnxLSTM(folder.file(self.artifact), device=options.provider, intra_op_num_threads=options.threads)
-        self.io: IOSpec = folder.io
+        runnable = folder if isinstance(folder, RunnableFolder) else RunnableFolder(folder.path, folder.manifest)
+        self.runner = runnable.runner(self.artifact, device=options.provider, intra_op_num_threads=options.threads)
+        self.io: IOSpec = self.runner.io
         tensors = self.io.inputs + self.io.outputs
         self.states = state_pairs(self.io)
         self.state_inputs = {i for i, _ in self.states}
@@ -353,7 +355,7 @@ class ServedModel:
         now = time.perf_counter()
         feeds = self.layout.join(items, [t.name for t in self.io.inputs])
         t0 = time.perf_counter()
-        out = self.session.run(feeds)
+        out = self.runner.run(feeds)
         if record:
             self._record(items, now, time.perf_counter() - t0)
         return self.layout.split(out, items, [t.name for t in self.io.outputs])
@@ -385,8 +387,10 @@ class ServedModel:
             return "its graph has no state inputs and outputs (h0 -> hn, c0 -> cn)"
         if not all(i in self.optional for i, _ in self.states):
             return "its state inputs have dynamic axes other than the batch"
-        meta = ArtifactMetadata.from_strings(self.session.metadata, source=str(self.session.path))
-        configs = [meta.config] if meta.config is not None else list((meta.lstms or {}).values())
+        if self.runner.config is not None:
+            configs = [self.runner.config]
+        else:  # a whole model: the configurations of the LSTMs inside, from the artifact's metadata
+            configs = list((read_onnx_metadata(self.runner.path).lstms or {}).values())
         if any(c.bidirectional for c in configs):
             return "it is bidirectional: the reverse direction of a chunk needs the steps after it"
         return None

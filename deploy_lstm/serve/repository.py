@@ -45,7 +45,7 @@ from deploy_lstm.exporters.signature import Signature, lstm_configs, signature
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import TensorSpec
 from deploy_lstm.formats.folder import ExportFolder, writable_parent
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.runtime.onnx import OnnxRunner
 from deploy_lstm.serve.batch_first import BatchFirst, add_unused_inputs, batch_first, batch_of, example
 from deploy_lstm.serve.config_check import check_config
 from deploy_lstm.serve.triton_config import (
@@ -224,7 +224,7 @@ def _check_values(what: str, got: Arrays, want: Arrays, atol: float) -> None:
 
 def _check_dynamic(plan: _Plan, path: Path) -> None:
     """The dynamic graph equals the eager model at shapes other than the export example."""
-    runner = OnnxLSTM(path)
+    runner = OnnxRunner(path)
     rng = np.random.default_rng(1)
     for N, T in ((2, 5), (1, 11)):
         feeds = random_inputs(plan.sig.io, N, T, rng, examples=plan.examples)
@@ -245,7 +245,7 @@ def _check_stream(plan: _Plan, path: Path) -> Optional[str]:
     Raises:
         ExportError: the graph differs from the eager model on one whole chunk (a bug).
     """
-    runner = OnnxLSTM(path)
+    runner = OnnxRunner(path)
     rng = np.random.default_rng(2)
     N, chunks = 2, (3, 1, 4)
     feeds = random_inputs(plan.sig.io, N, sum(chunks), rng, examples=plan.examples)

@@ -3,7 +3,7 @@
     flock /tmp/bench.lock python benchmarks/int8.py           # the 8 benchmark configurations, ~2 minutes on 2 cores
     python benchmarks/int8.py --quick --out /tmp/int8           # tiny sizes, smoke run
 
-Per configuration of ``deploy_lstm.bench.matrix`` (1 and 3 layers, uni/bidirectional, H256,
+Per configuration of ``deploy_lstm.bench.lstm_matrix.matrix`` (1 and 3 layers, uni/bidirectional, H256,
 with and without P128; weights seeded as the main benchmark seeds them): ``export_onnx``
 (dynamo) and ``quantize_int8``; then per shape (N=1 and N=32, T=128)
 
@@ -35,9 +35,10 @@ import onnxruntime as ort
 import torch
 
 from deploy_lstm import LSTM, export_onnx
-from deploy_lstm.bench import command as bench
-from deploy_lstm.bench.backends import Shape, make_inputs, ort_runner
+from deploy_lstm.bench.backends import Shape, make_inputs, ort_call
+from deploy_lstm.bench.lstm_matrix import matrix
 from deploy_lstm.bench.report import config_name
+from deploy_lstm.bench.timing import machine, measure_case
 from deploy_lstm.demo import INPUT_NAMES, evaluate, export_spec, session_step
 from deploy_lstm.demo.train import VAL_SEED0
 from deploy_lstm.check.int8 import INT8_ATOL_FACTOR, INT8_WORTH_IT, int8_advice, int8_error, int8_step, int8_tolerance
@@ -60,16 +61,16 @@ def session(path: Path) -> ort.InferenceSession:
 
 def measure_config(cfg: Any, shapes: List[Shape], workdir: Path, rng: np.random.Generator, timing: Dict[str, Any]) -> List[Dict[str, Any]]:
     with torch.random.fork_rng():
-        torch.manual_seed(0)  # the main benchmark's weights (bench_backends.build_backends)
+        torch.manual_seed(0)  # the main benchmark's weights (deploy_lstm.bench.backends.build_backends)
         model = LSTM(**dataclasses.asdict(cfg)).eval()
     fp32 = export_onnx(model, workdir / "model.onnx", exporter="dynamo")
     int8 = quantize_int8(fp32, workdir / "model.int8.onnx")
     step, tol = int8_step(model), int8_tolerance(model)
-    runners = {"fp32": ort_runner(session(fp32)), "int8": ort_runner(session(int8))}
+    runners = {"fp32": ort_call(session(fp32)), "int8": ort_call(session(int8))}
     rows = []
     for shape in shapes:
         inp = make_inputs(cfg, shape, rng)
-        timed = bench._measure_case({k: make(inp) for k, make in runners.items()}, **timing)
+        timed = measure_case({k: make(inp) for k, make in runners.items()}, **timing)
         err = int8_error(fp32, int8, [(shape.batch, shape.steps)], rng)
         f, q = timed["fp32"]["median_ms"], timed["int8"]["median_ms"]  # type: ignore[index]
         speedup = f / q
@@ -104,7 +105,7 @@ def measure_demo(workdir: Path, quick: bool, shapes: List[Shape], rng: np.random
         x = rng.standard_normal((shape.batch, shape.steps, 1)).astype(np.float32)  # (N, T, 1)
         h0 = np.zeros((spec.model.num_layers, shape.batch, spec.model.hidden_size), np.float32)
         feeds = dict(zip(INPUT_NAMES, (x, h0, h0.copy())))
-        timed = bench._measure_case({k: feeds_runner(v, feeds) for k, v in sessions.items()}, **timing)
+        timed = measure_case({k: feeds_runner(v, feeds) for k, v in sessions.items()}, **timing)
         f, q = timed["fp32"]["median_ms"], timed["int8"]["median_ms"]  # type: ignore[index]
         speed.append({"shape": shape.name, "fp32_ms": f, "int8_ms": q, "speedup": f / q})
         print(f"  demo {shape.name}: fp32 {f:.3f} ms, int8 {q:.3f} ms ({f / q:.2f}x)", flush=True)
@@ -169,14 +170,14 @@ def main(argv: List[str]) -> int:
     rng = np.random.default_rng(0)
     rows: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="deploy-lstm-int8-") as tmp:
-        for k, cfg in enumerate(bench.matrix(args.quick)):
+        for k, cfg in enumerate(matrix(args.quick)):
             print(f"[{k + 1}/8] {config_name(cfg)}", flush=True)
             workdir = Path(tmp) / str(k)
             workdir.mkdir()
             rows += measure_config(cfg, shapes, workdir, rng, timing)
             gc.collect()
         demo = measure_demo(Path(tmp), args.quick, shapes, rng, timing)
-    res = {"machine": bench.machine(),
+    res = {"machine": machine(),
            "settings": {"mode": "quick" if args.quick else "full", "threads": THREADS, **timing,
                         "wall_s": time.perf_counter() - t0, "worth_it": INT8_WORTH_IT, "atol_factor": INT8_ATOL_FACTOR},
            "rows": rows, "demo": demo}

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 
 from deploy_lstm import LSTM, export_onnx, export_torchscript
-from deploy_lstm.bench.command import export_nn_lstm
+from deploy_lstm.bench.backends import export_nn_lstm
 from deploy_lstm.formats.contract import C0, H0, INPUT
 from deploy_lstm.errors import DeployLSTMError
 

@@ -7,7 +7,7 @@
 Measuring and reporting is ``deploy_lstm.bench`` (what ``deploy-lstm bench`` runs);
 this script adds the verdicts of ``benchmarks/targets.py`` to ``results.json``
 (``"verdicts"``) and to ``results.md``, and, after the timings, the memory of the
-smallest and the largest configuration (``deploy_lstm.bench_memory``: each exported to
+smallest and the largest configuration (``deploy_lstm.bench.memory``: each exported to
 a folder with every artifact, each session and export measured in a fresh process).
 Run it alone: it times things.
 """
@@ -25,7 +25,7 @@ import torch
 
 import targets  # benchmarks/targets.py, beside this script
 from deploy_lstm import LSTM
-from deploy_lstm.bench import command as bench
+from deploy_lstm import bench
 from deploy_lstm.bench.memory import measure_memory, memory_markdown
 from deploy_lstm.errors import DeployLSTMError
 from deploy_lstm.pipeline import export_folder

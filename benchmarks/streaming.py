@@ -21,7 +21,7 @@ median is set against
   judged against the issue's targets at N=1: <= 1.5 for onnxruntime with I/O binding, <= 2 for
   the TorchScript step and the C++ ``LstmStream`` (at N=8 a step is compute-bound: reported only).
 
-Timing: ``deploy_lstm.bench.command._measure_case`` (interleaved rounds, 50 ms idle pause before
+Timing: ``deploy_lstm.bench.timing.measure_case`` (interleaved rounds, 50 ms idle pause before
 each timed block) on the Python backends; the C++ program ``stream_bench`` runs in its
 own process after them with the same pause discipline (its own rounds), while this
 process sleeps.  Results: ``benchmarks/results/streaming/results.{json,md,png}``.
@@ -47,8 +47,8 @@ import onnxruntime as ort
 import torch
 
 from deploy_lstm import LSTM
-from deploy_lstm.bench.command import _measure_case, machine
-from deploy_lstm.bench.report import Unavailable, config_name, matplotlib_missing
+from deploy_lstm.bench.report import config_name, matplotlib_missing
+from deploy_lstm.bench.timing import Unavailable, machine, measure_case
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.exporters.onnx import export_onnx
@@ -283,7 +283,7 @@ def measure(quick: bool, rounds: int, threads: int, pause_ms: float, stream_benc
                 # no_grad for every Python backend (the committed results); under inference_mode the
                 # TorchScript step_ runs ~10% faster (its in-place updates skip version counters)
                 with torch.no_grad():
-                    timed = _measure_case(
+                    timed = measure_case(
                         runners, rounds=rounds, warmup=5 if quick else 50, block_s=0.01 if quick else 0.04,
                         max_calls=20 if quick else 400, pause_s=pause_ms / 1e3,
                     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, List, Sequence
 
-from deploy_lstm.bench.command import AOTI, NN, ORT_DYNAMO, ORT_INT8, ORT_NN, ORT_TS, TS_FUSED, TS_LOOP, TS_USER
+from deploy_lstm.bench.backends import AOTI, NN, ORT_DYNAMO, ORT_INT8, ORT_NN, ORT_TS, TS_FUSED, TS_LOOP, TS_USER
 
 Case = Dict[str, Any]
 

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import logging
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from deploy_lstm import LSTM, export_onnx
-from deploy_lstm.bench import command as bench
+from deploy_lstm import bench
+from deploy_lstm.bench import lstm_matrix, timing
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.contract import lstm_io
 from deploy_lstm.errors import ArtifactError, ConfigError, DeployLSTMError
@@ -42,12 +44,9 @@ SMOKE_SHAPES = [bench.Shape("stream N=1 x2", 1, 2, True), bench.Shape("N=2 T=3",
 
 
 def _load_targets():
-    """benchmarks/targets.py (the project's targets live beside its benchmark script)."""
-    spec = importlib.util.spec_from_file_location("bench_targets", REPO / "benchmarks" / "targets.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/targets.py (the project's targets live beside its benchmark script); run_path
+    names a module while the script runs, which its dataclasses look up."""
+    return SimpleNamespace(**runpy.run_path(str(REPO / "benchmarks" / "targets.py"), run_name="bench_targets"))
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +137,11 @@ def test_a_backend_faster_than_the_sgemm_becomes_the_reference():
     cfg = LSTMConfig(4, 8)
     shape = bench.Shape("N=1 T=1", 1, 1)
     gflop = bench.flops(cfg, 1, 1) / 1e9
-    timing = lambda gflops: {"median_ms": gflop / gflops * 1e3, "p10_ms": 0.0, "p90_ms": 0.0}  # noqa: E731
+    timed = lambda gflops: {"median_ms": gflop / gflops * 1e3, "p10_ms": 0.0, "p90_ms": 0.0}  # noqa: E731
     speed = {bench.NN: 30.0, bench.ORT_INT8: 90.0}  # int8's float-equivalent GFLOP/s are not float32 work
-    case = bench._case(cfg, shape, {n: timing(speed.get(n, 5.0)) for n in bench.BACKENDS})
+    case = lstm_matrix.case_result(cfg, shape, {n: timed(speed.get(n, 5.0)) for n in bench.BACKENDS})
     sgemm = [{"n": 2048, "threads": 2, "gflops": 20.0, "calls": 5}]
-    res = bench._results(bench.machine(), {"threads": 2}, sgemm, [case], {})
+    res = lstm_matrix.results_of(bench.machine(), {"threads": 2}, sgemm, [case], {})
     assert res["reference"]["gflops"] == pytest.approx(30.0) and res["reference"]["source"] == "backend"
     assert res["reference"]["fastest_backend"]["backend"] == bench.NN
     assert case["results"][bench.NN]["reference_fraction"] == pytest.approx(1.0)
@@ -203,12 +202,12 @@ def test_without_matplotlib_the_reason_is_recorded(smoke, tmp_path, monkeypatch)
 
 def test_rounds_interleave_backends_with_an_idle_pause_before_each_block(monkeypatch):
     events = []
-    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("pause", s)))
+    monkeypatch.setattr(timing.time, "sleep", lambda s: events.append(("pause", s)))
 
     def runner(name):
         return lambda: events.append(("call", name))
 
-    out = bench._measure_case({n: runner(n) for n in "abc"}, rounds=3, warmup=1, block_s=0.0, max_calls=5, pause_s=0.05)
+    out = bench.measure_case({n: runner(n) for n in "abc"}, rounds=3, warmup=1, block_s=0.0, max_calls=5, pause_s=0.05)
     timed = events[3 * 3 :]  # after warm-up: pause, warm-up call, sizing call per runner
     blocks = [timed[i : i + 2] for i in range(0, len(timed), 2)]
     assert all(b[0] == ("pause", 0.05) and b[1][0] == "call" for b in blocks), timed
@@ -218,7 +217,7 @@ def test_rounds_interleave_backends_with_an_idle_pause_before_each_block(monkeyp
 
 
 def test_a_backend_failing_at_run_time_is_recorded_and_the_others_still_timed(monkeypatch):
-    monkeypatch.setattr(bench.time, "sleep", lambda s: None)
+    monkeypatch.setattr(timing.time, "sleep", lambda s: None)
     calls = {"n": 0}
 
     def flaky():
@@ -226,17 +225,17 @@ def test_a_backend_failing_at_run_time_is_recorded_and_the_others_still_timed(mo
         if calls["n"] > 2:
             raise RuntimeError("onnxruntime said no\nsecond line")
 
-    out = bench._measure_case({"ok": lambda: None, "flaky": flaky}, rounds=2, warmup=1, block_s=0.0, max_calls=1, pause_s=0)
+    out = bench.measure_case({"ok": lambda: None, "flaky": flaky}, rounds=2, warmup=1, block_s=0.0, max_calls=1, pause_s=0)
     assert out["flaky"] == bench.Unavailable("flaky", "RuntimeError: onnxruntime said no", "run")
     assert out["ok"]["rounds"] == 2
 
 
 def test_a_disturbed_case_is_measured_again_and_the_quietest_attempt_kept(monkeypatch):
     shares = iter([0.40, 0.30, 0.01])  # other processes' CPU share during each attempt
-    monkeypatch.setattr(bench, "_foreign_cpu", lambda a, b: {"wall_s": 1.0, "other_cpu_s": 0.0, "other_share": next(shares), "steal_share": 0.0})
+    monkeypatch.setattr(timing, "foreign_cpu", lambda a, b: {"wall_s": 1.0, "other_cpu_s": 0.0, "other_share": next(shares), "steal_share": 0.0})
     attempts = []
-    real = bench._measure_case
-    monkeypatch.setattr(bench, "_measure_case", lambda runners, **kw: attempts.append(1) or real(runners, **kw))
+    real = timing.measure_case
+    monkeypatch.setattr(timing, "measure_case", lambda calls, **kw: attempts.append(1) or real(calls, **kw))
     res = bench.benchmark([LSTMConfig(2, 3)], [bench.Shape("N=1 T=2", 1, 2)], threads=1, rounds=1, warmup=0,
                           block_ms=0, pause_ms=0, retries=2, retry_wait_s=0, log=lambda s: None)
     case = res["cases"][0]
@@ -374,21 +373,47 @@ def test_bench_refuses_a_whole_model_folder_it_cannot_rebuild_and_an_old_one(tmp
 # --- the library module's boundaries --------------------------------------------------------
 
 
-def test_bench_module_imports_public_names_at_the_top_and_uses_the_io_contract():
-    source = (REPO / "deploy_lstm" / "bench.py").read_text()
+BENCH_MODULES = sorted((REPO / "deploy_lstm" / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", BENCH_MODULES, ids=lambda p: p.name)
+def test_bench_modules_import_public_names_at_the_top_and_use_the_io_contract(path):
+    """Imports at the top (matplotlib aside, and the room's lazy face), no private names across
+    modules, the I/O names from the contract, folders read only through the export folder."""
+    source = path.read_text()
     tree = ast.parse(source)
     top = {id(n) for n in tree.body}
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
             names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-            assert all(n and n.startswith("matplotlib") for n in names), f"function-local import: {ast.unparse(node)}"
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            lazy_face = path.name == "__init__.py" and isinstance(node, ast.ImportFrom) and node.module == "deploy_lstm.bench"
+            assert lazy_face or all(n and n.startswith("matplotlib") for n in names), f"function-local import: {ast.unparse(node)}"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deploy_lstm"):
             private = [a.name for a in node.names if a.name.startswith("_")]
-            assert not private, f"private names imported from deploy_lstm.{node.module}: {private}"
+            assert not private, f"private names imported from {node.module}: {private}"
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            assert node.value not in {"input", "h0", "c0", "lengths", "output", "hn", "cn"}, "I/O names come from deploy_lstm.contract"
-    assert "config.json" not in source and "manifest" not in source  # folders are read by deploy_lstm.folder
-    assert not hasattr(bench, "targets") and "setLevel" not in source and "__doc__" not in source
+            assert node.value not in {"input", "h0", "c0", "lengths", "output", "hn", "cn"}, "I/O names come from the contract"
+            assert node.value not in {"config.json", "manifest.json"}, "folders are read by deploy_lstm.formats.folder"
+        assert not (isinstance(node, ast.Attribute) and node.attr == "manifest"), "folders are read by deploy_lstm.formats.folder"
+    assert "setLevel" not in source and "__doc__" not in source
+    assert not hasattr(bench, "targets")
+
+
+def test_importing_the_bench_room_loads_no_chart_library():
+    code = "import sys, deploy_lstm.bench as b; b.benchmark; b.write_results; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_the_face_names_every_public_name_of_the_room():
+    from deploy_lstm.bench import backends, command, lstm_matrix, memory, report, whole_model
+
+    for module in (backends, command, lstm_matrix, memory, report, timing, whole_model):
+        for name in module.__all__:
+            if name in bench.__all__:
+                assert getattr(bench, name) is getattr(module, name), (module.__name__, name)
+    assert {"benchmark", "benchmark_model", "measure_case", "add_arguments", "run", "Shape", "Unavailable"} <= set(bench.__all__)
 
 
 # --- the project's targets (benchmarks/targets.py) ------------------------------------------

@@ -1,7 +1,7 @@
 """Memory: the peak resident set of each runtime session and of each export, and artifact sizes.
 
 A process's peak resident set only grows, so each measurement runs in a fresh Python
-process (``python -m deploy_lstm.bench_memory``): it imports everything first, notes
+process (``python -m deploy_lstm.bench.memory``): it imports everything first, notes
 its resident set, resets the kernel's high-water mark (``/proc/self/clear_refs``), then
 loads one artifact and runs it (or exports one), and reports the new peak.  The figure
 that matters is the peak *added* by that step over the imported, idle process; the
@@ -115,7 +115,7 @@ def _child(what: str, folder_path: str, kind: str, batch: int, sequence: int) ->
 
 
 def _spawn(what: str, folder: Path, kind: str, batch: int, sequence: int, timeout_s: float) -> Dict[str, Any]:
-    cmd = [sys.executable, "-m", "deploy_lstm.bench_memory", what, str(folder), kind, str(batch), str(sequence)]
+    cmd = [sys.executable, "-m", "deploy_lstm.bench.memory", what, str(folder), kind, str(batch), str(sequence)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

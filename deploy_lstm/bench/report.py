@@ -1,12 +1,12 @@
-"""Benchmark reports: the results of ``bench.py`` as markdown, a chart and files.
+"""Benchmark reports: the results of the benchmarks as markdown, a chart and files.
 
-Kept apart from the measuring so each reads in one sitting; ``bench`` re-exports
-:func:`to_markdown`, :func:`plot` and :func:`write_results`.
+The bare-LSTM matrix (:func:`to_markdown`, :func:`plot`, :func:`write_results`) and the
+whole model (:func:`model_markdown`, :func:`write_model_results`).  matplotlib (the
+optional ``bench`` extra) is imported only when a chart is drawn.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -14,10 +14,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.files import atomic_path
+from deploy_lstm.bench.backends import ORT_DYNAMO, ORT_INT8
+from deploy_lstm.bench.timing import Unavailable
 from deploy_lstm.check.int8 import INT8_WORTH_IT, int8_advice
 
 __all__ = [
-    "Unavailable",
     "config_name",
     "to_markdown",
     "plot",
@@ -26,23 +27,6 @@ __all__ = [
     "model_markdown",
     "write_model_results",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Unavailable:
-    """A backend that could not be built or run, and why (recorded in the results)."""
-
-    backend: str
-    reason: str  # "ExceptionType: first line of its message", or a sentence
-    stage: str = "build"  # "build" (export, load, session) or "run" (a call failed)
-
-    @classmethod
-    def of(cls, backend: str, e: BaseException, stage: str = "build") -> "Unavailable":
-        lines = str(e).strip().splitlines()
-        return cls(backend, f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__, stage)
-
-    def to_dict(self) -> Dict[str, str]:
-        return dataclasses.asdict(self)
 
 
 def matplotlib_missing() -> Optional[Unavailable]:
@@ -128,8 +112,8 @@ def to_markdown(res: Dict[str, Any], sections: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def int8_markdown(res: Dict[str, Any], fp32: str = "ort: ours (dynamo)", int8: str = "ort: ours int8") -> List[str]:
-    """int8's speed beside its accuracy, per case, with :func:`deploy_lstm.quantize.int8_advice`'s verdict."""
+def int8_markdown(res: Dict[str, Any], fp32: str = ORT_DYNAMO, int8: str = ORT_INT8) -> List[str]:
+    """int8's speed beside its accuracy, per case, with :func:`~deploy_lstm.check.int8.int8_advice`'s verdict."""
     rows = []
     for c in res["cases"]:
         a, b, err = c["results"].get(fp32, {}), c["results"].get(int8, {}), c.get("int8_error")
@@ -144,8 +128,8 @@ def int8_markdown(res: Dict[str, Any], fp32: str = "ort: ours (dynamo)", int8: s
     shapes = ", ".join(f"N={s['batch']} T={s['sequence']}" for s in next(c for c in res["cases"] if c.get("int8_error"))["int8_error"]["shapes"])
     return ["", "## int8: speed and accuracy", "",
             f"Speedup = {fp32} / {int8} (same run). Error = |int8 - float32| over every output on onnxruntime, standard-normal "
-            f"inputs and state at {shapes} (`deploy_lstm.quantize.int8_error`; % of the float32 output's max |y|). "
-            f"Worth it at >= {INT8_WORTH_IT:g}x (`deploy_lstm.quantize.INT8_WORTH_IT`); below that, ship model.onnx.", "",
+            f"inputs and state at {shapes} (`deploy_lstm.check.int8.int8_error`; % of the float32 output's max |y|). "
+            f"Worth it at >= {INT8_WORTH_IT:g}x (`deploy_lstm.check.int8.INT8_WORTH_IT`); below that, ship model.onnx.", "",
             "| config | shape | float32 ms | int8 ms | speedup | max abs error | mean abs error | verdict |",
             "|---|---|---|---|---|---|---|---|", *rows]
 

@@ -23,7 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import deploy_lstm as dl
 from deploy_lstm.errors import ArtifactError, ConfigError
-from deploy_lstm.formats.onnx_import import ALL_NODES, lstm_from_onnx
+from deploy_lstm import lstm_from_onnx  # the documented way: LSTM has no from_onnx (nn imports no format)
+from deploy_lstm.formats.onnx_import import ALL_NODES
 
 ATOL = 1e-5
 I, H = 3, 4  # input and hidden size of the hand-built nodes

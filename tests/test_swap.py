@@ -1,4 +1,5 @@
-"""swap_lstms / restore_lstms on a user model: outputs, flags, dtype, scripting."""
+"""swap_lstms / restore_lstms on a user model: outputs, flags, dtype, scripting; the one
+module-tree walker under them (replace_modules), in place and as the exporters' copy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from deploy_lstm import LSTM, LSTMCell, restore_lstms, swap_lstms
+from deploy_lstm.nn.swap import replace_modules
 
 
 class Model(nn.Module):
@@ -89,6 +91,41 @@ def test_swap_keeps_dropout_without_rewarning():
     swap_lstms(model)
     assert model[0].dropout == 1.0
     torch.testing.assert_close(model(x), want, atol=1e-5, rtol=0)
+
+
+def test_an_lstm_used_twice_becomes_one_module():
+    model = nn.Sequential(nn.LSTM(2, 3))
+    model.append(model[0])
+    swap_lstms(model)
+    assert type(model[0]) is LSTM and model[1] is model[0]
+    restore_lstms(model)
+    assert type(model[0]) is nn.LSTM and model[1] is model[0]
+
+
+def test_replace_modules_as_a_copy_leaves_the_model_alone():
+    """The walker as the exporters use it: a new tree sharing parameters, one replacement
+    per module however often it is used, script modules kept, the model unchanged."""
+    torch.manual_seed(0)
+    shared = LSTM(3, 3)
+    scripted = torch.jit.script(nn.Linear(3, 3))
+    model = nn.Sequential(shared, nn.ModuleDict({"again": shared, "s": scripted}), nn.Linear(3, 2))
+    before = list(model.modules())
+    replaced: list = []
+
+    def replace(m: nn.Module):  # type: ignore[no-untyped-def]
+        if isinstance(m, nn.Linear):
+            replaced.append(m)
+            return nn.Identity()
+        return None
+
+    copy = replace_modules(model, replace, copy=True)
+    assert list(model.modules()) == before and type(model[2]) is nn.Linear
+    assert copy is not model and type(copy[2]) is nn.Identity and replaced == [model[2]]
+    assert copy[0] is copy[1]["again"] and copy[0] is not shared
+    assert copy[0].weight_ih_l0 is shared.weight_ih_l0  # the same Parameter, not a copy
+    assert copy[1]["s"] is scripted
+    copy.eval()
+    assert shared.training and model.training  # flags set on the copy stay in the copy
 
 
 @pytest.mark.cuda

@@ -1,16 +1,20 @@
-"""What an exporter traces: a copy of the model with each LSTM swapped for a stand-in.
+"""What an exporter traces: a copy of the model with each LSTM replaced by a stand-in.
 
 A tracer would unroll ``deploy_lstm.LSTM``'s Python time loop and freeze the
 sequence length.  So before tracing, :func:`traceable` makes a copy of the model's
-module tree (sharing every parameter, in eval mode) in which each ``LSTM`` instance
-is replaced by a stand-in that computes the same thing as a graph-friendly layer
-stack.  The caller's model is never touched, so two exports in two threads do not
-interfere, and ``model.py`` does not know that exporters exist.
+module tree (:func:`module_tree_copy`: sharing every parameter, in eval mode) in which
+each ``LSTM`` is replaced by a stand-in: a module of its own (:class:`StandIn`, not an
+``LSTM``) built from the LSTM, holding its very parameters under their names, that
+takes the call as ``LSTM.forward`` does (``deploy_lstm.nn.layout``: the same checks
+and layouts) and computes the layer stack as a graph-friendly route.  The caller's
+model is never touched, so an export does not change another thread's eager calls and
+two exports in two threads do not interfere; ``deploy_lstm.nn`` does not know that
+exporters exist.
 
 The stand-ins (routes):
 
 * ``native``: the ONNX ``LSTM`` operator, one node per layer, through the custom op
-  ``deploy_lstm::onnx_lstm`` that ``onnx_export.py`` translates for both exporters.
+  ``deploy_lstm::onnx_lstm`` that ``exporters/onnx.py`` translates for both exporters.
   Used where the operator can express the layer: no projection, float32.
 * ``scan``: each direction as ``torch._higher_order_ops.scan`` (ONNX ``Scan`` through
   the dynamo exporter; a while loop in AOTInductor).
@@ -24,27 +28,35 @@ The stand-ins (routes):
   would fix the sequence length (pytorch/pytorch#115092, #123089); behind a custom op
   with a fake kernel, T and N stay dynamic.
 
-The loop bodies call ``recurrence.py``'s cell step and mask rule, the same
-functions as the eager loop.
+The loop bodies call ``deploy_lstm.nn.recurrence``'s cell step and mask rule, the
+same functions as the eager loop.
+
+For TorchScript, which scripts the module itself, :func:`with_fused` gives a copy of an
+``LSTM`` with the implementation the export asks for.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
+import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::onnx_lstm and ::fused_lstm, which the routes call
+from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.gates import onnx_weights
+from deploy_lstm.nn.layout import caller_layout, time_major
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.nn.recurrence import (
+    cell_code,
     cell_step,
     cell_weights,
     hold_past_end,
     length_mask,
     project_input,
+    stack_parameter_shapes,
     zero_past_end,
 )
+from deploy_lstm.nn.swap import replace_modules, shallow_copy
 
 
 def _scan_direction(
@@ -101,51 +113,97 @@ def _loop_direction(
     return torch.stack(outputs), h, c
 
 
-class _TracedLSTM(LSTM):
-    """Base of the stand-ins: ``LSTM``'s checks and layouts, another layer stack."""
+class StandIn(nn.Module):
+    """What an exporter traces in place of one ``LSTM``: that LSTM's parameters (the same
+    ``Parameter`` objects, under the same names) and configuration, called as
+    ``LSTM.forward`` is called, the layer stack computed the way of its ``route``.
+
+    A weight that is not a ``Parameter`` (one computed by a parametrization) is held as
+    a buffer with its value at the time the stand-in is made.
+    """
 
     route = ""
 
-    def _layer_stack(
+    def __init__(self, lstm: LSTM) -> None:
+        super().__init__()
+        self.config = LSTMConfig.of(lstm)
+        c = self.config
+        shapes = stack_parameter_shapes(c.cell, c.input_size, c.hidden_size, c.num_layers, c.bias, c.bidirectional, c.proj_size)
+        self.weight_names = [name for name, _ in shapes]
+        for name in self.weight_names:
+            value = getattr(lstm, name)
+            if isinstance(value, nn.Parameter):
+                self.register_parameter(name, value)
+            else:
+                self.register_buffer(name, value.detach(), persistent=False)
+        self.cell_code = cell_code(c.cell)
+        self.weights_per_cell = len(shapes) // c.num_states
+        self.eval()
+
+    def forward(
+        self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        """``LSTM.forward``'s call and result: (output, (h_n, c_n))."""
+        c = self.config
+        weights = [getattr(self, name) for name in self.weight_names]
+        x, h0, c0, lens = time_major(
+            input, hx, lengths, weights, c.input_size, c.hidden_size, c.proj_size, c.num_states, c.batch_first
+        )
+        output, h_n, c_n = self.layer_stack(x, h0, c0, weights, lens)
+        return caller_layout(input, output, h_n, c_n, c.batch_first)
+
+    def layer_stack(
+        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The route's layer stack: time-major x (T, N, I), h0/c0 (L*D, N, *) in; output
+        (T, N, D*P), h_n, c_n out."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer stack")
+
+    def each_direction(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], direction_fn: Callable
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """Layers and directions in order; ``direction_fn(xw, h, c, w_hh, w_hr, reverse, ex)`` runs one."""
-        D = self.num_directions
+        c = self.config
+        D = c.num_directions
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
         inp = x
-        for layer in range(self.num_layers):
+        for layer in range(c.num_layers):
             outs = []
             for direction in range(D):
                 idx = layer * D + direction
                 w_ih, w_hh, bias, w_hr, ex_in, ex_step = cell_weights(
-                    weights, idx, self._weights_per_cell, self.bias, self.proj_size > 0, self._cell
+                    weights, idx, self.weights_per_cell, c.bias, c.proj_size > 0, self.cell_code
                 )
-                xw = project_input(inp, w_ih, bias, self._cell, ex_in)  # (T, N, 4H)
-                y, h, c = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, direction == 1, ex_step)
+                xw = project_input(inp, w_ih, bias, self.cell_code, ex_in)  # (T, N, 4H)
+                y, h, cn = direction_fn(xw, h0[idx], c0[idx], w_hh, w_hr, direction == 1, ex_step)
                 outs.append(y)
                 h_n.append(h)
-                c_n.append(c)
+                c_n.append(cn)
             inp = outs[0] if D == 1 else torch.cat(outs, 2)
         return inp, torch.stack(h_n), torch.stack(c_n)
 
 
-class _ScanLSTM(_TracedLSTM):
+class ScanLSTM(StandIn):
+    """Each direction as ``torch._higher_order_ops.scan``."""
+
     route = "scan"
 
-    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
+    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
         mask = None if lengths is None else length_mask(x.size(0), lengths, x.device)
 
         def direction(xw, h, c, w_hh, w_hr, reverse, ex):  # type: ignore[no-untyped-def]
-            return _scan_direction(xw, h, c, w_hh, w_hr, mask, reverse, self._cell, ex)
+            return _scan_direction(xw, h, c, w_hh, w_hr, mask, reverse, self.cell_code, ex)
 
-        return self._layer_stack(x, h0, c0, weights, direction)
+        return self.each_direction(x, h0, c0, weights, direction)
 
 
-class _LoopLSTM(_TracedLSTM):
+class LoopLSTM(StandIn):
+    """Each direction as a scripted loop (an ONNX ``Loop`` through the TorchScript exporter)."""
+
     route = "loop"
 
-    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
+    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
         if lengths is None:
             mask = torch.ones(x.size(0), x.size(1), 1, dtype=torch.bool, device=x.device)
         else:
@@ -154,60 +212,64 @@ class _LoopLSTM(_TracedLSTM):
         def direction(xw, h, c, w_hh, w_hr, reverse, ex):  # type: ignore[no-untyped-def]
             m = mask.flip(0) if reverse else mask
             xw = xw.flip(0) if reverse else xw
-            y, h, c = _loop_direction(xw, h, c, w_hh, w_hr if w_hr is not None else w_hh, w_hr is not None, m, self._cell, ex)
+            y, h, c = _loop_direction(xw, h, c, w_hh, w_hr if w_hr is not None else w_hh, w_hr is not None, m, self.cell_code, ex)
             return (y.flip(0) if reverse else y), h, c
 
-        return self._layer_stack(x, h0, c0, weights, direction)
+        return self.each_direction(x, h0, c0, weights, direction)
 
 
-class _NativeLSTM(_TracedLSTM):
-    """One ``deploy_lstm::onnx_lstm`` (an ONNX ``LSTM`` node) per layer."""
+class NativeLSTM(StandIn):
+    """One ``deploy_lstm::onnx_lstm`` (an ONNX ``LSTM`` node) per layer, over the LSTM's
+    weights in ONNX's layout (W, R, B and, for peepholes, P), made once here."""
 
     route = "native"
 
-    def _prepare(self) -> None:
+    def __init__(self, lstm: LSTM) -> None:
+        super().__init__(lstm)
         with torch.no_grad():
-            for layer, (W, R, B) in onnx_weights(self).items():
+            for layer, (W, R, B) in onnx_weights(lstm).items():
                 for kind, t in (("W", W), ("R", R), ("B", B)):
                     self.register_buffer(f"onnx_{kind}_l{layer}", t.detach().clone(), persistent=False)
-                if self.cell == "peephole":  # P (D, 3H): weight_ph is in ONNX's order already
-                    sfx = ["", "_reverse"][: self.num_directions]
+                if self.config.cell == "peephole":  # P (D, 3H): weight_ph is in ONNX's order already
+                    sfx = ["", "_reverse"][: self.config.num_directions]
                     P = torch.stack([getattr(self, f"weight_ph_l{layer}{s}") for s in sfx])
                     self.register_buffer(f"onnx_P_l{layer}", P.detach().clone(), persistent=False)
 
-    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
-        D, H = self.num_directions, self.hidden_size
+    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+        c = self.config
+        D, H = c.num_directions, c.hidden_size
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
         inp = x
-        for layer in range(self.num_layers):
+        for layer in range(c.num_layers):
             W, R, B = (getattr(self, f"onnx_{k}_l{layer}") for k in "WRB")
             # Fewer glue nodes around the LSTM node: they cost per call when streaming.
-            if self.num_layers == 1:
+            if c.num_layers == 1:
                 h_l, c_l = h0, c0
             else:
                 h_l, c_l = h0[layer * D : (layer + 1) * D], c0[layer * D : (layer + 1) * D]
-            P = getattr(self, f"onnx_P_l{layer}") if self.cell == "peephole" else None
-            y, y_h, y_c = torch.ops.deploy_lstm.onnx_lstm(inp, W, R, B, lengths, h_l, c_l, H, self.bidirectional, P)
+            P = getattr(self, f"onnx_P_l{layer}") if c.cell == "peephole" else None
+            y, y_h, y_c = torch.ops.deploy_lstm.onnx_lstm(inp, W, R, B, lengths, h_l, c_l, H, c.bidirectional, P)
             # y (T, D, N, H)
             inp = y.squeeze(1) if D == 1 else y.permute(0, 2, 1, 3).reshape(y.size(0), y.size(2), D * H)
             h_n.append(y_h)
             c_n.append(y_c)
-        if self.num_layers == 1:
+        if c.num_layers == 1:
             return inp, h_n[0], c_n[0]
         return inp, torch.cat(h_n), torch.cat(c_n)
 
 
-class _FusedLSTM(_TracedLSTM):
+class FusedLSTM(StandIn):
     """The whole layer stack as one ``deploy_lstm::fused_lstm`` (aten::lstm) call."""
 
     route = "fused"
 
-    def _run(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def,override]
-        return torch.ops.deploy_lstm.fused_lstm(x, h0, c0, weights, lengths, self.bias, self.num_layers, self.bidirectional)
+    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+        c = self.config
+        return torch.ops.deploy_lstm.fused_lstm(x, h0, c0, weights, lengths, c.bias, c.num_layers, c.bidirectional)
 
 
-_STAND_INS = {cls.route: cls for cls in (_NativeLSTM, _ScanLSTM, _LoopLSTM, _FusedLSTM)}
+STAND_INS = {cls.route: cls for cls in (NativeLSTM, ScanLSTM, LoopLSTM, FusedLSTM)}
 
 
 def route_for(lstm: LSTM, loop: str, native_lstm: bool = True, fused: bool = False) -> str:
@@ -222,49 +284,23 @@ def route_for(lstm: LSTM, loop: str, native_lstm: bool = True, fused: bool = Fal
     return loop
 
 
-def _shallow_copy(module: nn.Module, cls: Optional[type] = None) -> nn.Module:
-    """A new module object of ``cls`` (default: the same class) sharing ``module``'s
-    parameters, buffers and children, with its own containers (parameter, buffer and
-    module dicts, hooks, ``_flat_weights``), so changes to the copy stay local."""
-    cls = cls or type(module)
-    new = cls.__new__(cls)
-    new.__dict__.update(
-        {k: copy.copy(v) if isinstance(v, (dict, set, list)) else v for k, v in module.__dict__.items()}
-    )
-    return new
-
-
 def with_fused(lstm: LSTM, fused: bool) -> LSTM:
-    """A copy of ``lstm`` sharing its parameters, running aten::lstm (``True``) or the loop."""
-    new = _shallow_copy(lstm)
+    """A copy of ``lstm`` (:func:`~deploy_lstm.nn.swap.shallow_copy`: the same parameters,
+    attributes of its own) whose ``fused`` flags say ``fused``: aten::lstm (``True``) or the
+    static loop (``False``), in eager mode and once scripted.  ``lstm`` is not changed.
+    Only ``cell="lstm"`` has the kernel: the caller asks ``True`` for no other cell."""
+    new = shallow_copy(lstm)
     new.fused = fused
     new.script_fused = fused
     return new  # type: ignore[return-value]
 
 
 def module_tree_copy(model: nn.Module, replace: Callable[[nn.Module], Optional[nn.Module]]) -> nn.Module:
-    """A copy of ``model``'s module tree sharing every parameter, in eval mode.
-
-    Each module ``m`` becomes ``replace(m)`` where that is not None, else a shallow
-    copy of ``m`` (a ``deploy_lstm.LSTM`` is always at least copied, so flags set on
-    the copy stay there).  A module used at several places stays one module in the
-    copy; script modules are kept as they are.  ``model`` is not changed.
-    """
-    memo: Dict[int, nn.Module] = {}
-
-    def visit(m: nn.Module) -> nn.Module:
-        if id(m) in memo:
-            return memo[id(m)]
-        new = replace(m)
-        if new is None and isinstance(m, torch.jit.ScriptModule):
-            new = m
-        elif new is None:
-            new = _shallow_copy(m)
-            new._modules = {k: (visit(c) if c is not None else None) for k, c in m._modules.items()}
-        memo[id(m)] = new
-        return new
-
-    return visit(model).eval()
+    """The copy of ``model`` an exporter works on: its module tree in eval mode, sharing
+    every parameter, each module ``m`` replaced by ``replace(m)`` where that is not None
+    (:func:`~deploy_lstm.nn.swap.replace_modules` with ``copy=True``).  ``model`` is not
+    changed."""
+    return replace_modules(model, replace, copy=True).eval()
 
 
 def traceable(
@@ -287,12 +323,11 @@ def traceable(
     if loop not in ("scan", "loop"):
         raise ValueError(f"unknown loop route {loop!r}; expected 'scan' or 'loop'")
 
-    def stand_in(lstm: LSTM) -> nn.Module:
-        new = _shallow_copy(lstm, _STAND_INS[route_for(lstm, loop, native_lstm, fused)])
-        if isinstance(new, _NativeLSTM):
-            new._prepare()
-        return new
+    def stand_in(m: nn.Module) -> Optional[nn.Module]:
+        if not isinstance(m, LSTM):
+            return None
+        return STAND_INS[route_for(m, loop, native_lstm, fused)](m)
 
-    copied = module_tree_copy(model, lambda m: stand_in(m) if isinstance(m, LSTM) else None)
-    routes = {name: m.route for name, m in copied.named_modules(remove_duplicate=False) if isinstance(m, _TracedLSTM)}
+    copied = module_tree_copy(model, stand_in)
+    routes = {name: m.route for name, m in copied.named_modules(remove_duplicate=False) if isinstance(m, StandIn)}
     return copied, routes

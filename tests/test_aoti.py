@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +21,8 @@ import torch
 
 import deploy_lstm
 from deploy_lstm import LSTM
-from deploy_lstm.formats import contract
 from deploy_lstm.exporters.aoti import export_aoti
+from deploy_lstm.formats.metadata import ArtifactMetadata
 from deploy_lstm.errors import ExportError
 from deploy_lstm.nn.ops import FUSED_LSTM_SCHEMA
 
@@ -278,7 +277,7 @@ def test_cpp_runner_bad_tensor_file(compiled, aoti_run: Path, tmp_path: Path) ->
 
 
 def _routes(path: Path) -> dict:
-    return json.loads(torch._inductor.aoti_load_package(str(path)).get_metadata()[contract.META_ROUTES])
+    return ArtifactMetadata.from_strings(torch._inductor.aoti_load_package(str(path)).get_metadata(), str(path)).routes
 
 
 def test_fused_op_schema_is_the_declared_one() -> None:
@@ -311,7 +310,7 @@ def test_route_recorded_in_metadata(monkeypatch, tmp_path: Path, cell: str, fuse
 
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_compile)
     export_aoti(LSTM(3, 4, num_layers=2, cell=cell), tmp_path / "m.pt2", lengths=True, fused=fused)
-    assert json.loads(seen[contract.META_ROUTES]) == {"": route}
+    assert ArtifactMetadata.from_strings(seen).routes == {"": route}
     assert ("deploy_lstm.fused_lstm.default" in seen["targets"]) == (route == "fused"), seen["targets"]
 
 

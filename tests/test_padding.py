@@ -7,15 +7,13 @@ AOTInductor are checked the same way in test_cpp.py and test_aoti.py.)
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import deploy_lstm as dl
-from deploy_lstm.formats import contract
+from deploy_lstm.formats.metadata import read_onnx_metadata
 from deploy_lstm.exporters.standins import with_fused
 
 N, T = 4, 9
@@ -77,7 +75,7 @@ def test_eager_and_scripted(model, pad_past_lengths, tmp_path, fused) -> None:  
 @pytest.mark.parametrize("native_lstm", [True, False], ids=["native-where-it-fits", "scan-loop"])
 def test_onnxruntime(model, pad_past_lengths, tmp_path, exporter, native_lstm) -> None:  # type: ignore[no-untyped-def]
     path = dl.export_onnx(model, tmp_path / "m.onnx", lengths=True, exporter=exporter, native_lstm=native_lstm)
-    routes = set(json.loads(dl.OnnxLSTM(path).metadata[contract.META_ROUTES]).values())
+    routes = set(read_onnx_metadata(path).routes.values())
     expected_route = "native" if native_lstm and model.proj_size == 0 and model.weight_ih_l0.dtype == torch.float32 else (
         "scan" if exporter == "dynamo" else "loop")
     assert routes == {expected_route}

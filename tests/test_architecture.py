@@ -1,11 +1,10 @@
 """The layout holds: imports run one way, the module knows no exporter, import is light,
-exports leave the caller's model alone (also while another thread uses it), and the
-export folder is the only reader of what it writes."""
+and exports leave the caller's model alone (also while another thread uses it).
+(The export folder's own tests are in test_folder.py.)"""
 
 from __future__ import annotations
 
 import ast
-import json
 import subprocess
 import sys
 import threading
@@ -16,7 +15,6 @@ import pytest
 import torch
 
 import deploy_lstm as dl
-from deploy_lstm.formats import folder as folder_mod
 
 PACKAGE = Path(dl.__file__).resolve().parent
 
@@ -323,62 +321,3 @@ def test_shared_lstm_stays_shared_in_the_traced_copy() -> None:
     assert copy.a is copy.b and copy.a is not model.a
     assert routes == {"a": "native", "b": "native"}
     assert copy.a.weight_ih_l0 is model.a.weight_ih_l0  # parameters shared, not copied
-
-
-# --- the export folder -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("folder") / "out"
-    dl.export_folder(dl.LSTM(3, 4, num_layers=2), out, lengths=True, artifacts=["onnx", "torchscript"], devices=("cpu",))
-    return out
-
-
-def test_folder_round_trip(written: Path) -> None:
-    f = dl.load(written)
-    assert f.format_version == folder_mod.FORMAT_VERSION
-    assert f.config == dl.LSTMConfig(3, 4, num_layers=2)
-    assert sorted(f.artifacts) == ["onnx", "torchscript", "weights"]
-    assert f.io.input_names == ["input", "h0", "c0", "lengths"]
-    assert f.report is not None and f.report["passed"]
-    assert {"deploy_lstm", "torch", "onnx", "onnxruntime", "python"} <= set(f.versions)
-    assert f.artifacts["onnx"].details["routes"] == {"": "native"}
-    assert dl.validate_folder(f, devices=("cpu",)).passed
-    manifest = json.loads((written / "manifest.json").read_text())
-    assert manifest["format"] == "deploy-lstm-export" and len(manifest["artifacts"]["onnx"]["sha256"]) == 64
-
-
-def test_folder_refuses_tampering_and_other_formats(written: Path, tmp_path: Path) -> None:
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(written, copy)
-    with open(copy / "model.onnx", "r+b") as f:
-        f.seek(100)
-        f.write(b"X")
-    with pytest.raises(dl.ArtifactError, match=r"model.onnx does not match its checksum"):
-        dl.load(copy)
-    dl.load(copy, verify=False)  # still readable when asked not to verify
-    (copy / "model.onnx").unlink()
-    with pytest.raises(dl.ArtifactError, match=r"model.onnx is listed in manifest.json but missing"):
-        dl.load(copy)
-    manifest = json.loads((written / "manifest.json").read_text())
-    manifest["format_version"] = 0
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(dl.ArtifactError, match=r"format version 0; .* reads version 1"):
-        dl.load(copy)
-    with pytest.raises(dl.ArtifactError, match=r"has no torchscript|has no aoti artifact"):
-        dl.load(written).file("aoti")
-
-
-def test_a_failed_folder_export_changes_nothing(written: Path, tmp_path: Path) -> None:
-    import shutil
-
-    target = tmp_path / "t"
-    shutil.copytree(written, target)
-    before = {p.name: p.read_bytes() for p in target.iterdir()}
-    with pytest.raises(dl.ExportError):
-        dl.export_folder(dl.LSTM(3, 4), target, opset=3, devices=("cpu",))
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

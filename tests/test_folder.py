@@ -1,4 +1,5 @@
-"""The export folder's manifest and the artifacts' metadata are untrusted input until checked.
+"""The export folder: what export_folder writes load reads back; tampering and failed exports;
+and its manifest and the artifacts' metadata are untrusted input until checked.
 
 A manifest names files only inside its folder (no ``..``, no absolute path, no NUL,
 no symlink leading out), every field has its type, duplicate keys and non-finite
@@ -24,6 +25,7 @@ import pytest
 
 import deploy_lstm as dl
 from deploy_lstm.formats import contract
+from deploy_lstm.formats.manifest import FORMAT_VERSION
 from deploy_lstm.formats.metadata import ArtifactMetadata
 from deploy_lstm.formats.strict_json import dumps, loads
 
@@ -31,7 +33,7 @@ from deploy_lstm.formats.strict_json import dumps, loads
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("folder") / "out"
-    dl.export_folder(dl.LSTM(3, 4), out, artifacts=["onnx"], devices=("cpu",))
+    dl.export_folder(dl.LSTM(3, 4, num_layers=2), out, lengths=True, artifacts=["onnx", "torchscript"], devices=("cpu",))
     return out
 
 
@@ -53,6 +55,54 @@ def _point_onnx_at(manifest: Dict[str, Any], target: Path, name: str) -> None:
     """The onnx artifact now names ``name``, with ``target``'s real size and SHA-256 (a forged manifest)."""
     data = target.read_bytes()
     manifest["artifacts"]["onnx"].update(file=name, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+
+
+# --- what export_folder writes, load reads back, and tampering -------------------------------------
+
+
+def test_folder_round_trip(written: Path) -> None:
+    f = dl.load(written)
+    assert f.format_version == FORMAT_VERSION
+    assert f.config == dl.LSTMConfig(3, 4, num_layers=2)
+    assert sorted(f.artifacts) == ["onnx", "torchscript", "weights"]
+    assert f.io.input_names == ["input", "h0", "c0", "lengths"]
+    assert f.report is not None and f.report["passed"]
+    assert {"deploy_lstm", "torch", "onnx", "onnxruntime", "python"} <= set(f.versions)
+    assert f.artifacts["onnx"].details["routes"] == {"": "native"}
+    assert dl.validate_folder(f, devices=("cpu",)).passed
+    manifest = json.loads((written / "manifest.json").read_text())
+    assert manifest["format"] == "deploy-lstm-export" and len(manifest["artifacts"]["onnx"]["sha256"]) == 64
+
+
+def test_folder_refuses_tampering_and_other_formats(written: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(written, copy)
+    with open(copy / "model.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"X")
+    with pytest.raises(dl.ArtifactError, match=r"model.onnx does not match its checksum"):
+        dl.load(copy)
+    dl.load(copy, verify=False)  # still readable when asked not to verify
+    (copy / "model.onnx").unlink()
+    with pytest.raises(dl.ArtifactError, match=r"model.onnx is listed in manifest.json but missing"):
+        dl.load(copy)
+    manifest = json.loads((written / "manifest.json").read_text())
+    manifest["format_version"] = 0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(dl.ArtifactError, match=r"format version 0; .* reads version 1"):
+        dl.load(copy)
+    with pytest.raises(dl.ArtifactError, match=r"has no torchscript|has no aoti artifact"):
+        dl.load(written).file("aoti")
+
+
+def test_a_failed_folder_export_changes_nothing(written: Path, tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    shutil.copytree(written, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    with pytest.raises(dl.ExportError):
+        dl.export_folder(dl.LSTM(3, 4), target, opset=3, devices=("cpu",))
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 # --- every file a manifest names stays inside its folder -----------------------------------------
@@ -226,7 +276,7 @@ def test_cli_on_a_forged_folder_exits_2_with_one_line(written: Path, tmp_path: P
     extra = ["--port", "0", "--grpc-port", "0"] if command == "serve" else []
     run = subprocess.run(
         [sys.executable, "-m", "deploy_lstm.cli", command, str(folder), *extra],
-        capture_output=True, text=True, timeout=90, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True, text=True, timeout=90, check=False, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
     lines = run.stderr.strip().splitlines()

@@ -67,9 +67,9 @@ def lstm_from_onnx(
 ) -> Union[LSTM, List[LSTM]]:
     """Build a ``deploy_lstm.LSTM`` from the ``LSTM`` node(s) of an ONNX model.
 
-    ``LSTM.from_onnx(path_or_model, node=None)`` calls this.  The weights come from
-    each node's ``W``, ``R``, ``B`` (optional) and ``P`` (optional) inputs, which must
-    be initializers or outputs of ``Constant`` nodes; gates are reordered from ONNX's
+    Public as ``deploy_lstm.lstm_from_onnx``.  The weights come from each node's ``W``,
+    ``R``, ``B`` (optional) and ``P`` (optional) inputs, which must be initializers or
+    outputs of ``Constant`` nodes; gates are reordered from ONNX's
     (i, o, f, c) to ``nn.LSTM``'s (i, f, g, o), ``B = [Wb, Rb]`` becomes ``bias_ih`` and
     ``bias_hh``.  The configuration comes from the attributes and weight shapes:
 

@@ -13,60 +13,28 @@ from deploy_lstm.errors import ArtifactError
 from deploy_lstm.formats import strict_json
 from deploy_lstm.nn.config import LSTMConfig
 
-
+# the graph names of a bare LSTM (nn.LSTM's vocabulary), and its two dynamic axes
 INPUT = "input"
-
-
 H0 = "h0"
-
-
 C0 = "c0"
-
-
 LENGTHS = "lengths"
-
-
 OUTPUT = "output"
-
-
 HN = "hn"
-
-
 CN = "cn"
-
-
 BATCH = "batch"
-
-
 SEQUENCE = "sequence"
-
 
 #: metadata keys written into exported artifacts, encoded and decoded only by
 #: deploy_lstm.formats.metadata.ArtifactMetadata (ONNX metadata_props, TorchScript's
-#: extra file, AOTInductor metadata)
+#: extra file, AOTInductor metadata); the C++ readers use the same keys
 META_CONFIG = "deploy_lstm.config"  # a bare LSTM's configuration (LSTMConfig JSON)
-
-
 META_LSTMS = "deploy_lstm.lstms"  # a whole model's {submodule: LSTMConfig JSON}
-
-
 META_IO = "deploy_lstm.io"  # the graph's IOSpec JSON
-
-
-META_VERSION = "deploy_lstm.version"
-
-
-META_TORCH = "torch.version"
-
-
-META_EXPORTER = "deploy_lstm.exporter"  # "dynamo" or "torchscript"
-
-
-META_ROUTES = "deploy_lstm.lstm_ops"  # {submodule: "native" | "scan" | "loop"}
-
-
+META_VERSION = "deploy_lstm.version"  # the deploy_lstm that wrote the artifact
+META_TORCH = "torch.version"  # the torch that wrote it
+META_EXPORTER = "deploy_lstm.exporter"  # ONNX: "dynamo" or "torchscript"
+META_ROUTES = "deploy_lstm.lstm_ops"  # {submodule: "native" | "scan" | "loop" | "fused"}
 META_QUANTIZED = "deploy_lstm.quantized"  # "int8-dynamic" on a quantized model
-
 
 Dim = Union[int, str]
 
@@ -110,6 +78,8 @@ class TensorSpec:
 
 @dataclasses.dataclass(frozen=True)
 class IOSpec:
+    """An artifact's flat graph inputs and outputs, in call order (the manifest's ``io``)."""
+
     inputs: Tuple[TensorSpec, ...]
     outputs: Tuple[TensorSpec, ...]
 

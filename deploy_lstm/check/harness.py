@@ -24,11 +24,11 @@ from deploy_lstm.errors import ConfigError
 from deploy_lstm.exporters.signature import Signature
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec
-from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.nn import LSTM, LSTMCell
 from deploy_lstm.nn.swap import restore_lstms
 from deploy_lstm.runtime.base import Runner
+from deploy_lstm.runtime.feeds import full_lengths
 
 __all__ = [
     "EAGER",
@@ -40,7 +40,6 @@ __all__ = [
     "size_at",
     "random_inputs",
     "example_arrays",
-    "full_lengths",
     "module_fn",
     "runner_fn",
     "cell_variants",
@@ -133,13 +132,6 @@ def example_arrays(sig: Signature) -> Dict[str, Any]:
     return dict(zip(sig.input_names, pytree.tree_flatten((sig.args, sig.kwargs))[0]))
 
 
-def full_lengths(config: LSTMConfig, feeds: Feeds) -> np.ndarray:
-    """``lengths`` = T for every sequence of a bare LSTM's ``input`` feed (what "no lengths" means)."""
-    x = feeds[contract.INPUT]
-    N, T = (x.shape[0], x.shape[1]) if config.batch_first else (x.shape[1], x.shape[0])
-    return np.full((N,), T, dtype=np.int64)
-
-
 # --- references and artifacts, called on feeds --------------------------------------------------
 
 
@@ -172,7 +164,7 @@ def runner_fn(runner: Runner) -> FeedsFn:
     def run(feeds: Feeds) -> Outputs:
         fed = {n: feeds[n] for n in runner.input_names if n in feeds}
         if runner.config is not None and runner.has_lengths and contract.LENGTHS not in fed:
-            fed[contract.LENGTHS] = full_lengths(runner.config, feeds)
+            fed[contract.LENGTHS] = full_lengths(runner.config, feeds[contract.INPUT])
         return runner.run(fed)
 
     return run

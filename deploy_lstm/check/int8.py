@@ -8,9 +8,8 @@ import numpy as np
 from torch import nn
 from deploy_lstm.check.harness import random_inputs
 from deploy_lstm.check.tolerance import INT8_ATOL_FACTOR, int8_step, int8_tolerance  # noqa: F401 -- their home before check.tolerance
-from deploy_lstm.formats.contract import IOSpec
 from deploy_lstm.nn.lstm import LSTM
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.runtime.onnx import OnnxRunner
 
 
 #: int8 is worth its error when it runs at least this much faster than the float32 model on
@@ -48,11 +47,10 @@ def int8_error(
         ArtifactError: a file onnxruntime cannot load.
     """
     rng = np.random.default_rng(0) if rng is None else rng
-    fp32, int8 = OnnxLSTM(fp32_path), OnnxLSTM(int8_path)
+    fp32, int8 = OnnxRunner(fp32_path), OnnxRunner(int8_path, kind="onnx-int8")
     per_shape, total, count = [], 0.0, 0
-    io = IOSpec(fp32.inputs, ())
     for N, T in shapes:
-        feeds = random_inputs(io, N, T, rng, lengths="full")  # other integer inputs 0
+        feeds = random_inputs(fp32.io, N, T, rng, lengths="full")  # other integer inputs 0
         a, b = fp32.run(feeds), int8.run(feeds)
         diffs = [np.abs(b[k].astype(np.float64) - a[k].astype(np.float64)).ravel() for k in fp32.output_names]
         d = np.concatenate(diffs)

@@ -305,7 +305,7 @@ def validate_folder(
     ``int8_atol`` defaults to the tolerance recorded at export, or for a folder that
     records none, :func:`~deploy_lstm.check.tolerance.int8_tolerance` of its weights.
     """
-    runnable = folder if isinstance(folder, RunnableFolder) else RunnableFolder(folder.path, folder.manifest)
+    runnable = RunnableFolder.of(folder)
     spec = folder.model_spec()
     opened, skipped = onnx_runners(lambda device: runnable.runner("onnx", device=device), devices) if folder.has("onnx") else ({}, {})
     if folder.has("onnx-int8"):

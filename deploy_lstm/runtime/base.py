@@ -21,7 +21,7 @@ from deploy_lstm.errors import ConfigError, LSTMInputError
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec
 from deploy_lstm.nn.config import LSTMConfig
-from deploy_lstm.runtime.feeds import bare_feeds, chunk_steps, state_array, stream_input_error
+from deploy_lstm.runtime.feeds import bare_feeds, chunk_steps, full_lengths, state_array, stream_input_error
 
 __all__ = ["Runner", "CarriedStream", "Feeds", "as_numpy"]
 
@@ -103,9 +103,7 @@ class Runner(abc.ABC):
                 )
             feeds = bare_feeds(self.config, self.io, self.path.name, *arrays)
             if self.has_lengths and contract.LENGTHS not in feeds and contract.LENGTHS not in self.optional_inputs:
-                x = feeds[contract.INPUT]
-                N, T = (x.shape[0], x.shape[1]) if self.config.batch_first else (x.shape[1], x.shape[0])
-                feeds[contract.LENGTHS] = np.full((N,), T, dtype=np.int64)
+                feeds[contract.LENGTHS] = full_lengths(self.config, feeds[contract.INPUT])
             return feeds
         given = [n for n, a in zip(names, arrays) if a is not None]
         if len(arrays) != len(names) or len(given) != len(names):
@@ -204,7 +202,7 @@ class CarriedStream:
         T = chunk_steps(x, self.config, self.batch, self.dtype)
         feeds = {contract.INPUT: np.ascontiguousarray(x), contract.H0: self._h, contract.C0: self._c}
         if self.runner.has_lengths and contract.LENGTHS not in self.runner.optional_inputs:
-            feeds[contract.LENGTHS] = np.full((self.batch,), T, dtype=np.int64)
+            feeds[contract.LENGTHS] = full_lengths(self.config, x)
         out = self.runner.run(feeds)
         self._h, self._c = out[contract.HN], out[contract.CN]
         self.steps += T

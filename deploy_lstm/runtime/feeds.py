@@ -65,6 +65,12 @@ def shape_str(shape: Sequence[object]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+def full_lengths(config: LSTMConfig, input: np.ndarray) -> np.ndarray:
+    """``lengths`` = T for every sequence of a bare LSTM's ``input`` (what "no lengths" means)."""
+    N, T = (input.shape[0], input.shape[1]) if config.batch_first else (input.shape[1], input.shape[0])
+    return np.full((N,), T, dtype=np.int64)
+
+
 def bare_feeds(
     config: LSTMConfig,
     io: IOSpec,

@@ -16,15 +16,20 @@ from deploy_lstm.runtime.base import Runner
 __all__ = ["RunnableFolder", "load", "RUNNER_KINDS", "RUNNER_OPTIONS"]
 
 #: the artifact kinds a runner opens, in the order a default is looked for
-RUNNER_KINDS: Tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "aoti")
+RUNNER_KINDS: Tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "aoti", "executorch")
 
 _ONNX_OPTIONS = ("device", "intra_op_num_threads", "inter_op_num_threads", "session_options")
 #: the keyword options each kind's runner takes
-RUNNER_OPTIONS: Dict[str, Tuple[str, ...]] = {"onnx": _ONNX_OPTIONS, "onnx-int8": _ONNX_OPTIONS, "torchscript": (), "aoti": ()}
+RUNNER_OPTIONS: Dict[str, Tuple[str, ...]] = {"onnx": _ONNX_OPTIONS, "onnx-int8": _ONNX_OPTIONS, "torchscript": (), "aoti": (), "executorch": ()}
 
 
 class RunnableFolder(ExportFolder):
     """An :class:`~deploy_lstm.formats.folder.ExportFolder` whose artifacts run: :meth:`runner`."""
+
+    @classmethod
+    def of(cls, folder: ExportFolder) -> "RunnableFolder":
+        """``folder`` (already loaded and verified) as a runnable folder."""
+        return folder if isinstance(folder, cls) else cls(folder.path, folder.manifest)
 
     def runner(self, kind: Optional[str] = None, **options: Any) -> Runner:
         """The runner of one artifact of this folder.
@@ -64,6 +69,11 @@ class RunnableFolder(ExportFolder):
             from deploy_lstm.runtime.aoti import AotiPackage
 
             return AotiPackage(path)
+        if kind == "executorch":
+            from deploy_lstm.runtime.executorch import ExecutorchRunner  # executorch loads only when asked for
+
+            details = self.artifacts[kind].details
+            return ExecutorchRunner(path, self.config, chunk=details.get("chunk", 1), batch=details.get("batch", 1))
         from deploy_lstm.runtime.torchscript import TorchScriptRunner
 
         return TorchScriptRunner(path, io=self.io, tree=self.input_tree())
@@ -99,5 +109,4 @@ def load(path: str | os.PathLike, verify: bool = True) -> RunnableFolder:
         ArtifactError: no such folder, no manifest (or one of another format or
             version), or an artifact missing or changed.
     """
-    opened = formats_folder.load(path, verify=verify)
-    return RunnableFolder(opened.path, opened.manifest)
+    return RunnableFolder.of(formats_folder.load(path, verify=verify))

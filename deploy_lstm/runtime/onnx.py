@@ -9,7 +9,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import onnxruntime as ort
 from deploy_lstm.runtime.base import Runner, as_numpy
-from deploy_lstm.runtime.feeds import Arrays, ORT_TYPES, bare_feeds, check_feeds, chunk_steps, state_array, stream_input_error
+from deploy_lstm.runtime.feeds import (
+    Arrays, ORT_TYPES, bare_feeds, check_feeds, chunk_steps, full_lengths, state_array, stream_input_error,
+)
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec, TensorSpec
 from deploy_lstm.formats.metadata import ArtifactMetadata
@@ -114,9 +116,7 @@ class OnnxLSTM:
             )
         feeds = bare_feeds(self.config, self.io, self.path.name, input, h0, c0, lengths)
         if self.has_lengths and contract.LENGTHS not in feeds:
-            x = feeds[contract.INPUT]
-            N, T = (x.shape[0], x.shape[1]) if self.config.batch_first else (x.shape[1], x.shape[0])
-            feeds[contract.LENGTHS] = np.full((N,), T, dtype=np.int64)
+            feeds[contract.LENGTHS] = full_lengths(self.config, feeds[contract.INPUT])
         out = self.run(feeds)
         return out[contract.OUTPUT], out[contract.HN], out[contract.CN]
 

@@ -43,6 +43,7 @@ from deploy_lstm.demo import INPUT_NAMES, evaluate, export_spec, session_step
 from deploy_lstm.demo.train import VAL_SEED0
 from deploy_lstm.check.int8 import INT8_ATOL_FACTOR, INT8_WORTH_IT, int8_advice, int8_error, int8_step, int8_tolerance
 from deploy_lstm.exporters.int8 import quantize_int8
+from deploy_lstm.runtime.onnx import OnnxRunner
 
 OUT = Path(__file__).resolve().parent / "results" / "int8"
 THREADS = 2
@@ -52,11 +53,15 @@ QUICK_SHAPES = [Shape("N=1 T=8", 1, 8), Shape("N=4 T=8", 4, 8)]
 N_HELD_OUT = 128  # the demo's validation series (train.py: n_val)
 
 
-def session(path: Path) -> ort.InferenceSession:
+def options() -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = THREADS, 1
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return so
+
+
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), sess_options=options(), providers=["CPUExecutionProvider"])
 
 
 def measure_config(cfg: Any, shapes: List[Shape], workdir: Path, rng: np.random.Generator, timing: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -66,7 +71,8 @@ def measure_config(cfg: Any, shapes: List[Shape], workdir: Path, rng: np.random.
     fp32 = export_onnx(model, workdir / "model.onnx", exporter="dynamo")
     int8 = quantize_int8(fp32, workdir / "model.int8.onnx")
     step, tol = int8_step(model), int8_tolerance(model)
-    runners = {"fp32": ort_call(session(fp32)), "int8": ort_call(session(int8))}
+    runners = {"fp32": ort_call(OnnxRunner(fp32, session_options=options())),
+               "int8": ort_call(OnnxRunner(int8, kind="onnx-int8", session_options=options()))}
     rows = []
     for shape in shapes:
         inp = make_inputs(cfg, shape, rng)

@@ -26,7 +26,7 @@ from deploy_lstm.bench import lstm_matrix, timing
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.contract import lstm_io
 from deploy_lstm.errors import ArtifactError, ConfigError, DeployLSTMError
-from deploy_lstm.formats.folder import ExportFolder
+from deploy_lstm.formats.folder import ExportFolder, load
 from deploy_lstm.check.int8 import INT8_WORTH_IT, int8_tolerance
 from deploy_lstm.exporters.int8 import QUANTIZED_LSTM, quantize_int8
 from deploy_lstm.exporters.torchscript import export_torchscript
@@ -352,6 +352,20 @@ def test_bench_of_an_export_folder_times_its_files_only(tmp_path, int8):
         assert r[bench.ORT_TS]["reason"] == "the export folder's model.onnx is from the dynamo exporter"
         if not int8:  # nothing is exported in its place
             assert r[bench.ORT_INT8] == {"backend": bench.ORT_INT8, "reason": "the export folder has no model.int8.onnx", "stage": "build"}
+
+
+def test_the_folder_benchmark_times_every_artifact_through_its_runner(tmp_path):
+    """benchmark_model (deploy-lstm export --bench) opens each artifact through the runtime's
+    runner: every one gets a number, none is n/a, each a ratio to the original nn.LSTM."""
+    torch.manual_seed(2)
+    folder = load(_folder(tmp_path / "f", LSTM(4, 8).eval(), fused=False, int8=True))
+    res = bench.benchmark_model(folder, cases=((1, 3), (2, 5)), threads=1, rounds=1, warmup=1, block_ms=1, pause_ms=0)
+    artifacts = [bench.MODEL_BACKENDS[k] for k in ("torchscript", "onnx", "onnx-int8")]
+    assert res["backends"] == [bench.ORIGINAL, bench.EAGER, *artifacts]
+    for case in res["cases"]:
+        for name in res["backends"]:
+            assert "median_ms" in case["results"][name] and "ratio_vs_original" in case["results"][name], (name, case)
+        assert case["results"][bench.ORIGINAL]["ratio_vs_original"] == 1.0
 
 
 def test_bench_refuses_a_whole_model_folder_it_cannot_rebuild_and_an_old_one(tmp_path):

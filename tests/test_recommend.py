@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from deploy_lstm import LSTM
-from deploy_lstm.bench import command as bench
+from deploy_lstm import bench
 from deploy_lstm.bench import recommend
 from deploy_lstm.bench.memory import measure_memory, memory_markdown
 from deploy_lstm.serve.model import ServedModel, ServeOptions, choose_artifact

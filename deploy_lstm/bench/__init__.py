@@ -31,7 +31,7 @@ _FACE = {
     **dict.fromkeys(["NN", "EAGER", "TS_LOOP", "TS_FUSED", "TS_USER", "AOTI", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8",
                      "BACKENDS", "NOT_FLOAT32", "ARTIFACT_OF", "Shape", "Sources", "make_inputs", "export_nn_lstm"], "backends"),
     **dict.fromkeys(["FLOP_FORMULA", "FULL_SHAPES", "QUICK_SHAPES", "matrix", "flops", "benchmark"], "lstm_matrix"),
-    **dict.fromkeys(["MODEL_CASES", "ARTIFACT_LABELS", "benchmark_model"], "whole_model"),
+    **dict.fromkeys(["MODEL_CASES", "ORIGINAL", "MODEL_BACKENDS", "ARTIFACT_LABELS", "folder_signature", "benchmark_model"], "whole_model"),
     **dict.fromkeys(["measure_memory", "memory_markdown"], "memory"),
     **dict.fromkeys(["config_name", "to_markdown", "plot", "write_results", "model_markdown", "write_model_results"], "report"),
 }

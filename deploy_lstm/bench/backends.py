@@ -2,10 +2,15 @@
 
 Names every backend (:data:`BACKENDS`), makes one shape's inputs (:func:`make_inputs`),
 and builds each backend for one configuration from scratch or from an export folder's
-files (:func:`build_backends`).  A built backend is a :data:`MakeCall`: given a shape's
-inputs it binds them and returns the :data:`~deploy_lstm.bench.timing.Call` that is
-timed, so nothing but the model's own work is inside the timer.  A backend that
-cannot be built is recorded as an :class:`~deploy_lstm.bench.timing.Unavailable`.
+files (:func:`build_backends`).  Artifacts are opened through the runtime's runners
+(:class:`~deploy_lstm.runtime.onnx.OnnxRunner`,
+:class:`~deploy_lstm.runtime.torchscript.TorchScriptRunner`,
+:class:`~deploy_lstm.runtime.aoti.AotiPackage`).  A built backend is a :data:`MakeCall`:
+given a shape's inputs it binds them once and returns the
+:data:`~deploy_lstm.bench.timing.Call` that is timed: the runner's own session, module
+or compiled model called on those inputs, so the runner's feed checks (microseconds,
+once per call) stay outside the timer.  A backend that cannot be built is recorded as
+an :class:`~deploy_lstm.bench.timing.Unavailable`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.runtime.aoti import AotiPackage
+from deploy_lstm.runtime.onnx import OnnxRunner
+from deploy_lstm.runtime.torchscript import TorchScriptRunner
 
 __all__ = [
     "NN", "EAGER", "TS_LOOP", "TS_FUSED", "TS_USER", "AOTI", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8", "BACKENDS",
@@ -129,11 +136,11 @@ def torch_call(module: Callable[..., Any], native: bool) -> MakeCall:
     return make
 
 
-def ort_call(session: ort.InferenceSession) -> MakeCall:
-    """An onnxruntime session's own ``run`` on feeds bound once per shape (no checks inside the timer)."""
-    run = session.run
+def ort_call(runner: OnnxRunner) -> MakeCall:
+    """The runner's onnxruntime session's own ``run`` on feeds bound once per shape (no checks inside the timer)."""
+    run = runner.session.session.run  # OnnxRunner -> OnnxLSTM -> onnxruntime.InferenceSession
     names = [OUTPUT, HN, CN]
-    lengths = LENGTHS in {i.name for i in session.get_inputs()}  # an export with lengths: full lengths
+    lengths = runner.has_lengths  # an export with lengths: full lengths
 
     def make(inp: Inputs) -> Call:
         x, h0, c0 = inp.arrays
@@ -275,7 +282,7 @@ class _Build:
     def session(self, name: str, path: Path) -> MakeCall:
         ops = graph_ops(onnx.load(str(path), load_external_data=False))
         self.graphs[name] = {op: n for op, n in sorted(ops.items()) if op in ("LSTM", "Scan", "Loop", QUANTIZED_LSTM)}
-        return ort_call(ort.InferenceSession(str(path), sess_options=self.options, providers=["CPUExecutionProvider"]))
+        return ort_call(OnnxRunner(path, kind="onnx-int8" if name == ORT_INT8 else "onnx", session_options=self.options))
 
     @staticmethod
     def missing(name: str, kind: str) -> Unavailable:
@@ -293,7 +300,7 @@ class _Build:
                 return Unavailable(name, f"the export folder's {FILES['torchscript']} is the {'fused' if have_fused else 'loop'} one")
         else:
             path = export_torchscript(self.ours, self.workdir / f"model-{'fused' if fused else 'loop'}.ts", fused=fused)
-        return torch_call(torch.jit.load(str(path), map_location="cpu").eval(), native=False)
+        return torch_call(TorchScriptRunner(path).module.eval(), native=False)
 
     def aoti(self) -> _Made:
         if self.from_folder:

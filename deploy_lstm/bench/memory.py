@@ -24,17 +24,16 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from deploy_lstm.bench.whole_model import folder_signature
+from deploy_lstm.check.harness import FeedsFn, example_arrays, module_fn, random_inputs, runner_fn
 from deploy_lstm.exporters.aoti import export_aoti
-from deploy_lstm.formats.contract import LENGTHS
-from deploy_lstm.nn.graph import BareLSTM
-from deploy_lstm.exporters.signature import signature
-from deploy_lstm.formats.folder import FILES, load
-from deploy_lstm.exporters.onnx import export_onnx
 from deploy_lstm.exporters.int8 import quantize_int8
-from deploy_lstm.runtime.aoti import AotiPackage
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.exporters.onnx import export_onnx
 from deploy_lstm.exporters.torchscript import export_torchscript
-from deploy_lstm.check.validate import artifact_runner, inputs_at, module_runner
+from deploy_lstm.formats.contract import LENGTHS
+from deploy_lstm.formats.folder import FILES
+from deploy_lstm.runtime.folder import RunnableFolder, load
+from deploy_lstm.runtime.torchscript import TorchScriptRunner
 
 __all__ = ["measure_memory", "memory_markdown", "SESSIONS", "EXPORTS"]
 
@@ -61,45 +60,47 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
+def _session_step(folder: RunnableFolder, kind: str, batch: int, sequence: int) -> Callable[[], Any]:
+    """Load one artifact through its runner (``eager``: the model already in this process) and run it 3 times."""
+    sig = folder_signature(folder)
+    feeds = random_inputs(sig.io, batch, sequence, np.random.default_rng(0), examples=example_arrays(sig), lengths="random")
+    if kind == "eager":  # the weights are already in this process: measure the model's own run
+        load_run: Callable[[], FeedsFn] = lambda: module_fn(sig.module, sig)
+    elif kind == "torchscript":  # a whole model's input structure is read first: the factory's model is not the artifact's
+        tree = folder.input_tree()
+        load_run = lambda: runner_fn(TorchScriptRunner(folder.file(kind), io=folder.io, tree=tree))
+    else:
+        options = {"intra_op_num_threads": 1} if kind in ("onnx", "onnx-int8") else {}
+        load_run = lambda: runner_fn(folder.runner(kind, **options))
+    return lambda: [run(feeds) for run in [load_run()] for _ in range(3)]
+
+
+def _export_step(folder: RunnableFolder, kind: str, out: Path) -> Callable[[], Any]:
+    """Write one artifact from the folder's model, as the folder's own was written."""
+    spec = folder.model_spec()
+    bare = folder.config is not None
+    whole = {} if bare else spec.call_arguments()
+    lengths = bare and LENGTHS in folder.io.input_names
+    details = folder.artifacts[kind].details if folder.has(kind) else {}
+    if kind == "onnx":
+        opset = {"opset": details["opset"]} if details.get("opset") else {}
+        return lambda: export_onnx(spec.model, out, lengths=lengths, exporter=details.get("exporter", "dynamo"), **opset, **whole)
+    if kind == "torchscript":
+        return lambda: export_torchscript(spec.model, out, fused=details.get("fused"), **whole)
+    if kind == "aoti":
+        return lambda: export_aoti(spec.model, out, lengths=lengths, **whole)
+    return lambda: quantize_int8(folder.file("onnx"), out)
+
+
 def _child(what: str, folder_path: str, kind: str, batch: int, sequence: int) -> Dict[str, Any]:
     """Run in a fresh process: load and run (``session``) or export (``export``) one artifact."""
     torch.set_num_threads(1)
     folder = load(folder_path)
-    bare = folder.config is not None
-    step: Callable[[], Any]
     with tempfile.TemporaryDirectory(prefix="deploy-lstm-mem-") as tmp:
         if what == "session":
-            spec = folder.model_spec()
-            lengths = LENGTHS in folder.io.input_names
-            sig = signature(spec.model, lengths=lengths) if bare else signature(spec.model, **spec.call_arguments())
-            feeds = inputs_at(sig, batch, sequence, np.random.default_rng(0), use_lengths=True)
-            if kind == "eager":  # the weights are already in this process: measure the model's own run
-                load_run: Callable[[], Callable[[Any], Any]] = lambda: module_runner(sig.module, sig)
-            elif kind == "torchscript":
-
-                def load_run() -> Callable[[Any], Any]:
-                    m = torch.jit.load(str(folder.file("torchscript")), map_location="cpu")
-                    return module_runner(BareLSTM(m) if bare else m, sig)
-            elif kind == "aoti":
-                load_run = lambda: artifact_runner(AotiPackage(folder.file("aoti")))
-            else:
-                load_run = lambda: artifact_runner(OnnxLSTM(folder.file(kind), intra_op_num_threads=1))
-            step = lambda: [run(feeds) for run in [load_run()] for _ in range(3)]
+            step = _session_step(folder, kind, batch, sequence)
         else:
-            spec = folder.model_spec()
-            whole = {} if bare else spec.call_arguments()
-            lengths = bare and LENGTHS in folder.io.input_names
-            details = folder.artifacts[kind].details if folder.has(kind) else {}
-            out = Path(tmp) / FILES[kind]
-            if kind == "onnx":
-                step = lambda: export_onnx(spec.model, out, lengths=lengths, exporter=details.get("exporter", "dynamo"),
-                                           **({"opset": details["opset"]} if details.get("opset") else {}), **whole)
-            elif kind == "torchscript":
-                step = lambda: export_torchscript(spec.model, out, fused=details.get("fused"), **whole)
-            elif kind == "aoti":
-                step = lambda: export_aoti(spec.model, out, lengths=lengths, **whole)
-            else:
-                step = lambda: quantize_int8(folder.file("onnx"), out)
+            step = _export_step(folder, kind, Path(tmp) / FILES[kind])
         with torch.inference_mode() if what == "session" else torch.no_grad():
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             before = _status()["VmRSS"]

@@ -16,18 +16,19 @@ import torch
 from torch import nn
 
 from deploy_lstm.bench.backends import ARTIFACT_OF
-from deploy_lstm.bench.timing import Unavailable, machine, measure_case
-from deploy_lstm.check.harness import EAGER, TORCH, FeedsFn, example_arrays, module_fn, random_inputs, reference_models
+from deploy_lstm.bench.timing import Call, Unavailable, machine, measure_case
+from deploy_lstm.check.harness import EAGER, TORCH, Feeds, example_arrays, module_fn, random_inputs, reference_models
 from deploy_lstm.errors import ConfigError
 from deploy_lstm.exporters.signature import Signature, signature
 from deploy_lstm.formats.contract import LENGTHS
 from deploy_lstm.formats.folder import ExportFolder
 from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.nn.swap import restore_lstms
-from deploy_lstm.runtime.aoti import AotiPackage
-from deploy_lstm.runtime.onnx import OnnxLSTM
+from deploy_lstm.runtime.base import Runner
+from deploy_lstm.runtime.folder import RunnableFolder
+from deploy_lstm.runtime.folder import load as runnable_folder
 
-__all__ = ["MODEL_CASES", "ORIGINAL", "MODEL_BACKENDS", "ARTIFACT_LABELS", "benchmark_model"]
+__all__ = ["MODEL_CASES", "ORIGINAL", "MODEL_BACKENDS", "ARTIFACT_LABELS", "BindFeeds", "folder_signature", "benchmark_model"]
 
 #: (batch, sequence) shapes a whole model is timed at: one stream, one batch
 MODEL_CASES: Tuple[Tuple[int, int], ...] = ((1, 32), (16, 64))
@@ -37,9 +38,19 @@ MODEL_BACKENDS = {"torchscript": "torchscript", "onnx": "onnxruntime", "aoti": "
 #: every benchmark label that times an export folder's artifact -> its kind (what recommend needs)
 ARTIFACT_LABELS = {**ARTIFACT_OF, **{label: kind for kind, label in MODEL_BACKENDS.items()}}
 
+#: a backend of the whole-model benchmark: binds one case's feeds, returns the call that is timed
+BindFeeds = Callable[[Feeds], Call]
 
 
-def _references(folder: ExportFolder) -> Tuple[Signature, Dict[str, FeedsFn]]:
+def folder_signature(folder: ExportFolder) -> Signature:
+    """The signature of the folder's model, rebuilt from its weights (a bare LSTM) or its factory (a whole model)."""
+    spec = folder.model_spec()
+    if folder.config is not None:
+        return signature(spec.model, lengths=LENGTHS in folder.io.input_names)
+    return signature(spec.model, **spec.call_arguments())
+
+
+def _references(folder: ExportFolder) -> Tuple[Signature, Dict[str, BindFeeds]]:
     """(the model's signature, {ORIGINAL: the model holding torch.nn LSTMs, EAGER: the deploy_lstm model}, called on feeds).
 
     torch.nn has no variant cells: a whole model keeps them in its original (its plain LSTMs
@@ -48,12 +59,8 @@ def _references(folder: ExportFolder) -> Tuple[Signature, Dict[str, FeedsFn]]:
     Raises:
         ConfigError: a bare LSTM with a variant cell.
     """
-    spec = folder.model_spec()
-    if folder.config is not None:  # a bare LSTM: nn.LSTM (packed with lengths) is the original
-        sig = signature(spec.model, lengths=LENGTHS in folder.io.input_names)
-    else:
-        sig = signature(spec.model, **spec.call_arguments())
-    refs = reference_models(sig)
+    sig = folder_signature(folder)
+    refs = reference_models(sig)  # a bare LSTM's original: nn.LSTM (lengths through a packed batch)
     original = refs.get(TORCH)
     if original is None and sig.bare is not None:
         raise ConfigError(f"the LSTM in {folder.path} has the {folder.config.cell!r} cell, which torch.nn.LSTM has not: "
@@ -61,20 +68,42 @@ def _references(folder: ExportFolder) -> Tuple[Signature, Dict[str, FeedsFn]]:
                           "nn.LSTM's plain cell")
     if original is None:
         original = restore_lstms(copy.deepcopy(sig.model)).eval()
-    return sig, {ORIGINAL: module_fn(original, sig), EAGER: module_fn(refs[EAGER], sig)}
+    return sig, {ORIGINAL: _module(original, sig), EAGER: _module(refs[EAGER], sig)}
 
 
-def _artifacts(folder: ExportFolder, sig: Signature, threads: int) -> Dict[str, Union[FeedsFn, Unavailable]]:
-    """{backend label: the folder's artifact, opened, called on feeds | why it could not be}."""
-    so_threads = dict(intra_op_num_threads=threads, inter_op_num_threads=1)
-    scripted = (lambda m: BareLSTM(m)) if folder.config is not None else (lambda m: m)
-    makers: Dict[str, Callable[[], FeedsFn]] = {
-        "torchscript": lambda: module_fn(scripted(torch.jit.load(str(folder.file("torchscript")), map_location="cpu")), sig),
-        "onnx": lambda: artifact_runner(OnnxLSTM(folder.file("onnx"), **so_threads)),
-        "aoti": lambda: artifact_runner(AotiPackage(folder.file("aoti"))),
-        "onnx-int8": lambda: artifact_runner(OnnxLSTM(folder.file("onnx-int8"), **so_threads)),
+def _module(module: nn.Module, sig: Signature) -> BindFeeds:
+    """A torch module called as the graph (:func:`~deploy_lstm.check.harness.module_fn`) on one case's feeds."""
+    run = module_fn(module, sig)
+    return lambda feeds: lambda: run(feeds)
+
+
+def _runner(runner: Runner) -> BindFeeds:
+    """A runner's ``run`` on the feeds it takes, picked out once per case (outside the timer)."""
+
+    def bind(feeds: Feeds) -> Call:
+        fed = {n: feeds[n] for n in runner.input_names if n in feeds}
+        return lambda: runner.run(fed)
+
+    return bind
+
+
+def _artifacts(folder: ExportFolder, sig: Signature, threads: int) -> Dict[str, Union[BindFeeds, Unavailable]]:
+    """{backend label: the folder's artifact, opened through its runner | why it could not be}.
+
+    ONNX models and AOTInductor packages are timed through their runner's ``run`` (feed checks
+    included, as a Python user calls them); a TorchScript archive's module, loaded by its
+    runner, is called as the graph, like the eager references.
+    """
+    runnable = folder if isinstance(folder, RunnableFolder) else runnable_folder(folder.path, verify=False)  # verified when loaded
+    graph = BareLSTM if folder.config is not None else (lambda m: m)
+    threaded = dict(intra_op_num_threads=threads, inter_op_num_threads=1)
+    makers: Dict[str, Callable[[], BindFeeds]] = {
+        "torchscript": lambda: _module(graph(runnable.runner("torchscript").module), sig),
+        "onnx": lambda: _runner(runnable.runner("onnx", **threaded)),
+        "aoti": lambda: _runner(runnable.runner("aoti")),
+        "onnx-int8": lambda: _runner(runnable.runner("onnx-int8", **threaded)),
     }
-    built: Dict[str, Union[FeedsFn, Unavailable]] = {}
+    built: Dict[str, Union[BindFeeds, Unavailable]] = {}
     for kind, make in makers.items():
         if folder.has(kind):
             name = MODEL_BACKENDS[kind]
@@ -115,10 +144,10 @@ def benchmark_model(
         or to an ``Unavailable`` as a dict.
     """
     threads = threads or os.cpu_count() or 1
-    sig, runners = _references(folder)
+    sig, backends = _references(folder)
     built = _artifacts(folder, sig, threads)
     unavailable = {k: b for k, b in built.items() if isinstance(b, Unavailable)}
-    runners.update({k: b for k, b in built.items() if not isinstance(b, Unavailable)})
+    backends.update({k: b for k, b in built.items() if not isinstance(b, Unavailable)})
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -129,7 +158,7 @@ def benchmark_model(
                 # every input the artifacts take
                 feeds = random_inputs(sig.io, N, T, rng, examples=example_arrays(sig), lengths="random")
                 timed = measure_case(
-                    {name: (lambda r=r: r(feeds)) for name, r in runners.items()}, rounds=rounds, warmup=warmup,
+                    {name: bind(feeds) for name, bind in backends.items()}, rounds=rounds, warmup=warmup,
                     block_s=block_ms / 1e3, max_calls=max_calls, pause_s=pause_ms / 1e3,
                 )
                 out_cases.append({"shape": f"N={N} T={T}", "batch": N, "sequence": T, "results": _with_ratios(timed, unavailable)})
@@ -140,6 +169,6 @@ def benchmark_model(
         "settings": {"threads": threads, "rounds": rounds, "warmup": warmup, "block_ms": block_ms, "pause_ms": pause_ms,
                      "folder": str(folder.path)},
         "model": folder.model,
-        "backends": list(runners) + list(unavailable),
+        "backends": list(backends) + list(unavailable),
         "cases": out_cases,
     }

@@ -149,11 +149,18 @@ def _build_tools() -> Tuple[str, str]:
 def cpp_build_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """Where to build a C++ project: a fresh temporary directory, or with DEPLOY_LSTM_CPP_BUILD_DIR
     set, ``$DEPLOY_LSTM_CPP_BUILD_DIR/<name>-torch-<version>``, kept between sessions so that the
-    build (always run) is incremental; one directory per torch version, as CMake caches Torch_DIR."""
+    build (always run) is incremental; one directory per torch version, as CMake caches Torch_DIR,
+    and emptied when the ``cmake`` that configured it is gone (its path is in the build rules)."""
     root = os.environ.get("DEPLOY_LSTM_CPP_BUILD_DIR")
     if not root:
         return tmp_path_factory.mktemp(name)
     build = Path(root) / f"{name}-torch-{torch.__version__}"
+    cache = build / "CMakeCache.txt"
+    if cache.is_file():
+        recorded = [line.split("=", 1)[1] for line in cache.read_text().splitlines()
+                    if line.startswith("CMAKE_COMMAND:INTERNAL=")]
+        if not recorded or not Path(recorded[0]).is_file():
+            shutil.rmtree(build)
     build.mkdir(parents=True, exist_ok=True)
     return build
 
@@ -163,7 +170,7 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Configure and build serving/cpp once per session; the path of deploy_lstm_run (the other
     programs of :data:`CPP_TOOLS` beside it)."""
     if shutil.which("c++") is None and shutil.which("g++") is None:
-        pytest.fail("no C++ compiler on PATH (need g++ or clang++ with C++17)")
+        pytest.fail("no C++ compiler on PATH (need g++ or clang++; C++17, or C++20 for torch >= 2.14)")
     cmake, ninja = _build_tools()
     build = cpp_build_dir(tmp_path_factory, "cpp-build")
     steps = [
@@ -183,3 +190,32 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tool in CPP_TOOLS:
         assert (build / tool).is_file(), f"build succeeded but {build / tool} is missing"
     return build / "deploy_lstm_run"
+
+
+# --- a real tritonserver's own environment ------------------------------------------------------
+
+#: what the tritonserver venv holds: the server binary (nvidia-pytriton, which pins numpy<2) and
+#: what the onnxruntime stand-in backend imports; never installed beside the library
+TRITON_REQUIREMENTS = ["nvidia-pytriton==0.7.0", "onnxruntime>=1.20", "numpy<2"]
+
+
+@pytest.fixture(scope="session")
+def triton_env() -> Callable[[], Path]:
+    """The python of a venv holding tritonserver (``$DEPLOY_LSTM_TRITON_VENV``, else
+    ``.venv-triton`` beside the repository; ``.ci/run`` makes it), created on first use when
+    missing.  A call, so only the tests that start tritonserver pay for it."""
+
+    def python() -> Path:
+        venv = Path(os.environ.get("DEPLOY_LSTM_TRITON_VENV", Path(__file__).resolve().parent.parent / ".venv-triton"))
+        exe = venv / "bin" / "python"
+        probe = [str(exe), "-c", "import pytriton, onnxruntime, numpy"]
+        if exe.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+            return exe
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = subprocess.run([str(exe), "-m", "pip", "install", "--quiet", *TRITON_REQUIREMENTS], capture_output=True, text=True)
+        if pip.returncode != 0:  # CI must run the real server: there it fails, elsewhere it skips
+            why = f"cannot install tritonserver's venv at {venv}: {pip.stderr.strip().splitlines()[-1:]}"
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+        return exe
+
+    return python

@@ -5,7 +5,6 @@ repository unchanged through the Python-based ``onnxruntime`` stand-in backend
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import numpy as np
 import onnx
@@ -370,15 +369,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(repo: Dict[str, triton.TritonRepository], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str]]:
+def server(
+    repo: Dict[str, triton.TritonRepository], tmp_path_factory: pytest.TempPathFactory, triton_env: Callable[[], Path]
+) -> Iterator[Dict[str, str]]:
     """tritonserver 2.51 from nvidia-pytriton on the repository, with a backend directory of
     Triton's Python backend (+ the stub for this Python) and the onnxruntime stand-in."""
-    # only the wheel's files are used (the binary, the Python backend and its stubs), not its Python API
-    found = importlib.util.find_spec("pytriton")
-    if found is None or found.origin is None:
-        pytest.skip("nvidia-pytriton is not installed (pip install nvidia-pytriton==0.7.0): no tritonserver here")
-    home = Path(found.origin).parent / "tritonserver"
-    libs = Path(found.origin).parent.parent / "nvidia_pytriton.libs"
+    # only the wheel's files are used (the binary, the Python backend and its stubs), not its Python API;
+    # they live in a venv of their own (nvidia-pytriton pins numpy<2), whose python the stub runs
+    env_python = triton_env()
+    site = Path(subprocess.run([str(env_python), "-c", "import pytriton, pathlib; print(pathlib.Path(pytriton.__file__).parent.parent)"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    home = site / "pytriton" / "tritonserver"
+    libs = site / "nvidia_pytriton.libs"
     work = tmp_path_factory.mktemp("tritonserver")
     backends = work / "backends"
     shutil.copytree(home / "backends" / "python", backends / "python")
@@ -388,7 +390,7 @@ def server(repo: Dict[str, triton.TritonRepository], tmp_path_factory: pytest.Te
     shutil.copy(STAND_IN, backends / "onnxruntime" / "model.py")
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the stub runs `python` from PATH
+    env["PATH"] = f"{env_python.parent}{os.pathsep}{env.get('PATH', '')}"  # the stub runs `python` from PATH
     env["LD_LIBRARY_PATH"] = os.pathsep.join([sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH", "")])
     log = work / "tritonserver.log"
     repo_path = next(iter(repo.values())).repo

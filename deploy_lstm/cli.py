@@ -125,7 +125,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lengths", action="store_true", help="add an int64 'lengths' (batch,) input for right-padded batches")
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="ONNX exporter (default: dynamo)")
     p.add_argument("--opset", type=int, help="ONNX opset (dynamo 18..23, torchscript 11..20)")
-    p.add_argument("--artifacts", default="onnx,torchscript", help=f"comma-separated subset of {','.join(ARTIFACTS)} (default: onnx,torchscript; aoti = AOTInductor model.pt2)")
+    p.add_argument("--artifacts", default="onnx,torchscript", help=f"comma-separated subset of {','.join(ARTIFACTS)} (default: onnx,torchscript; aoti = AOTInductor model.pt2; executorch = model.pte)")
+    p.add_argument("--pte-chunk", type=int, default=1, help="model.pte: time steps per call (default 1; a shorter remainder runs step by step)")
+    p.add_argument("--pte-batch", type=int, default=1, help="model.pte: sequences per call (default 1)")
     p.add_argument("--no-native-lstm", action="store_true", help="use Scan/Loop even where the ONNX LSTM op fits")
     p.add_argument("--torchscript", choices=("fused", "loop"), default="fused",
                    help="model.ts runs aten::lstm (fused, default: nn.LSTM's kernel) or the static time loop")
@@ -176,7 +178,7 @@ def run_export(args: argparse.Namespace) -> int:
         model, args.out, factory=factory, artifacts=artifacts, exporter=args.exporter, opset=args.opset,
         lengths=args.lengths, native_lstm=not args.no_native_lstm, torchscript=args.torchscript,
         quantize=args.quantize, atol=args.atol, int8_atol=args.int8_atol,
-        progress=progress_steps(args.quiet or args.json),
+        progress=progress_steps(args.quiet or args.json), pte_chunk=args.pte_chunk, pte_batch=args.pte_batch,
     )
     print_report(report, args, None if args.quiet else int8_summary(folder, report))
     if args.bench:

@@ -17,9 +17,12 @@ from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Tupl
 from torch import nn
 
 from deploy_lstm.check.tolerance import INT8_ATOL_FACTOR, int8_tolerance
+from deploy_lstm.check import executorch as executorch_check
 from deploy_lstm.check.validate import ValidationReport, validate
 from deploy_lstm.errors import ConfigError
 from deploy_lstm.exporters.aoti import export_aoti
+from deploy_lstm.exporters.executorch import details as executorch_details
+from deploy_lstm.exporters.executorch import export_executorch
 from deploy_lstm.exporters.int8 import quantize_int8
 from deploy_lstm.exporters.onnx import checked_opset, export_onnx, read_metadata
 from deploy_lstm.exporters.signature import Signature, check_exportable, signature
@@ -29,10 +32,11 @@ from deploy_lstm.formats.folder import ExportFolder, FolderWriter
 from deploy_lstm.formats.metadata import INT8_DYNAMIC
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.lstm import LSTM
+from deploy_lstm.runtime.executorch import ExecutorchRunner
 
 __all__ = ["export_folder", "ARTIFACTS"]
 
-ARTIFACTS = ("onnx", "torchscript", "aoti")
+ARTIFACTS = ("onnx", "torchscript", "aoti", "executorch")
 
 Progress = Callable[[str], ContextManager[None]]
 
@@ -53,6 +57,8 @@ def export_folder(
     int8_atol: Optional[float] = None,
     devices: Sequence[str] = ("cpu", "cuda"),
     progress: Optional[Progress] = None,
+    pte_chunk: int = 1,
+    pte_batch: int = 1,
 ) -> Tuple[ExportFolder, ValidationReport]:
     """Export, validate and write an export folder atomically.
 
@@ -73,6 +79,7 @@ def export_folder(
         int8_atol: tolerance of ``model.int8.onnx``; default :func:`~deploy_lstm.check.tolerance.int8_tolerance`
             of the model (``INT8_ATOL_FACTOR`` x the weights' int8 step x sqrt(fan-in): measured, see there).
         progress: ``progress(text)`` returns a context manager around each step.
+        pte_chunk, pte_batch: ``model.pte``'s time steps and sequences per call (bare LSTM only).
 
     Returns:
         (the folder written, the validation report).
@@ -107,6 +114,8 @@ def export_folder(
                 module, paths.get("onnx"), paths.get("torchscript"), atol=atol, devices=devices,
                 extra_onnx=extra, aoti_path=paths.get("aoti"), signature=sig,
             )
+        if "executorch" in artifacts:
+            report = _add_pte(w, sig, step, report, lengths=lengths, chunk=pte_chunk, batch=pte_batch, atol=atol)
         w.io = sig.io
         w.report = report.to_dict()
     assert w.folder is not None
@@ -137,6 +146,22 @@ def _model_and_call(model: Union[LSTM, ModelSpec], factory: Optional[str], lengt
     if isinstance(model, LSTM):
         return model, {}
     raise ConfigError(f"expected a deploy_lstm.LSTM or a ModelSpec, got {type(model).__name__}")
+
+
+def _add_pte(
+    w: FolderWriter, sig: Signature, step: Progress, report: ValidationReport, *,
+    lengths: bool, chunk: int, batch: int, atol: Optional[float],
+) -> ValidationReport:
+    """Export ``model.pte`` (ExecuTorch, XNNPACK) of a bare LSTM at ``chunk`` steps of ``batch`` sequences;
+    returns ``report`` with its checks: chained chunks against torch.nn.LSTM on whole sequences."""
+    if lengths:
+        raise ConfigError("model.pte streams whole chunks: it has no lengths input; export executorch without --lengths")
+    with step(f"exporting model.pte (ExecuTorch + XNNPACK, chunk {chunk}, batch {batch})"):
+        path = export_executorch(sig.model, w.path("executorch"), chunk=chunk, batch=batch)  # type: ignore[arg-type]
+    w.add("executorch", **executorch_details(chunk, batch))
+    with step("validating model.pte chunk by chunk against torch.nn.LSTM"):
+        runner = ExecutorchRunner(path, LSTMConfig.of(sig.model), chunk=chunk, batch=batch)
+        return executorch_check.merged(report, executorch_check.validate_executorch(sig, runner, atol=atol))
 
 
 def _export_artifacts(

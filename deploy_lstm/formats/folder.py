@@ -57,6 +57,7 @@ FILES: Dict[str, str] = {
     "torchscript": "model.ts",
     "aoti": "model.pt2",
     "onnx-int8": "model.int8.onnx",
+    "executorch": "model.pte",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Any, Dict, List, Mapping
 import numpy as np
 import torch
 from deploy_lstm.runtime.base import Runner
@@ -33,10 +33,11 @@ class AotiPackage(Runner):
         if not self.path.is_file():
             raise ArtifactError(f"no AOTInductor package at {self.path}")
         try:
-            self.runner = torch._inductor.aoti_load_package(str(self.path))
+            #: the loaded package (torch._inductor's AOTICompiledModel)
+            self.compiled = torch._inductor.aoti_load_package(str(self.path))
         except Exception as e:
             raise ArtifactError(f"cannot load the AOTInductor package {self.path}: {str(e).splitlines()[0]}") from e
-        meta = ArtifactMetadata.from_strings(self.runner.get_metadata(), source=str(self.path))
+        meta = ArtifactMetadata.from_strings(self.compiled.get_metadata(), source=str(self.path))
         if meta.io is None:
             raise ArtifactError(f"{self.path} carries no {contract.META_IO} metadata; re-export it with deploy_lstm")
         self.io = meta.io
@@ -45,6 +46,16 @@ class AotiPackage(Runner):
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run with a feed dict; inputs are checked against the package's contract first."""
         check_feeds(self.io.inputs, feeds, self.path.name)
-        flat = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
-        outs = self.runner.loader.boxed_run(flat)  # flat in, flat out: any input structure
+        outs = self.run_tensors([torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names])
         return {n: t.numpy() for n, t in zip(self.output_names, outs)}
+
+    def run_tensors(self, flat: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Run on the flat input tensors in contract order, unchecked, as a Python user of the
+        ``.pt2`` calls it (no numpy round trip); returns the flat outputs.  ``flat`` is consumed
+        (AOTInductor's boxed calling convention empties the list)."""
+        return self.compiled.loader.boxed_run(flat)  # flat in, flat out: any input structure
+
+    @property
+    def runner(self) -> Any:
+        """The loaded package, by its former name (now :attr:`compiled`)."""
+        return self.compiled

@@ -48,7 +48,7 @@ import torch
 
 from deploy_lstm import LSTM
 from deploy_lstm.bench.report import config_name, matplotlib_missing
-from deploy_lstm.bench.timing import Unavailable, machine, measure_case
+from deploy_lstm.bench.timing import Call, Unavailable, machine, measure_case
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.exporters.onnx import export_onnx
@@ -140,11 +140,8 @@ def copy_bandwidth(nbytes: int, threads: int, seconds: float = 0.3, pause_s: flo
 # --- the backends ----------------------------------------------------------------------
 
 
-Runner = Callable[[], Any]
-
-
 def _torch_step(call: Callable[[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], Any], x: torch.Tensor,
-                h0: torch.Tensor, c0: torch.Tensor) -> Runner:
+                h0: torch.Tensor, c0: torch.Tensor) -> Call:
     """One step of a module called like nn.LSTM on a (1, N, I) chunk, carrying (h, c)."""
     state = [(h0.clone(), c0.clone())]
 
@@ -156,7 +153,7 @@ def _torch_step(call: Callable[[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
 def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path], quick: bool,
-          log: Callable[[str], None]) -> Tuple[Dict[str, Runner], Dict[str, Any], List[Any]]:
+          log: Callable[[str], None]) -> Tuple[Dict[str, Call], Dict[str, Any], List[Any]]:
     """({backend: one-step runner}, {backend: Unavailable or C++ result}, objects to keep alive)."""
     cfg, N = case.config, case.batch
     with torch.random.fork_rng():
@@ -168,11 +165,11 @@ def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path],
     h_np = np.zeros((cfg.num_layers, N, cfg.real_hidden_size), np.float32)
     c_np = np.zeros((cfg.num_layers, N, cfg.hidden_size), np.float32)
     x, h0, c0 = (torch.from_numpy(a) for a in (x_np, h_np, c_np))
-    runners: Dict[str, Runner] = {}
+    runners: Dict[str, Call] = {}
     other: Dict[str, Any] = {}
     keep: List[Any] = []
 
-    def attempt(name: str, make: Callable[[], Runner]) -> None:
+    def attempt(name: str, make: Callable[[], Call]) -> None:
         try:
             runners[name] = make()
         except Exception as e:  # recorded, not raised
@@ -185,7 +182,7 @@ def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path],
     scripted = torch.jit.load(str(ts_path), map_location="cpu").eval()  # reloaded from disk
     attempt(TS_FORWARD, lambda: _torch_step(lambda x, hc: scripted(x, hc, None), x, h0, c0))
 
-    def ts_step() -> Runner:
+    def ts_step() -> Call:
         h, c = h0.clone(), c0.clone()
         x1 = x[0]
         scripted.prepare_step()
@@ -199,7 +196,7 @@ def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path],
     session = OnnxLSTM(onnx_path, session_options=so)
     keep.append(session)
 
-    def ort_run() -> Runner:
+    def ort_run() -> Call:
         names = session.output_names
         state = [h_np.copy(), c_np.copy()]
         run = session.session.run
@@ -211,7 +208,7 @@ def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path],
 
     attempt(ORT_RUN, ort_run)
 
-    def ort_stream(sess: OnnxLSTM) -> Runner:
+    def ort_stream(sess: OnnxLSTM) -> Call:
         stream = sess.stream(N)
         keep.append(stream)
         x1 = x_np[0]
@@ -219,7 +216,7 @@ def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path],
 
     attempt(ORT_STREAM, lambda: ort_stream(session))
 
-    def int8() -> Runner:
+    def int8() -> Call:
         path = quantize_int8(onnx_path, workdir / "int8.onnx")
         sess = OnnxLSTM(path, session_options=so)
         keep.append(sess)

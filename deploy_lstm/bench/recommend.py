@@ -57,6 +57,29 @@ def _validation(report: Optional[Mapping[str, Any]]) -> Dict[str, Optional[bool]
     return out
 
 
+def _timed(cases: Sequence[Mapping[str, Any]], artifacts: Sequence[str], labels: Mapping[str, str], ratio_key: str
+           ) -> Tuple[Dict[str, Tuple[str, Dict[str, float]]], Dict[str, str]]:
+    """({kind: (label, {case: ratio})}, {kind: why it was not timed}) of the folder's artifacts.
+
+    The first label seen timing a kind stands for it (a bare LSTM's matrix times "onnx" under
+    one exporter's label only).
+    """
+    timed: Dict[str, Tuple[str, Dict[str, float]]] = {}
+    reasons: Dict[str, str] = {}
+    for case in cases:
+        for label, r in case["results"].items():
+            kind = labels.get(label)
+            if kind is None or kind not in artifacts:
+                continue
+            if ratio_key in r:
+                entry = timed.setdefault(kind, (label, {}))
+                if entry[0] == label:
+                    entry[1][_case_name(case)] = r[ratio_key]
+            elif "reason" in r and kind not in timed:
+                reasons.setdefault(kind, f"not timed: {r['reason']}")
+    return timed, reasons
+
+
 def recommend(
     res: Mapping[str, Any], artifacts: Sequence[str], report: Optional[Mapping[str, Any]], labels: Mapping[str, str],
     *, allow_int8: bool = False,
@@ -79,20 +102,7 @@ def recommend(
     """
     cases = res["cases"]
     ratio_key = "ratio_vs_nn" if cases and "config" in cases[0] else "ratio_vs_original"
-    # {kind: (label, {case: ratio})}: the label timed at the most shapes stands for the kind
-    timed: Dict[str, Tuple[str, Dict[str, float]]] = {}
-    reasons: Dict[str, str] = {}
-    for case in cases:
-        for label, r in case["results"].items():
-            kind = labels.get(label)
-            if kind is None or kind not in artifacts:
-                continue
-            if ratio_key in r:
-                entry = timed.setdefault(kind, (label, {}))
-                if entry[0] == label:
-                    entry[1][_case_name(case)] = r[ratio_key]
-            elif "reason" in r and kind not in timed:
-                reasons.setdefault(kind, f"not timed: {r['reason']}")
+    timed, reasons = _timed(cases, artifacts, labels, ratio_key)
     shapes = [_case_name(c) for c in cases]
     validated = _validation(report)
     scores: Dict[str, float] = {}

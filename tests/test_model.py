@@ -382,3 +382,32 @@ def test_dropout_warning_matches_nn_lstm():
         warnings.simplefilter("error")
         LSTM(3, 4, 2, dropout=0.3)
         LSTM.from_torch(ref)  # nn.LSTM already warned; converting must not warn again
+
+
+def test_set_layer_stack_runs_in_eager_mode_after_the_checks():
+    """The documented hook the exporters set on their copy: forward's checks and layouts stay
+    the module's, the stack gets the time-major call; None and scripting give the own stack."""
+    torch.manual_seed(0)
+    m = LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x = torch.randn(2, 5, 3)  # (N, T, I)
+    lengths = torch.tensor([5, 3])
+    want = m(x, None, lengths)
+    seen = []
+
+    class Zeros(nn.Module):
+        @torch.jit.ignore  # a Python-only stack: scripting the LSTM compiles its own
+        def forward(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+            seen.append((tuple(x.shape), tuple(h0.shape), len(weights), lengths.tolist()))
+            return x.new_zeros(x.size(0), x.size(1), 8), torch.zeros_like(h0), torch.zeros_like(c0)
+
+    m.set_layer_stack(Zeros())
+    out, (h_n, c_n) = m(x, None, lengths)
+    assert seen == [((5, 2, 3), (4, 2, 4), 16, [5, 3])]  # time-major, zeros for the omitted state
+    assert out.shape == (2, 5, 8) and not out.any() and not h_n.any() and not c_n.any()
+    with pytest.raises(ValueError, match="input.size\\(-1\\) must be equal to input_size"):
+        m(torch.randn(2, 5, 7))
+    assert len(seen) == 1
+    torch.testing.assert_close(torch.jit.script(m)(x, None, lengths), want, atol=1e-5, rtol=0)  # aten::lstm
+    m.set_layer_stack(None)
+    assert "layer_stack" not in dict(m.named_children())
+    torch.testing.assert_close(m(x, None, lengths), want, atol=0, rtol=0)

@@ -1,15 +1,15 @@
-"""What an exporter traces: a copy of the model with each LSTM replaced by a stand-in.
+"""What an exporter traces: a copy of the model whose LSTMs run graph-friendly layer stacks.
 
 A tracer would unroll ``deploy_lstm.LSTM``'s Python time loop and freeze the
 sequence length.  So before tracing, :func:`traceable` makes a copy of the model's
-module tree (:func:`module_tree_copy`: sharing every parameter, in eval mode) in which
-each ``LSTM`` is replaced by a stand-in: a module of its own (:class:`StandIn`, not an
-``LSTM``) built from the LSTM, holding its very parameters under their names, that
-takes the call as ``LSTM.forward`` does (``deploy_lstm.nn.layout``: the same checks
-and layouts) and computes the layer stack as a graph-friendly route.  The caller's
-model is never touched, so an export does not change another thread's eager calls and
-two exports in two threads do not interfere; ``deploy_lstm.nn`` does not know that
-exporters exist.
+module tree (:func:`module_tree_copy`: sharing every parameter, in eval mode) and, on
+the copy of each ``LSTM`` (still an ``LSTM``: the model's own ``isinstance`` checks
+hold), sets a stand-in for its layer stack through the module's documented hook,
+``LSTM.set_layer_stack``: a :class:`LayerStack` built from that LSTM, which computes
+the same thing as a graph-friendly route.  ``forward``'s checks and layouts stay the
+LSTM's.  The caller's model is never touched, so an export does not change another
+thread's eager calls and two exports in two threads do not interfere; nothing is set
+or restored on it.
 
 The stand-ins (routes):
 
@@ -44,7 +44,6 @@ from torch._higher_order_ops.scan import scan
 import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::onnx_lstm and ::fused_lstm, which the routes call
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.gates import onnx_weights
-from deploy_lstm.nn.layout import caller_layout, time_major
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.nn.recurrence import (
     cell_code,
@@ -53,7 +52,6 @@ from deploy_lstm.nn.recurrence import (
     hold_past_end,
     length_mask,
     project_input,
-    stack_parameter_shapes,
     zero_past_end,
 )
 from deploy_lstm.nn.swap import replace_modules, shallow_copy
@@ -113,51 +111,19 @@ def _loop_direction(
     return torch.stack(outputs), h, c
 
 
-class StandIn(nn.Module):
-    """What an exporter traces in place of one ``LSTM``: that LSTM's parameters (the same
-    ``Parameter`` objects, under the same names) and configuration, called as
-    ``LSTM.forward`` is called, the layer stack computed the way of its ``route``.
-
-    A weight that is not a ``Parameter`` (one computed by a parametrization) is held as
-    a buffer with its value at the time the stand-in is made.
-    """
+class LayerStack(nn.Module):
+    """A graph-friendly layer stack for one ``LSTM``, set on the exporter's copy of it
+    (``LSTM.set_layer_stack``): the LSTM's configuration, its route's way of computing
+    ``(x, h0, c0, weights, lengths) -> (output, h_n, c_n)`` (time-major; the weights are
+    the LSTM's own, passed in by its ``forward`` after its checks)."""
 
     route = ""
 
     def __init__(self, lstm: LSTM) -> None:
         super().__init__()
         self.config = LSTMConfig.of(lstm)
-        c = self.config
-        shapes = stack_parameter_shapes(c.cell, c.input_size, c.hidden_size, c.num_layers, c.bias, c.bidirectional, c.proj_size)
-        self.weight_names = [name for name, _ in shapes]
-        for name in self.weight_names:
-            value = getattr(lstm, name)
-            if isinstance(value, nn.Parameter):
-                self.register_parameter(name, value)
-            else:
-                self.register_buffer(name, value.detach(), persistent=False)
-        self.cell_code = cell_code(c.cell)
-        self.weights_per_cell = len(shapes) // c.num_states
-        self.eval()
-
-    def forward(
-        self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-        """``LSTM.forward``'s call and result: (output, (h_n, c_n))."""
-        c = self.config
-        weights = [getattr(self, name) for name in self.weight_names]
-        x, h0, c0, lens = time_major(
-            input, hx, lengths, weights, c.input_size, c.hidden_size, c.proj_size, c.num_states, c.batch_first
-        )
-        output, h_n, c_n = self.layer_stack(x, h0, c0, weights, lens)
-        return caller_layout(input, output, h_n, c_n, c.batch_first)
-
-    def layer_stack(
-        self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]
-    ) -> Tuple[Tensor, Tensor, Tensor]:
-        """The route's layer stack: time-major x (T, N, I), h0/c0 (L*D, N, *) in; output
-        (T, N, D*P), h_n, c_n out."""
-        raise NotImplementedError(f"{type(self).__name__} has no layer stack")
+        self.cell_code = cell_code(self.config.cell)
+        self.weights_per_cell = len(lstm.all_weights[0])
 
     def each_direction(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], direction_fn: Callable
@@ -184,12 +150,12 @@ class StandIn(nn.Module):
         return inp, torch.stack(h_n), torch.stack(c_n)
 
 
-class ScanLSTM(StandIn):
+class ScanLayers(LayerStack):
     """Each direction as ``torch._higher_order_ops.scan``."""
 
     route = "scan"
 
-    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+    def forward(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
         mask = None if lengths is None else length_mask(x.size(0), lengths, x.device)
 
         def direction(xw, h, c, w_hh, w_hr, reverse, ex):  # type: ignore[no-untyped-def]
@@ -198,12 +164,12 @@ class ScanLSTM(StandIn):
         return self.each_direction(x, h0, c0, weights, direction)
 
 
-class LoopLSTM(StandIn):
+class LoopLayers(LayerStack):
     """Each direction as a scripted loop (an ONNX ``Loop`` through the TorchScript exporter)."""
 
     route = "loop"
 
-    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+    def forward(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
         if lengths is None:
             mask = torch.ones(x.size(0), x.size(1), 1, dtype=torch.bool, device=x.device)
         else:
@@ -218,7 +184,7 @@ class LoopLSTM(StandIn):
         return self.each_direction(x, h0, c0, weights, direction)
 
 
-class NativeLSTM(StandIn):
+class NativeLayers(LayerStack):
     """One ``deploy_lstm::onnx_lstm`` (an ONNX ``LSTM`` node) per layer, over the LSTM's
     weights in ONNX's layout (W, R, B and, for peepholes, P), made once here."""
 
@@ -232,10 +198,10 @@ class NativeLSTM(StandIn):
                     self.register_buffer(f"onnx_{kind}_l{layer}", t.detach().clone(), persistent=False)
                 if self.config.cell == "peephole":  # P (D, 3H): weight_ph is in ONNX's order already
                     sfx = ["", "_reverse"][: self.config.num_directions]
-                    P = torch.stack([getattr(self, f"weight_ph_l{layer}{s}") for s in sfx])
+                    P = torch.stack([getattr(lstm, f"weight_ph_l{layer}{s}") for s in sfx])
                     self.register_buffer(f"onnx_P_l{layer}", P.detach().clone(), persistent=False)
 
-    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+    def forward(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
         c = self.config
         D, H = c.num_directions, c.hidden_size
         h_n: List[Tensor] = []
@@ -259,17 +225,17 @@ class NativeLSTM(StandIn):
         return inp, torch.cat(h_n), torch.cat(c_n)
 
 
-class FusedLSTM(StandIn):
+class FusedLayers(LayerStack):
     """The whole layer stack as one ``deploy_lstm::fused_lstm`` (aten::lstm) call."""
 
     route = "fused"
 
-    def layer_stack(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
+    def forward(self, x, h0, c0, weights, lengths):  # type: ignore[no-untyped-def]
         c = self.config
         return torch.ops.deploy_lstm.fused_lstm(x, h0, c0, weights, lengths, c.bias, c.num_layers, c.bidirectional)
 
 
-STAND_INS = {cls.route: cls for cls in (NativeLSTM, ScanLSTM, LoopLSTM, FusedLSTM)}
+STAND_INS = {cls.route: cls for cls in (NativeLayers, ScanLayers, LoopLayers, FusedLayers)}
 
 
 def route_for(lstm: LSTM, loop: str, native_lstm: bool = True, fused: bool = False) -> str:
@@ -326,8 +292,14 @@ def traceable(
     def stand_in(m: nn.Module) -> Optional[nn.Module]:
         if not isinstance(m, LSTM):
             return None
-        return STAND_INS[route_for(m, loop, native_lstm, fused)](m)
+        new = shallow_copy(m)  # an LSTM still: the model's own isinstance checks hold in the trace
+        new.set_layer_stack(STAND_INS[route_for(m, loop, native_lstm, fused)](m))
+        return new
 
     copied = module_tree_copy(model, stand_in)
-    routes = {name: m.route for name, m in copied.named_modules(remove_duplicate=False) if isinstance(m, StandIn)}
+    routes = {
+        name: m.layer_stack.route
+        for name, m in copied.named_modules(remove_duplicate=False)
+        if isinstance(m, LSTM) and isinstance(getattr(m, "layer_stack", None), LayerStack)
+    }
     return copied, routes

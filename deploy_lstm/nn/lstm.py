@@ -40,6 +40,9 @@ from deploy_lstm.nn.step import StepCache, pack_step_weights, step_in_place, wei
 
 __all__ = ["LSTM"]
 
+#: the child that :meth:`LSTM.set_layer_stack` adds
+LAYER_STACK = "layer_stack"
+
 
 class LSTM(FlatWeights):
     r"""Drop-in, scriptable replacement for :class:`torch.nn.LSTM`.
@@ -271,7 +274,12 @@ class LSTM(FlatWeights):
     def _run(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]
     ) -> Tuple[Tensor, Tensor, Tensor]:
-        """The layer stack, time-major in and out: the static loop, or aten::lstm when ``fused``."""
+        """The layer stack, time-major in and out: the static loop, or aten::lstm when
+        ``fused``; in eager mode the stack given to :meth:`set_layer_stack`, if any."""
+        if not torch.jit.is_scripting():
+            stack = self._modules.get(LAYER_STACK)
+            if stack is not None:
+                return stack(x, h0, c0, weights, lengths)
         if self.fused:
             return self._forward_fused(x, h0, c0, weights, lengths)
         if torch.jit.is_scripting():
@@ -281,6 +289,21 @@ class LSTM(FlatWeights):
         if lengths is not None:
             mask = length_mask(x.size(0), lengths, x.device)  # (T, N, 1)
         return self._forward_time_major(x, h0, c0, weights, mask)
+
+    def set_layer_stack(self, stack: Optional[nn.Module]) -> None:
+        """Run ``stack`` in place of this module's layer stack, in eager mode (``None``: its own again).
+
+        ``stack(x, h0, c0, weights, lengths) -> (output, h_n, c_n)`` takes and returns what
+        the module's own stack does: x (T, N, I) time-major, h0/c0 (L*D, N, P or H), the
+        flat weights, lengths (N,) int64 or None; output (T, N, D*P).  ``forward``'s checks
+        and layouts stay the module's.  ``stack`` becomes the child ``layer_stack``.  For
+        a tool that computes the same stack another way on its own copy of the module (the
+        exporters' graph-friendly routes); a scripted module runs its own stack.
+        """
+        if stack is None:
+            self._modules.pop(LAYER_STACK, None)
+        else:
+            self.add_module(LAYER_STACK, stack)
 
     def _forward_fused(
         self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]

@@ -35,7 +35,7 @@ _LAZY = {
     "OnnxLSTM": "runtime.onnx",
     "AotiPackage": "runtime.aoti",
     "validate": "check.validate",
-    "validate_folder": "check.validate",
+    "validate_folder": "check.folder",
     "ValidationReport": "check.validate",
     "ExportFolder": "formats.folder",
     "load": "runtime.folder",

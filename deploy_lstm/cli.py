@@ -23,7 +23,8 @@ import torch
 from deploy_lstm.bench import command as bench
 from deploy_lstm.bench import recommend
 from deploy_lstm.check.int8 import INT8_SHAPES, int8_error, int8_expectation
-from deploy_lstm.check.validate import ValidationReport, validate_folder
+from deploy_lstm.check.folder import validate_folder
+from deploy_lstm.check.validate import ValidationReport
 from deploy_lstm.errors import ConfigError, DeployLSTMError
 from deploy_lstm.exporters.onnx import graph_ops
 from deploy_lstm.formats import contract

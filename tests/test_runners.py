@@ -23,7 +23,7 @@ from deploy_lstm.runtime.folder import RunnableFolder
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
 
-KINDS = ("onnx", "onnx-int8", "torchscript", "aoti")
+KINDS = ("onnx", "onnx-int8", "torchscript", "aoti")  # the bare folder's; "executorch" has its own folder (no lengths)
 BARE = dict(input_size=5, hidden_size=8, num_layers=2, batch_first=True)  # the folder holding every kind
 ATOL = 1e-5  # float32
 
@@ -44,6 +44,16 @@ def bidirectional(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     out = tmp_path_factory.mktemp("runners") / "bi"
     dl.export_folder(dl.LSTM(3, 6, proj_size=4, bidirectional=True), out, artifacts=["onnx", "torchscript"], devices=("cpu",))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pte(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bare LSTM as model.pte: chunks of 4 steps of 2 sequences (a fixed-shape program)."""
+    pytest.importorskip("executorch.runtime", reason="the executorch kind needs pip install 'deploy-lstm[executorch]'")
+    torch.manual_seed(7)
+    out = tmp_path_factory.mktemp("runners") / "pte"
+    dl.export_folder(dl.LSTM(**BARE), out, artifacts=["executorch", "onnx"], pte_chunk=4, pte_batch=2, devices=("cpu",))
     return out
 
 
@@ -187,6 +197,35 @@ def test_stream_refuses_a_chunk_of_another_batch(bare: Path, kind: str) -> None:
         stream.step(np.zeros((2, 5)))
     with pytest.raises(dl.LSTMInputError, match=r"expected h0 of shape \(2, 2, 8\) .* got shape \(2, 3, 8\)"):
         stream.reset(np.zeros((2, 3, 8), np.float32))
+
+
+# --- ExecuTorch: a fixed batch, any number of steps --------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_torch", [False, True], ids=["numpy", "torch"])
+@pytest.mark.parametrize("T", [1, 4, 11])
+def test_executorch_runner_equals_nn_lstm(pte: Path, as_torch: bool, T: int) -> None:
+    runner = dl.load(pte).runner("executorch")
+    inp = _inputs(2, T)
+    for args in ((inp["x"],), (inp["x"], inp["h0"], inp["c0"])):
+        got = runner(*(a if as_torch else a.numpy() for a in args))
+        want = _nn_lstm(_oracle(pte), *args, *(None, None)[: 3 - len(args)], None)
+        for g_, w in zip(got, want):
+            assert isinstance(g_, torch.Tensor if as_torch else np.ndarray)
+            torch.testing.assert_close(torch.as_tensor(g_), w, atol=ATOL, rtol=0)
+
+
+def test_executorch_stream_and_its_fixed_batch(pte: Path) -> None:
+    runner = dl.load(pte).runner("executorch")
+    inp = _inputs(2, 9)
+    x = inp["x"].numpy()
+    stream = runner.stream(batch=2)
+    y = np.concatenate([stream.push(x[:, :5]), stream.step(x[:, 5])[:, None], stream.push(x[:, 6:])], axis=1)
+    np.testing.assert_allclose(y, runner(x)[0], atol=ATOL, rtol=0)
+    with pytest.raises(dl.LSTMInputError, match=r"runs batch 2 .* got input \(3, 9, 5\) \(batch 3, 9 steps\)"):
+        runner(np.zeros((3, 9, 5), np.float32))
+    report = dl.validate_folder(dl.load(pte), devices=("cpu",), cases=((1, 3),))
+    assert report.passed and "executorch" in {c.backend for c in report.checks}, report.table()
 
 
 # --- a bidirectional LSTM with projection, and a whole model ----------------------------------------------

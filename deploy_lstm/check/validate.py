@@ -8,7 +8,7 @@ the runtime's runners (:mod:`deploy_lstm.runtime`), and every backend is a funct
 from named input arrays to named output arrays (:mod:`deploy_lstm.check.harness`),
 so a bare LSTM and a whole model take the same path; the graph's flat input/output
 names come from the export's signature (:func:`deploy_lstm.exporters.signature.signature`).
-:func:`validate_folder` does the same for an export folder's artifacts.
+:func:`deploy_lstm.check.folder.validate_folder` does the same for an export folder's artifacts.
 """
 
 from __future__ import annotations
@@ -26,23 +26,20 @@ from deploy_lstm.check.harness import (
     EAGER, Feeds, FeedsFn, cell_variants, example_arrays, max_abs_rel, module_fn, random_inputs,
     reference_models, runner_fn,
 )
-from deploy_lstm.check.tolerance import float_atol, folder_int8_atol
+from deploy_lstm.check.tolerance import float_atol
 from deploy_lstm.errors import ConfigError, RuntimeUnavailable
 from deploy_lstm.exporters.signature import GraphArgs, Signature
 from deploy_lstm.exporters.signature import signature as signature_of
 from deploy_lstm.formats import contract
-from deploy_lstm.formats.folder import ExportFolder
 from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.runtime.aoti import AotiPackage
 from deploy_lstm.runtime.base import Runner
-from deploy_lstm.runtime.folder import RunnableFolder
 from deploy_lstm.runtime.onnx import OnnxRunner
 from deploy_lstm.runtime.torchscript import TorchScriptRunner
 
 __all__ = [
     "validate",
-    "validate_folder",
     "validate_runners",
     "ValidationReport",
     "Check",
@@ -141,7 +138,7 @@ def onnx_runners(open_on: Callable[[str], Runner], devices: Sequence[str]) -> Tu
     return opened, skipped
 
 
-def _signature(eager: nn.Module, given: Optional[Signature], lengths: bool, graph: Mapping[str, Any]) -> Signature:
+def signature_for(eager: nn.Module, given: Optional[Signature], lengths: bool, graph: Mapping[str, Any]) -> Signature:
     """The signature validation runs by: the export's own (run on the eval copy), or computed here."""
     if given is not None:
         return dataclasses.replace(given, model=eager)  # the eval-mode copy runs
@@ -212,7 +209,7 @@ def validate(
     if lengths is None:
         lengths = contract.LENGTHS in signature.io.input_names if signature is not None else any(r.has_lengths for r, _ in opened.values())
         lengths = lengths and isinstance(eager, LSTM)
-    sig = _signature(eager, signature, bool(lengths), graph)
+    sig = signature_for(eager, signature, bool(lengths), graph)
     if torchscript_path is not None:
         opened[BACKEND_NAMES["torchscript"]] = (TorchScriptRunner(torchscript_path, io=sig.io, tree=sig.tree), None)
     return validate_runners(sig, opened, skipped=skipped, cases=cases, lengths=bool(lengths), atol=atol, seed=seed)
@@ -289,34 +286,6 @@ def _worst_errors(
                         if key not in worst or err > worst[key][0]:
                             worst[key] = (err, rel, case)
     return worst, case_names
-
-
-def validate_folder(
-    folder: ExportFolder,
-    *,
-    atol: Optional[float] = None,
-    int8_atol: Optional[float] = None,
-    devices: Sequence[str] = ("cpu", "cuda"),
-    cases: Iterable[Tuple[int, int]] = DEFAULT_CASES,
-) -> ValidationReport:
-    """Validate every artifact of an export folder against its weights, each opened by the
-    folder's runner (:meth:`deploy_lstm.runtime.folder.RunnableFolder.runner`).
-
-    ``int8_atol`` defaults to the tolerance recorded at export, or for a folder that
-    records none, :func:`~deploy_lstm.check.tolerance.int8_tolerance` of its weights.
-    """
-    runnable = RunnableFolder.of(folder)
-    spec = folder.model_spec()
-    opened, skipped = onnx_runners(lambda device: runnable.runner("onnx", device=device), devices) if folder.has("onnx") else ({}, {})
-    if folder.has("onnx-int8"):
-        opened[BACKEND_NAMES["onnx-int8"]] = (runnable.runner("onnx-int8"), folder_int8_atol(folder, spec.model, int8_atol))
-    for kind in ("torchscript", "aoti"):
-        if folder.has(kind):
-            opened[BACKEND_NAMES[kind]] = (runnable.runner(kind), None)
-    eager = spec.model.eval()
-    lengths = folder.config is not None and any(r.has_lengths for r, _ in opened.values())
-    sig = _signature(eager, None, lengths, {} if folder.config is not None else spec.call_arguments())
-    return validate_runners(sig, opened, skipped=skipped, cases=cases, lengths=lengths, atol=atol)
 
 
 # --- the former names, kept until serve and bench use the harness ---------------------------

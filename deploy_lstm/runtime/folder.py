@@ -20,7 +20,9 @@ RUNNER_KINDS: Tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "aoti", "ex
 
 _ONNX_OPTIONS = ("device", "intra_op_num_threads", "inter_op_num_threads", "session_options")
 #: the keyword options each kind's runner takes
-RUNNER_OPTIONS: Dict[str, Tuple[str, ...]] = {"onnx": _ONNX_OPTIONS, "onnx-int8": _ONNX_OPTIONS, "torchscript": (), "aoti": (), "executorch": ()}
+RUNNER_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "onnx": _ONNX_OPTIONS, "onnx-int8": _ONNX_OPTIONS, "torchscript": (), "aoti": (), "executorch": (),
+}
 
 
 class RunnableFolder(ExportFolder):
@@ -35,7 +37,7 @@ class RunnableFolder(ExportFolder):
         """The runner of one artifact of this folder.
 
         Args:
-            kind: "onnx", "onnx-int8", "torchscript" or "aoti"; default: the artifact
+            kind: "onnx", "onnx-int8", "torchscript", "aoti" or "executorch"; default: the artifact
                 ``deploy-lstm bench DIR`` recommended for Python, else "onnx".
             **options: "onnx"/"onnx-int8": ``device`` ("cpu" or "cuda"),
                 ``intra_op_num_threads``, ``inter_op_num_threads``, ``session_options``;
@@ -48,7 +50,8 @@ class RunnableFolder(ExportFolder):
         Raises:
             ArtifactError: the folder has no artifact of that kind (the message lists what it has).
             ConfigError: an option the kind does not take.
-            RuntimeUnavailable: ``device="cuda"`` where onnxruntime has no CUDA.
+            RuntimeUnavailable: ``device="cuda"`` where onnxruntime has no CUDA, or
+                "executorch" where the executorch package is not installed.
         """
         if kind is None:
             kind = self.recommended("python") or "onnx"

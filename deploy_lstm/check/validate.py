@@ -23,7 +23,7 @@ from torch import nn
 from typing_extensions import Unpack
 
 from deploy_lstm.check.harness import (
-    EAGER, Feeds, FeedsFn, cell_variants, example_arrays, max_abs_rel, module_fn, random_inputs,
+    EAGER, FeedsFn, cell_variants, example_arrays, max_abs_rel, module_fn, random_inputs,
     reference_models, runner_fn,
 )
 from deploy_lstm.check.tolerance import float_atol
@@ -31,7 +31,6 @@ from deploy_lstm.errors import ConfigError, RuntimeUnavailable
 from deploy_lstm.exporters.signature import GraphArgs, Signature
 from deploy_lstm.exporters.signature import signature as signature_of
 from deploy_lstm.formats import contract
-from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.runtime.aoti import AotiPackage
 from deploy_lstm.runtime.base import Runner
@@ -46,10 +45,6 @@ __all__ = [
     "DEFAULT_CASES",
     "BACKEND_NAMES",
     "EAGER",
-    "inputs_at",
-    "module_runner",
-    "artifact_runner",
-    "TorchLSTMGraph",
 ]
 
 
@@ -286,23 +281,3 @@ def _worst_errors(
                         if key not in worst or err > worst[key][0]:
                             worst[key] = (err, rel, case)
     return worst, case_names
-
-
-# --- the former names, kept until serve and bench use the harness ---------------------------
-
-#: ``nn.LSTM`` with the bare graph signature: now :class:`~deploy_lstm.nn.graph.BareLSTM`
-TorchLSTMGraph = BareLSTM
-#: a module called on feeds: now :func:`~deploy_lstm.check.harness.module_fn`
-module_runner = module_fn
-
-
-def artifact_runner(artifact: Any) -> FeedsFn:
-    """Run an ``OnnxLSTM`` or ``AotiPackage`` on the feeds it takes."""
-    return lambda feeds: artifact.run({n: feeds[n] for n in artifact.input_names})
-
-
-def inputs_at(sig: Signature, N: int, T: int, rng: np.random.Generator, use_lengths: bool = False) -> Feeds:
-    """:func:`~deploy_lstm.check.harness.random_inputs` of a signature (a bare LSTM's
-    ``lengths`` only with ``use_lengths``)."""
-    lengths = "random" if use_lengths or sig.bare is None else "omit"
-    return random_inputs(sig.io, N, T, rng, examples=example_arrays(sig), lengths=lengths)

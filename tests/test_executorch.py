@@ -266,3 +266,23 @@ def test_pte_tools_need_no_libtorch(pte_folder, pte_tools: Path) -> None:  # typ
     proc = _run(pte_tools / "pte_bench", pte_folder[0].path, "--iters", "20", "--warmup", "5")
     assert proc.returncode == 0, proc.stderr
     assert '"chunk": 3, "batch": 2, "iters": 20' in proc.stdout
+
+
+def test_cli_exports_onnx_and_executorch(tmp_path: Path) -> None:
+    """The acceptance command: deploy-lstm export CKPT --artifacts onnx,executorch (chunk 2: a remainder step)."""
+    torch.manual_seed(4)
+    ref = torch.nn.LSTM(3, 5).eval()
+    torch.save(ref.state_dict(), tmp_path / "lstm.pt")
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy_lstm.cli", "export", str(tmp_path / "lstm.pt"), "--artifacts", "onnx,executorch",
+         "--pte-chunk", "2", "--out", str(tmp_path / "out"), "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = deploy_lstm.load(tmp_path / "out")
+    assert folder.has("onnx") and folder.artifacts["executorch"].details["chunk"] == 2
+    assert any(c["backend"] == "executorch" and c["passed"] for c in folder.report["checks"])
+    x = torch.randn(5, 1, 3, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = ref(x)[0]
+    torch.testing.assert_close(folder.runner("executorch")(x)[0], want, atol=1e-5, rtol=0)

@@ -286,3 +286,12 @@ def test_cli_exports_onnx_and_executorch(tmp_path: Path) -> None:
     with torch.no_grad():
         want = ref(x)[0]
     torch.testing.assert_close(folder.runner("executorch")(x)[0], want, atol=1e-5, rtol=0)
+
+
+def test_export_without_executorch_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "executorch" or m.startswith("executorch.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "executorch", None)  # import executorch now fails
+    with pytest.raises(ExportError, match=r"needs the executorch package: pip install 'deploy-lstm\[executorch\]'"):
+        export_executorch(LSTM(3, 4), tmp_path / "model.pte")
+    assert not (tmp_path / "model.pte").exists()

@@ -129,12 +129,14 @@ def lowered_program(lstm: LSTM, chunk: int = 1, batch: int = 1):  # type: ignore
     when ``chunk > 1``); for :func:`undelegated_ops` and :func:`export_executorch`.
 
     Raises:
-        ExportError: an LSTM ExecuTorch cannot stream (the reason in the message).
+        ExportError: an LSTM ExecuTorch cannot stream (the reason in the message), or no executorch package.
     """
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
     lstm = _check_streamable(lstm, chunk, batch)
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError as e:
+        raise ExportError(f"exporting model.pte needs the executorch package: pip install 'deploy-lstm[executorch]' ({e})") from None
     module = ChunkLSTM(lstm).eval()
     with torch.no_grad():
         programs = {name: torch.export.export(module, _example(module.config, T, batch)) for name, T in method_lengths(chunk).items()}

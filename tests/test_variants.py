@@ -21,7 +21,6 @@ against each other (``test_oracle_*``), so a failure elsewhere is the module's.
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
 import sys
 import textwrap
@@ -38,7 +37,6 @@ from onnx.reference import ReferenceEvaluator
 from torch import Tensor, nn
 
 import deploy_lstm as dl
-from deploy_lstm.formats import contract
 from deploy_lstm.exporters.onnx import graph_ops, read_metadata
 
 VARIANTS = ["peephole", "layernorm", "cell_gated"]
@@ -765,7 +763,7 @@ def test_onnx_matches_eager(exported, eid, exporter) -> None:
     m, path = exported(eid, exporter)
     session = dl.OnnxLSTM(path, intra_op_num_threads=1)
     assert session.config is not None and session.config.cell == m.config()["cell"]
-    assert json.loads(read_metadata(path)[contract.META_CONFIG])["cell"] == m.config()["cell"]
+    assert read_metadata(path).config.cell == m.config()["cell"]
     dtype = m.weight_ih_l0.dtype
     for n, t, lens in ((2, 5, [5, 2]), (5, 11, [3, 11, 1, 7, 11]), (1, 1, [1])):
         x, h0, c0 = inputs(m, n=n, t=t, seed=n + t)
@@ -789,7 +787,7 @@ def test_onnx_route(exported, eid, exporter) -> None:
     route = next(e[4] for e in EXPORTS if e[0] == eid)
     proto = onnx.load(str(path))
     ops = graph_ops(proto)
-    routes = set(json.loads(read_metadata(path)[contract.META_ROUTES]).values())
+    routes = set(read_metadata(path).routes.values())
     if route == "native":
         assert ops.get("LSTM") == m.num_layers, ops
         assert "Scan" not in ops and "Loop" not in ops, ops

@@ -14,25 +14,34 @@ the bias are constants of the program ("Expected bias to be a static param"), so
 summed once, here, and calls ``F.linear``.  Refused, with the reason: bidirectional
 LSTMs (the reverse direction of a chunk needs the steps after it), cell variants (not
 written for the delegate; export ``cell="lstm"``), float64 (XNNPACK computes float32).
+
+A whole model (an embedding or a linear head around ``deploy_lstm.LSTM`` s, such as the
+demo forecaster's step) exports the same way at the fixed shapes of its example inputs:
+on the exporter's copy of the model each LSTM stays an LSTM (its checks and layouts
+hold) and runs :class:`ChunkLayers`, ChunkLSTM's delegatable loop, as its layer stack
+(``LSTM.set_layer_stack``) for the duration of ``torch.export``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map_only
 
 from deploy_lstm.errors import ExportError
 from deploy_lstm.exporters.common import export_errors, quiet_exporter
+from deploy_lstm.exporters.standins import module_tree_copy
 from deploy_lstm.formats.files import atomic_path, check_target
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.lstm import LSTM
+from deploy_lstm.nn.swap import shallow_copy
 
-__all__ = ["export_executorch", "ChunkLSTM", "STEP_METHOD", "lowered_program", "undelegated_ops", "method_lengths", "details"]
+__all__ = ["export_executorch", "ChunkLSTM", "ChunkLayers", "delegatable_copy", "model_program", "STEP_METHOD", "lowered_program", "undelegated_ops", "method_lengths", "details"]
 
 #: the method of one time step, beside ``forward``, when the chunk is longer than 1
 STEP_METHOD = "step"
@@ -90,18 +99,54 @@ class ChunkLSTM(nn.Module):
         return output, torch.stack(hn), torch.stack(cn)
 
 
+class ChunkLayers(ChunkLSTM):
+    """:class:`ChunkLSTM` as an LSTM's layer stack (``LSTM.set_layer_stack``), for a whole model:
+    ``(x, h0, c0, weights, lengths) -> (output, hn, cn)`` time-major, without ``lengths``
+    (a padded batch is not streamed chunk by chunk)."""
+
+    def __init__(self, lstm: LSTM) -> None:
+        super().__init__(lstm)
+        self.batch_first = False  # the LSTM's forward hands its stack time-major input
+
+    def forward(self, x: Tensor, h0: Tensor, c0: Tensor, weights: List[Tensor], lengths: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        if lengths is not None:
+            raise ExportError("an LSTM called with lengths cannot be exported to ExecuTorch (fixed chunks, no padding); call it without lengths")
+        return super().forward(x, h0, c0)
+
+
+def delegatable_copy(model: nn.Module) -> nn.Module:
+    """The copy of ``model`` that ``torch.export`` traces for ExecuTorch: each ``deploy_lstm.LSTM``
+    in it (checked as :func:`_check_lstm` does) runs :class:`ChunkLayers`; ``model`` is not changed."""
+
+    def stand_in(m: nn.Module) -> Optional[nn.Module]:
+        if isinstance(m, nn.LSTM) and not isinstance(m, LSTM):
+            raise ExportError("the model holds a torch.nn.LSTM; swap it first: deploy_lstm.swap_lstms(model)")
+        if not isinstance(m, LSTM):
+            return None
+        new = shallow_copy(m)  # an LSTM still: the model's own isinstance checks hold in the trace
+        new.set_layer_stack(ChunkLayers(_check_lstm(m)))
+        return new
+
+    return module_tree_copy(model, stand_in)
+
+
 def _check_streamable(lstm: object, chunk: int, batch: int) -> LSTM:
     """``lstm`` is a ``deploy_lstm.LSTM`` ExecuTorch can stream; else ExportError with the reason."""
     if isinstance(lstm, nn.LSTM) and not isinstance(lstm, LSTM):
         raise ExportError("expected a deploy_lstm.LSTM, got a torch.nn.LSTM; convert it first: deploy_lstm.LSTM.from_torch(lstm)")
     if not isinstance(lstm, LSTM):
         raise ExportError(
-            f"ExecuTorch export takes a bare deploy_lstm.LSTM, got {type(lstm).__name__}; "
-            "export a whole model with export_onnx or export_aoti"
+            f"ExecuTorch export of a {type(lstm).__name__} (not a bare deploy_lstm.LSTM) needs example_inputs, "
+            "which fix every shape of the program: export_executorch(model, path, example_inputs=(x, h0, c0))"
         )
     for name, value in (("chunk", chunk), ("batch", batch)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ExportError(f"expected {name} >= 1 (an int), got {value!r}")
+    return _check_lstm(lstm)
+
+
+def _check_lstm(lstm: LSTM) -> LSTM:
+    """``lstm`` has what ChunkLSTM computes on XNNPACK; else ExportError with the reason."""
     if lstm.bidirectional:
         raise ExportError(
             "a bidirectional LSTM cannot be exported to ExecuTorch: the program streams chunk by chunk, "
@@ -132,14 +177,29 @@ def lowered_program(lstm: LSTM, chunk: int = 1, batch: int = 1):  # type: ignore
         ExportError: an LSTM ExecuTorch cannot stream (the reason in the message), or no executorch package.
     """
     lstm = _check_streamable(lstm, chunk, batch)
+    module = ChunkLSTM(lstm).eval()
+    return _lowered(module, {name: _example(module.config, T, batch) for name, T in method_lengths(chunk).items()})
+
+
+def model_program(model: nn.Module, example_inputs: Tuple[Any, ...]):  # type: ignore[no-untyped-def]
+    """The ExecuTorch edge program, lowered to XNNPACK, of a whole model's ``forward`` at the
+    shapes of ``example_inputs`` (:func:`delegatable_copy` traced); for :func:`export_executorch`."""
+    if not isinstance(example_inputs, tuple):
+        raise ExportError(f"expected example_inputs as a tuple of forward's arguments, got {type(example_inputs).__name__}")
+    # a tensor given twice, as in (x, h, h), would become one input of the program: copy each
+    examples = tree_map_only(Tensor, lambda t: t.detach().clone(), example_inputs)
+    return _lowered(delegatable_copy(model), {"forward": examples})
+
+
+def _lowered(module: nn.Module, examples: Dict[str, Tuple[Any, ...]]):  # type: ignore[no-untyped-def]
+    """{method: ``module`` exported at its example}, lowered to XNNPACK (ExportError without executorch)."""
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
     except ImportError as e:
         raise ExportError(f"exporting model.pte needs the executorch package: pip install 'deploy-lstm[executorch]' ({e})") from None
-    module = ChunkLSTM(lstm).eval()
     with torch.no_grad():
-        programs = {name: torch.export.export(module, _example(module.config, T, batch)) for name, T in method_lengths(chunk).items()}
+        programs = {name: torch.export.export(module, example) for name, example in examples.items()}
     return to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
 
 
@@ -160,8 +220,10 @@ def undelegated_ops(edge) -> Dict[str, List[str]]:  # type: ignore[no-untyped-de
     return left
 
 
-def export_executorch(lstm: LSTM, path: str | os.PathLike, chunk: int = 1, batch: int = 1) -> Path:
-    """Export ``lstm`` to an ExecuTorch program (``.pte``), XNNPACK-delegated, atomically.
+def export_executorch(
+    lstm: nn.Module, path: str | os.PathLike, chunk: int = 1, batch: int = 1, *, example_inputs: Optional[Tuple[Any, ...]] = None
+) -> Path:
+    """Export ``lstm`` (or a whole model) to an ExecuTorch program (``.pte``), XNNPACK-delegated, atomically.
 
     The program's method ``forward(input, h0, c0) -> (output, hn, cn)`` runs ``chunk`` time
     steps of ``batch`` sequences (input (chunk, batch, input_size), or (batch, chunk,
@@ -175,6 +237,10 @@ def export_executorch(lstm: LSTM, path: str | os.PathLike, chunk: int = 1, batch
         path: the ``.pte`` file to write.
         chunk: time steps per ``forward`` call.
         batch: sequences per call.
+        example_inputs: for a whole model (any module holding ``deploy_lstm.LSTM`` s, such
+            as an embedding or a head around one): ``forward``'s arguments, whose shapes
+            are the program's (``chunk`` and ``batch`` are then unused); its one method
+            ``forward`` takes and returns what the model's does.
 
     Returns:
         The path written.
@@ -185,9 +251,13 @@ def export_executorch(lstm: LSTM, path: str | os.PathLike, chunk: int = 1, batch
     """
     path = Path(path)
     check_target(path)
-    _check_streamable(lstm, chunk, batch)
+    if example_inputs is None:
+        _check_streamable(lstm, chunk, batch)
+    else:
+        delegatable_copy(lstm)  # refuses an LSTM it cannot stream before the export starts
     with atomic_path(path) as tmp, export_errors(f"ExecuTorch export of {type(lstm).__name__}"), quiet_exporter():
-        program = lowered_program(lstm, chunk, batch).to_executorch()
+        lowered = lowered_program(lstm, chunk, batch) if example_inputs is None else model_program(lstm, example_inputs)  # type: ignore[arg-type]
+        program = lowered.to_executorch()
         tmp.write_bytes(program.buffer)
     return path
 

@@ -48,7 +48,7 @@ int bench(int argc, char** argv) {
   const PteShape& s = lstm.shape();
   std::mt19937 gen(0);
   std::normal_distribution<float> normal;
-  std::vector<float> x(s.chunk * s.batch * s.input_size), y(s.chunk * s.batch * s.proj);
+  std::vector<float> x(s.chunk * s.batch * s.input_size), y(s.chunk * s.batch * s.output_size);
   std::vector<float> h(s.layers * s.batch * s.proj, 0.f), c(s.layers * s.batch * s.hidden, 0.f);
   for (float& v : x) v = normal(gen);
   std::vector<double> us;

@@ -84,6 +84,9 @@ PteLstm::PteLstm(const PteSource& source) : module_(std::make_unique<Module>(sou
   shape_.layers = h[0];
   shape_.proj = h[2];
   shape_.hidden = c[2];
+  auto out_meta = module_->method_meta(kForward)->output_tensor_meta(0);
+  if (!out_meta.ok() || out_meta->sizes().size() != 3) throw ModelLoadError(pte + ": method \"forward\" output 0 is not a rank-3 tensor");
+  shape_.output_size = out_meta->sizes()[2];
   if ((source.batch_first ? x[0] : x[1]) != shape_.batch || c[0] != h[0] || c[1] != h[1])
     throw ModelLoadError(pte + ": forward's input, h0 and c0 disagree on the batch or layers (a batch_first program given as time-major?)");
   for (const char* method : {kForward, kStep}) {
@@ -105,27 +108,27 @@ void PteLstm::call(int64_t steps, float* x, float* h, float* c, float* out) {
   auto result = module_->execute(steps == s.chunk ? kForward : kStep, {xt, ht, ct});
   if (!result.ok()) throw RunError("running " + std::string(steps == s.chunk ? kForward : kStep) + " failed (" + error_text(result.error()) + ")");
   const auto& outputs = *result;
-  std::memcpy(out, outputs[0].toTensor().const_data_ptr<float>(), sizeof(float) * steps * s.batch * s.proj);
+  std::memcpy(out, outputs[0].toTensor().const_data_ptr<float>(), sizeof(float) * steps * s.batch * s.output_size);
   std::memcpy(h, outputs[1].toTensor().const_data_ptr<float>(), sizeof(float) * s.layers * s.batch * s.proj);
   std::memcpy(c, outputs[2].toTensor().const_data_ptr<float>(), sizeof(float) * s.layers * s.batch * s.hidden);
 }
 
 std::vector<float> PteLstm::run(const std::vector<float>& x, int64_t steps, std::vector<float>& h, std::vector<float>& c) {
   const PteShape& s = shape_;
-  std::vector<float> output(static_cast<size_t>(steps * s.batch * s.proj));
-  std::vector<float> xs(static_cast<size_t>(s.chunk * s.batch * s.input_size)), ys(static_cast<size_t>(s.chunk * s.batch * s.proj));
+  std::vector<float> output(static_cast<size_t>(steps * s.batch * s.output_size));
+  std::vector<float> xs(static_cast<size_t>(s.chunk * s.batch * s.input_size)), ys(static_cast<size_t>(s.chunk * s.batch * s.output_size));
   for (int64_t t0 = 0; t0 < steps;) {
     const int64_t len = steps - t0 >= s.chunk ? s.chunk : 1;
     // gather the chunk's rows: time-major, one slice; batch-major, one slice per sequence
     const int64_t rows = s.batch_first ? s.batch : 1, per_in = len * s.input_size * (s.batch_first ? 1 : s.batch);
-    const int64_t per_out = len * s.proj * (s.batch_first ? 1 : s.batch);
+    const int64_t per_out = len * s.output_size * (s.batch_first ? 1 : s.batch);
     for (int64_t n = 0; n < rows; ++n) {
       const int64_t from = s.batch_first ? (n * steps + t0) * s.input_size : t0 * s.batch * s.input_size;
       std::memcpy(xs.data() + n * per_in, x.data() + from, sizeof(float) * per_in);
     }
     call(len, xs.data(), h.data(), c.data(), ys.data());
     for (int64_t n = 0; n < rows; ++n) {
-      const int64_t to = s.batch_first ? (n * steps + t0) * s.proj : t0 * s.batch * s.proj;
+      const int64_t to = s.batch_first ? (n * steps + t0) * s.output_size : t0 * s.batch * s.output_size;
       std::memcpy(output.data() + to, ys.data() + n * per_out, sizeof(float) * per_out);
     }
     t0 += len;

@@ -1,6 +1,8 @@
 // An LSTM exported to ExecuTorch (deploy_lstm.exporters.executorch: model.pte), streamed chunk by
 // chunk without libtorch.  The program's method "forward"(input, h0, c0) -> (output, hn, cn) runs
 // `chunk` time steps of `batch` sequences; with chunk > 1, "step" runs one step (the remainder).
+// A whole model with that signature (a head around the LSTM, export_executorch(model, path,
+// example_inputs=...)) streams the same way; its output features are read from the program.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,7 @@ struct PteShape {
   int64_t layers = 0;      // L
   int64_t proj = 0;        // P: features of h and of the output (hidden_size, or proj_size)
   int64_t hidden = 0;      // H: features of c
+  int64_t output_size = 0; // features of each output step: P for a bare LSTM, a whole model's own (a head's)
   bool batch_first = false;
 };
 
@@ -47,7 +50,7 @@ class PteLstm {
 
   // One call of "forward" (steps == chunk) or "step" (steps == 1) on contiguous buffers laid out as
   // the method takes them: x (steps, batch, I) or (batch, steps, I); h (L, batch, P), c (L, batch, H)
-  // are read and replaced by hn, cn; out receives (steps, batch, P) or (batch, steps, P).
+  // are read and replaced by hn, cn; out receives (steps, batch, output_size) or (batch, steps, output_size).
   // Throws RunError when the runtime fails.
   void call(int64_t steps, float* x, float* h, float* c, float* out);
 

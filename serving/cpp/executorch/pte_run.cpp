@@ -7,6 +7,8 @@
 // folder's manifest says which, --batch-first says it for a bare .pte); any T >= 1: whole chunks run
 // through "forward", the remainder through "step".  Writes PREFIXoutput.npy, PREFIXhn.npy,
 // PREFIXcn.npy.  An export folder's model.pte is checked against its manifest (size, SHA-256) first.
+// A whole model's program of the same signature (a head around the LSTM; export_executorch(model,
+// path, example_inputs=...)) runs the same way: OUTPUT has the program's output features.
 // Exit status: 0 done; 2 bad arguments, inputs or model (one line on stderr); 1 the runtime failed.
 #include <cstring>
 #include <exception>
@@ -89,7 +91,7 @@ int run(const Args& args) {
   std::vector<float> h = args.h0 ? read_floats(*args.h0, h_shape, "h0") : std::vector<float>(s.layers * s.batch * s.proj, 0.f);
   std::vector<float> c = args.c0 ? read_floats(*args.c0, c_shape, "c0") : std::vector<float>(s.layers * s.batch * s.hidden, 0.f);
   std::vector<float> y = lstm.run(input, T, h, c);
-  write_floats(args.out + "output.npy", s.batch_first ? std::vector<int64_t>{s.batch, T, s.proj} : std::vector<int64_t>{T, s.batch, s.proj}, y);
+  write_floats(args.out + "output.npy", s.batch_first ? std::vector<int64_t>{s.batch, T, s.output_size} : std::vector<int64_t>{T, s.batch, s.output_size}, y);
   write_floats(args.out + "hn.npy", h_shape, h);
   write_floats(args.out + "cn.npy", c_shape, c);
   return 0;

@@ -13,7 +13,6 @@ import contextlib
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -25,6 +24,7 @@ from deploy_lstm.bench import recommend
 from deploy_lstm.check.int8 import INT8_SHAPES, int8_error, int8_expectation
 from deploy_lstm.check.folder import validate_folder
 from deploy_lstm.check.validate import ValidationReport
+from deploy_lstm.nn import jit
 from deploy_lstm.errors import ConfigError, DeployLSTMError
 from deploy_lstm.exporters.onnx import graph_ops
 from deploy_lstm.formats import contract
@@ -394,8 +394,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+    # torch's TorchScript deprecation warnings are filtered at the library's own torch.jit calls
+    # (nn.jit), and said once here in our words when the command wrote or loaded TorchScript
+    with jit.quiet() as torchscript:
         try:
             return int(args.func(args))
         except (DeployLSTMError, OSError) as e:
@@ -404,6 +405,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except KeyboardInterrupt:
             print("deploy-lstm: interrupted", file=sys.stderr)
             return 130
+        finally:
+            if torchscript:
+                print(f"deploy-lstm: note: TorchScript (model.ts) is deprecated upstream; {jit.SUCCESSOR}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from torch import nn
 from deploy_lstm.check.tolerance import INT8_ATOL_FACTOR, int8_tolerance
 from deploy_lstm.check import executorch as executorch_check
 from deploy_lstm.check.validate import ValidationReport, validate
-from deploy_lstm.errors import ConfigError
+from deploy_lstm.errors import ConfigError, RuntimeUnavailable
 from deploy_lstm.exporters.aoti import export_aoti
 from deploy_lstm.exporters.executorch import details as executorch_details
 from deploy_lstm.exporters.executorch import export_executorch
@@ -98,17 +98,9 @@ def export_folder(
             w.factory(factory)  # type: ignore[arg-type]
         else:
             w.lstm(LSTMConfig.of(module))
-        paths = _export_artifacts(w, sig, step, artifacts, exporter, opset, native_lstm, torchscript)
-        extra = {}
-        if quantize:
-            with step("quantizing model.int8.onnx (onnxruntime dynamic int8)"):
-                quantize_int8(paths["onnx"], w.path("onnx-int8"))
-            if int8_atol is None:
-                int8_atol, rule = int8_tolerance(module), f"{INT8_ATOL_FACTOR:g} x int8_step (weights' int8 step x sqrt(fan-in))"
-            else:
-                rule = "given"
-            w.add("onnx-int8", scheme=INT8_DYNAMIC, atol=int8_atol, atol_rule=rule)
-            extra["onnxruntime-int8"] = (w.path("onnx-int8"), int8_atol)
+        skipped: Dict[str, str] = {}
+        paths = _export_artifacts(w, sig, step, artifacts, exporter, opset, native_lstm, torchscript, skipped)
+        extra = _add_int8(w, step, paths["onnx"], module, int8_atol) if quantize else {}
         with step("validating against the eager model and torch.nn.LSTM"):
             report = validate(
                 module, paths.get("onnx"), paths.get("torchscript"), atol=atol, devices=devices,
@@ -116,6 +108,7 @@ def export_folder(
             )
         if "executorch" in artifacts:
             report = _add_pte(w, sig, step, report, lengths=lengths, chunk=pte_chunk, batch=pte_batch, atol=atol)
+        report.skipped.update(skipped)  # the report (and with it the manifest) says what was not made, and why
         w.io = sig.io
         w.report = report.to_dict()
     assert w.folder is not None
@@ -164,11 +157,26 @@ def _add_pte(
         return executorch_check.merged(report, executorch_check.validate_executorch(sig, runner, atol=atol))
 
 
+def _add_int8(
+    w: FolderWriter, step: Progress, onnx_path: Path, module: nn.Module, int8_atol: Optional[float]
+) -> Dict[str, Tuple[Path, float]]:
+    """``model.int8.onnx`` from ``model.onnx``, with its tolerance and the rule it came from."""
+    with step("quantizing model.int8.onnx (onnxruntime dynamic int8)"):
+        quantize_int8(onnx_path, w.path("onnx-int8"))
+    if int8_atol is None:
+        int8_atol, rule = int8_tolerance(module), f"{INT8_ATOL_FACTOR:g} x int8_step (weights' int8 step x sqrt(fan-in))"
+    else:
+        rule = "given"
+    w.add("onnx-int8", scheme=INT8_DYNAMIC, atol=int8_atol, atol_rule=rule)
+    return {"onnxruntime-int8": (w.path("onnx-int8"), int8_atol)}
+
+
 def _export_artifacts(
     w: FolderWriter, sig: Signature, step: Progress, artifacts: Sequence[str],
-    exporter: str, opset: Optional[int], native_lstm: bool, torchscript: str,
+    exporter: str, opset: Optional[int], native_lstm: bool, torchscript: str, skipped: Dict[str, str],
 ) -> Dict[str, Path]:
-    """Export each artifact asked for into the staging folder, all from the one signature."""
+    """Export each artifact asked for into the staging folder, all from the one signature;
+    one this torch refuses to make goes into ``skipped`` with the reason."""
     module, paths = sig.model, {}
     if "onnx" in artifacts:
         with step(f"exporting model.onnx ({exporter} exporter)"):
@@ -178,11 +186,15 @@ def _export_artifacts(
         routes = read_metadata(paths["onnx"]).routes
         w.add("onnx", exporter=exporter, opset=opset, native_lstm=native_lstm, routes=routes)
     if "torchscript" in artifacts:
-        with step(f"exporting model.ts (TorchScript, {torchscript})"):
-            paths["torchscript"] = export_torchscript(module, w.path("torchscript"), fused=torchscript == "fused", signature=sig)
-        # a variant cell has no aten kernel: it runs the static loop whatever was asked
-        cells = {m.cell for m in module.modules() if isinstance(m, LSTM)}
-        w.add("torchscript", fused=torchscript == "fused" and cells <= {"lstm"})
+        try:
+            with step(f"exporting model.ts (TorchScript, {torchscript})"):
+                paths["torchscript"] = export_torchscript(module, w.path("torchscript"), fused=torchscript == "fused", signature=sig)
+        except RuntimeUnavailable as e:  # this torch refuses TorchScript (nn.jit): the other artifacts go on
+            skipped["torchscript"] = str(e)
+        else:
+            # a variant cell has no aten kernel: it runs the static loop whatever was asked
+            cells = {m.cell for m in module.modules() if isinstance(m, LSTM)}
+            w.add("torchscript", fused=torchscript == "fused" and cells <= {"lstm"})
     if "aoti" in artifacts:
         with step("compiling model.pt2 (AOTInductor; about 10 s)"):
             paths["aoti"] = export_aoti(module, w.path("aoti"), signature=sig)

@@ -8,7 +8,7 @@ import re
 import warnings
 from typing import Iterator
 import torch
-from deploy_lstm.errors import ExportError
+from deploy_lstm.errors import ExportError, RuntimeUnavailable
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -56,7 +56,7 @@ def export_errors(what: str) -> Iterator[None]:
     """Re-raise any failure inside as ``ExportError("{what} failed: {cause}")``, cause kept."""
     try:
         yield
-    except ExportError:
+    except (ExportError, RuntimeUnavailable):  # RuntimeUnavailable: this torch refuses the route (nn.jit)
         raise
     except Exception as e:
         cause = _ANSI.sub("", str(e))  # the dynamo exporter colours its text

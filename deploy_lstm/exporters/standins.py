@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::onnx_lstm and ::fused_lstm, which the routes call
+from deploy_lstm.nn import jit
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.gates import onnx_weights
 from deploy_lstm.nn.lstm import LSTM
@@ -87,7 +88,7 @@ def _scan_direction(
     return ys, h, c
 
 
-@torch.jit.script
+@jit.lazy_script  # scripted on first use: importing the exporters scripts (and warns) nothing
 def _loop_direction(
     xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, w_hr: Tensor, has_proj: bool, mask: Tensor, cell: int, ex: Tensor
 ) -> Tuple[Tensor, Tensor, Tensor]:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch import nn
 from typing_extensions import Unpack
 
@@ -16,6 +15,7 @@ from deploy_lstm.exporters.standins import module_tree_copy, with_fused
 from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.formats.metadata import TORCHSCRIPT_METADATA_FILE as METADATA_FILE
 from deploy_lstm.formats.metadata import ArtifactMetadata
+from deploy_lstm.nn import jit
 from deploy_lstm.nn.lstm import LSTM
 
 __all__ = ["export_torchscript", "METADATA_FILE"]
@@ -63,8 +63,8 @@ def export_torchscript(
             copied = module_tree_copy(
                 model, lambda m: with_fused(m, _fused(m, fused)) if isinstance(m, LSTM) else None
             )
-            scripted = torch.jit.script(copied)
-        torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: metadata.to_json()})
+            scripted = jit.script(copied)
+        jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: metadata.to_json()})
     return Path(path)
 
 

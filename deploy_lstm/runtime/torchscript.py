@@ -10,10 +10,11 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from deploy_lstm.errors import ArtifactError
+from deploy_lstm.errors import ArtifactError, RuntimeUnavailable
 from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import IOSpec
 from deploy_lstm.formats.metadata import TORCHSCRIPT_METADATA_FILE, ArtifactMetadata
+from deploy_lstm.nn import jit
 from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.runtime.base import Runner
 from deploy_lstm.runtime.feeds import check_feeds
@@ -51,7 +52,9 @@ class TorchScriptRunner(Runner):
             raise ArtifactError(f"no TorchScript archive at {self.path}")
         extra = {TORCHSCRIPT_METADATA_FILE: ""}
         try:
-            self.module = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
+            self.module = jit.load(str(self.path), map_location="cpu", _extra_files=extra)
+        except RuntimeUnavailable:
+            raise  # this torch refuses TorchScript: the folder's other artifacts still run
         except Exception as e:  # torch raises RuntimeError, ValueError, ... for a file that is not an archive
             raise ArtifactError(f"torch.jit.load cannot load {self.path}: {str(e).splitlines()[0]}") from e
         text = extra[TORCHSCRIPT_METADATA_FILE]

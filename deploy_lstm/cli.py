@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from deploy_lstm.formats.checkpoint import load_checkpoint, lstm_from_state_dict
 from deploy_lstm.formats.folder import load, load_model_spec
 from deploy_lstm.pipeline import ARTIFACTS, export_folder
 from deploy_lstm.version import __version__
+from deploy_lstm.formats import strict_json
 
 DEMO = "deploy_lstm.demo:export_spec"
 ATOL_HELP = "max abs error allowed (default 1e-5 float32, 1e-10 float64)"
@@ -82,7 +82,7 @@ def print_int8(summary: Optional[Dict[str, Any]]) -> None:
 
 def print_report(report: ValidationReport, args: argparse.Namespace, int8: Optional[Dict[str, Any]] = None) -> None:
     if args.json:
-        print(json.dumps({**report.to_dict(), **({"int8": int8} if int8 is not None else {})}, indent=2))
+        print(strict_json.dumps({**report.to_dict(), **({"int8": int8} if int8 is not None else {})}, "the report", nonfinite="null", indent=2))
         return
     if args.quiet:
         for c in report.failures():
@@ -253,7 +253,7 @@ def run_info(args: argparse.Namespace) -> int:
     path = Path(args.model)
     info = onnx_info(load(path).file("onnx") if path.is_dir() else path)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(strict_json.dumps(info, "the folder info", nonfinite="null", indent=2))
         return 0
     print(info["file"])
     print("  opset:       " + ", ".join(f"{d} {v}" for d, v in info["opset"].items()))

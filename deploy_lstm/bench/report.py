@@ -17,6 +17,7 @@ from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.bench.backends import ORT_DYNAMO, ORT_INT8
 from deploy_lstm.bench.timing import Unavailable
 from deploy_lstm.check.int8 import INT8_WORTH_IT, int8_advice
+from deploy_lstm.formats import strict_json
 
 __all__ = [
     "config_name",
@@ -186,7 +187,7 @@ def write_results(res: Dict[str, Any], out: Path, stem: str = "results", section
             plot(res, tmp)
     res["chart"] = {"file": png.name, "written": True} if isinstance(chart, Path) else {"file": png.name, "written": False, "reason": chart.reason}
     paths: Dict[str, Optional[Path]] = {"png": png if isinstance(chart, Path) else None}
-    for ext, text in (("json", json.dumps(res, indent=1) + "\n"), ("md", to_markdown(res, sections))):
+    for ext, text in (("json", strict_json.dumps(res, "the results", nonfinite="null", indent=1) + "\n"), ("md", to_markdown(res, sections))):
         p = out / f"{stem}.{ext}"
         with atomic_path(p) as tmp:
             tmp.write_text(text)
@@ -227,7 +228,7 @@ def write_model_results(res: Dict[str, Any], out: Path, stem: str = "results", s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for ext, text in (("json", json.dumps(res, indent=1) + "\n"), ("md", model_markdown(res, sections))):
+    for ext, text in (("json", strict_json.dumps(res, "the results", nonfinite="null", indent=1) + "\n"), ("md", model_markdown(res, sections))):
         paths[ext] = out / f"{stem}.{ext}"
         with atomic_path(paths[ext]) as tmp:
             tmp.write_text(text)

@@ -17,7 +17,6 @@ how the model is used.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from deploy_lstm.nn.swap import restore_lstms, swap_lstms
+from deploy_lstm.formats import strict_json
 from .forecaster import (
     COMPONENTS,
     CONFIG_FILE,
@@ -123,7 +123,7 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out), metadata={"format": "pt"})
-    (out.parent / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (out.parent / CONFIG_FILE).write_text(strict_json.dumps(meta, CONFIG_FILE, nonfinite="null", indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size} bytes) and {out.parent / CONFIG_FILE} in {seconds:.0f}s")
     return meta
 

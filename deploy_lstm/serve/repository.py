@@ -25,7 +25,6 @@ The one module of ``serve`` that exports and checks: the server itself needs nei
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -42,7 +41,7 @@ from deploy_lstm.check.tolerance import float_atol
 from deploy_lstm.errors import ArtifactError, ConfigError, ExportError
 from deploy_lstm.exporters.onnx import export_onnx
 from deploy_lstm.exporters.signature import Signature, lstm_configs, signature
-from deploy_lstm.formats import contract
+from deploy_lstm.formats import contract, strict_json
 from deploy_lstm.formats.contract import TensorSpec
 from deploy_lstm.formats.folder import ExportFolder, writable_parent
 from deploy_lstm.runtime.onnx import OnnxRunner
@@ -347,7 +346,7 @@ def _kserve(service: str, storage_uri: str) -> Dict[str, Any]:
 def _stage_kserve(stage: Path, repo: Path, kserve_name: Optional[str], storage_uri: Optional[str]) -> None:
     service = _kserve_name(kserve_name if kserve_name is not None else repo.resolve().name)
     uri = storage_uri if storage_uri is not None else repo.resolve().as_uri()
-    (stage / KSERVE_FILE).write_text(json.dumps(_kserve(service, uri), indent=2) + "\n")
+    (stage / KSERVE_FILE).write_text(strict_json.dumps(_kserve(service, uri), KSERVE_FILE, indent=2) + "\n")
 
 
 def _kserve_name(name: str) -> str:

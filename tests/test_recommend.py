@@ -65,6 +65,30 @@ def test_each_target_gets_its_fastest_validated_artifact_by_geometric_mean():
     assert allowed["targets"]["cpp"]["artifact"] == "aoti"  # C++ cannot run ONNX
 
 
+def _device(ratio, reason: str = "it broke") -> Dict[str, Any]:
+    """``res["device"]``: one chunk of model.pte timed against nn.LSTM (ratio None: it could not run)."""
+    pte = {"median_ms": ratio} if ratio is not None else {"backend": "pte", "reason": reason}
+    return {"label": "executorch (.pte), one chunk", "chunk": 1, "batch": 1, "ratio": ratio,
+            "results": {"nn.LSTM eager": {"median_ms": 1.0}, "executorch (.pte), one chunk": pte}}
+
+
+def test_the_device_target_is_the_validated_pte_scored_per_chunk():
+    res = {**_res(TIMES), "device": _device(0.25)}
+    report = _report(onnx=True, torchscript=True)
+    report["checks"].append({"backend": "executorch", "passed": True})
+    rec = recommend.recommend(res, ALL + ["executorch"], report, LABELS)
+    device = rec["targets"]["device"]
+    assert device["artifact"] == "executorch" and device["ratio"] == 0.25 and device["ratios"] == {"chunk=1 batch=1": 0.25}
+    assert "one chunk, chunk=1 batch=1" in device["why"]
+    assert rec["targets"]["python"]["artifact"] in ("onnx", "torchscript")  # the .pte is the device's only
+    report["checks"].append({"backend": "executorch", "passed": False})
+    failed = recommend.recommend(res, ALL + ["executorch"], report, LABELS)["targets"]["device"]
+    assert failed["artifact"] is None and failed["others"] == {"executorch": "failed validation"}
+    broken = recommend.recommend({**res, "device": _device(None)}, ALL + ["executorch"], report, LABELS)["targets"]["device"]
+    assert broken["artifact"] is None and broken["others"] == {"executorch": "not timed: it broke"}
+    assert "device" not in recommend.recommend(res, ALL, report, LABELS)["targets"]  # timed, but not in this folder
+
+
 def test_failed_unvalidated_or_partly_timed_artifacts_are_not_candidates():
     times = {**TIMES, "aotinductor (.pt2)": [0.5, None]}  # fastest where it ran, but broke at one shape
     rec = recommend.recommend(_res(times), ALL, _report(onnx=False, torchscript=True, aoti=True), LABELS)
@@ -116,7 +140,7 @@ def test_bench_of_a_folder_records_its_recommendation_and_keeps_the_folder_valid
     assert "## Recommendation" in printed and f"recorded the recommendation in the export folder {folder}" in printed
     f = load(folder)  # checksums still verify: only the manifest changed
     rec = f.recommendation
-    assert set(rec["targets"]) == {"python", "cpp", "server"}
+    assert set(rec["targets"]) == {"python", "cpp", "server"}  # no model.pte: no device target
     assert f.recommended("cpp") == "torchscript"  # the only C++ artifact here
     assert f.recommended("server") == "onnx"  # int8 is not chosen unless allowed
     assert f.recommended("python") in ("onnx", "torchscript")
@@ -172,3 +196,17 @@ def test_memory_of_sessions_and_exports_is_measured_in_fresh_processes(folder):
     md = memory_markdown(mem)
     assert "| onnx | " in md and "session peak added" in md and "MiB" in md
     assert "| onnx-int8 | " in md and md.count("| - |") >= 2  # int8's session and export were not asked for
+
+
+@pytest.mark.slow
+def test_bench_of_a_folder_with_a_pte_recommends_it_for_the_device(tmp_path):
+    pytest.importorskip("executorch")
+    out = tmp_path / "pte"
+    # torchscript too: a target without a candidate records artifact null, which load() refuses (see the report)
+    export_folder(LSTM(4, 8).eval(), out, artifacts=("onnx", "torchscript", "executorch"), devices=("cpu",))
+    res = bench.run(_bench_args(str(out), "--quick", "--rounds", "1", "--threads", "1", "--no-memory", "--out", str(tmp_path / "b")))
+    assert res == 0
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    timed = results["device"]["results"]
+    assert results["device"]["ratio"] == pytest.approx(timed["executorch (.pte), one chunk"]["median_ms"] / timed["nn.LSTM eager"]["median_ms"])
+    assert load(out).recommended("device") == "executorch"

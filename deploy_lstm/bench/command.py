@@ -22,6 +22,7 @@ from deploy_lstm.bench import recommend
 from deploy_lstm.bench.backends import Sources
 from deploy_lstm.bench.lstm_matrix import FULL_SHAPES, QUICK_SHAPES, benchmark, matrix
 from deploy_lstm.bench.memory import measure_memory, memory_markdown
+from deploy_lstm.bench.device import time_chunk
 from deploy_lstm.bench.whole_model import ARTIFACT_LABELS, benchmark_model
 from deploy_lstm.bench.report import model_markdown, to_markdown, write_model_results, write_results
 from deploy_lstm.errors import ConfigError
@@ -195,6 +196,8 @@ def _log(line: str) -> None:
 def _decide(folder: ExportFolder, res: Dict[str, Any], args: argparse.Namespace) -> List[str]:
     """Recommend and record (unless ``--no-record``), then measure memory (after the timings:
     its processes would disturb them); returns the report's sections."""
+    if folder.has("executorch") and folder.config is not None:  # the device target's timing: one chunk of model.pte against nn.LSTM
+        res["device"] = time_chunk(folder, rounds=args.rounds or (3 if args.quick else 7))
     rec = record_recommendation(folder, res, allow_int8=args.allow_int8, write=args.record)
     sections = [recommend.to_markdown(rec)]
     if args.memory:

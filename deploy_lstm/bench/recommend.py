@@ -15,6 +15,10 @@ The rules:
   its checks passed, and it was timed at every shape of the run;
 * its score is the geometric mean over shapes of its time / the eager ``torch.nn``
   model's (one slow shape is not hidden by an average of times);
+* the "device" target runs ``model.pte`` (ExecuTorch, fixed chunk and batch), which is
+  not timed over the shapes: its score is its time for one chunk / eager ``nn.LSTM``'s on
+  the same chunk (``res["device"]``, from :func:`deploy_lstm.bench.device.time_chunk`);
+  a folder without a ``model.pte`` has no "device" entry;
 * the int8 model computes something else (within its own tolerance): it is
   recommended only when asked (``allow_int8``); otherwise the entry says what it would
   have gained.
@@ -33,7 +37,14 @@ TARGETS: Dict[str, Tuple[str, ...]] = {
     "python": ("onnx", "torchscript", "aoti", "onnx-int8"),
     "cpp": ("torchscript", "aoti"),
     "server": ("onnx", "onnx-int8"),
+    "device": ("executorch",),
 }
+
+#: kinds timed per chunk (``res["device"]``), not over the benchmark's shapes
+PER_CHUNK = ("executorch",)
+
+#: targets recommended only for a folder holding one of their kinds
+OPTIONAL_TARGETS = ("device",)
 
 #: the validation report's backend name of each artifact kind
 VALIDATED_AS: Dict[str, str] = {
@@ -41,6 +52,7 @@ VALIDATED_AS: Dict[str, str] = {
     "torchscript": "torchscript",
     "aoti": "aotinductor",
     "onnx-int8": "onnxruntime-int8",
+    "executorch": "executorch",
 }
 
 def _case_name(case: Mapping[str, Any]) -> str:
@@ -103,11 +115,17 @@ def recommend(
     cases = res["cases"]
     ratio_key = "ratio_vs_nn" if cases and "config" in cases[0] else "ratio_vs_original"
     timed, reasons = _timed(cases, artifacts, labels, ratio_key)
+    device = res.get("device")
+    if device and "executorch" in artifacts:
+        if device.get("ratio") is not None:
+            timed["executorch"] = (device["label"], {f"chunk={device['chunk']} batch={device['batch']}": device["ratio"]})
+        else:
+            reasons["executorch"] = "not timed: " + "; ".join(str(r.get("reason")) for r in device["results"].values() if "reason" in r)
     shapes = [_case_name(c) for c in cases]
     validated = _validation(report)
     scores: Dict[str, float] = {}
     for kind, (label, ratios) in timed.items():
-        if len(ratios) < len(shapes):
+        if len(ratios) < len(shapes) and kind not in PER_CHUNK:
             reasons[kind] = f"timed at {len(ratios)} of {len(shapes)} shapes"
         elif validated.get(kind) is None:
             reasons[kind] = "not in the folder's validation report"
@@ -120,6 +138,8 @@ def recommend(
             reasons.setdefault(kind, "not timed")
     targets: Dict[str, Any] = {}
     for target, kinds in TARGETS.items():
+        if target in OPTIONAL_TARGETS and not set(kinds) & set(artifacts):
+            continue
         usable = [k for k in kinds if k in scores and (allow_int8 or k != "onnx-int8")]
         others: Dict[str, Any] = {
             k: (round(scores[k], 4) if k in scores else reasons.get(k, "not in the folder")) for k in kinds if k in artifacts
@@ -131,7 +151,8 @@ def recommend(
             continue
         best = min(usable, key=lambda k: (scores[k], kinds.index(k)))
         label, ratios = timed[best]
-        why = f"fastest of {', '.join(usable)} that passed validation: {scores[best]:.2f}x the eager torch.nn model (geometric mean over {len(ratios)} shapes)"
+        over = f"one chunk, {next(iter(ratios))}" if best in PER_CHUNK else f"geometric mean over {len(ratios)} shapes"
+        why = f"fastest of {', '.join(usable)} that passed validation: {scores[best]:.2f}x the eager torch.nn model ({over})"
         if not allow_int8 and "onnx-int8" in kinds and "onnx-int8" in scores and scores["onnx-int8"] < scores[best]:
             why += (f"; the int8 model would be {scores['onnx-int8']:.2f}x ({scores[best] / scores['onnx-int8']:.2f}x faster) at its "
                     "own accuracy: bench --allow-int8 to let it be chosen")

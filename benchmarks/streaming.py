@@ -25,6 +25,11 @@ Timing: ``deploy_lstm.bench.timing.measure_case`` (interleaved rounds, 50 ms idl
 each timed block) on the Python backends; the C++ program ``stream_bench`` runs in its
 own process after them with the same pause discipline (its own rounds), while this
 process sleeps.  Results: ``benchmarks/results/streaming/results.{json,md,png}``.
+
+The ExecuTorch rows (issue 21), at N=1 (a ``model.pte`` has a fixed batch; the device is one
+stream), built by ``benchmarks/executorch_stream.py``: the program's ``forward`` through
+``executorch.runtime``, the runner's stream, and the C++ ``pte_bench`` (``--pte-build DIR``, the
+build folder of ``serving/cpp/executorch``), beside the same floor.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from deploy_lstm.exporters.onnx import export_onnx
 from deploy_lstm.exporters.int8 import quantize_int8
 from deploy_lstm.runtime.onnx import OnnxLSTM
 from deploy_lstm.exporters.torchscript import export_torchscript
+from deploy_lstm.pipeline import export_folder
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "streaming"
@@ -68,7 +74,11 @@ ORT_STREAM = "ort OnnxStream"
 ORT_INT8 = "ort int8 OnnxStream"
 CPP_STEP = "C++ LstmStream.step"
 CPP_PUSH = "C++ LstmStream.push"
-BACKENDS = [NN, EAGER, TS_FORWARD, TS_STEP, ORT_RUN, ORT_STREAM, ORT_INT8, CPP_STEP, CPP_PUSH]
+PTE_METHOD = "ExecuTorch .pte forward"  # model.pte's method through executorch.runtime (issue 21)
+PTE_STREAM = "ExecuTorch runner stream"  # deploy_lstm.load(DIR).runner("executorch").stream().push
+PTE_CPP = "C++ pte_bench"  # serving/cpp/executorch's pte_bench, no libtorch
+PTE_ROWS = (PTE_METHOD, PTE_STREAM, PTE_CPP)
+BACKENDS = [NN, EAGER, TS_FORWARD, TS_STEP, ORT_RUN, ORT_STREAM, ORT_INT8, CPP_STEP, CPP_PUSH, *PTE_ROWS]
 #: the issue's targets: ratio to the floor at most this
 TARGETS = {ORT_STREAM: 1.5, TS_STEP: 2.0, CPP_STEP: 2.0}
 INT8_BACKENDS = frozenset({ORT_INT8})
@@ -153,7 +163,7 @@ def _torch_step(call: Callable[[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
 
 def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path], quick: bool,
-          log: Callable[[str], None]) -> Tuple[Dict[str, Call], Dict[str, Any], List[Any]]:
+          log: Callable[[str], None], pte_build: Optional[Path] = None) -> Tuple[Dict[str, Call], Dict[str, Any], List[Any]]:
     """({backend: one-step runner}, {backend: Unavailable or C++ result}, objects to keep alive)."""
     cfg, N = case.config, case.batch
     with torch.random.fork_rng():
@@ -223,12 +233,57 @@ def build(case: Case, workdir: Path, threads: int, stream_bench: Optional[Path],
         return ort_stream(sess)
 
     attempt(ORT_INT8, int8)
+    pte_rows(reference, workdir, N, pte_build, attempt, other)
     if stream_bench is None:
         for name in (CPP_STEP, CPP_PUSH):
             other[name] = Unavailable(name, "stream_bench is not built (pass --stream-bench or build serving/cpp)")
     else:
         other["_cpp"] = {"path": str(stream_bench), "model": str(ts_path)}
     return runners, other, keep
+
+
+def _executorch_stream() -> Any:
+    """benchmarks/executorch_stream.py, imported when the .pte rows are built (it imports this
+    module's floor, so not at the top)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import executorch_stream
+
+    return executorch_stream
+
+
+def pte_rows(reference: torch.nn.LSTM, workdir: Path, batch: int, pte_build: Optional[Path],
+             attempt: Callable[[str, Callable[[], Call]], None], other: Dict[str, Any]) -> None:
+    """The .pte rows (issue 21), built by benchmarks/executorch_stream.py, at batch 1 only: the
+    device's stream (a model.pte has a fixed batch; the device target is one stream)."""
+    if batch != 1:
+        for name in PTE_ROWS:
+            other[name] = Unavailable(name, "timed at N=1 only, the device's stream (a model.pte has a fixed batch)")
+        return
+    made: Dict[str, Any] = {}
+
+    def calls() -> Dict[str, Call]:
+        if "calls" not in made:
+            folder, _ = export_folder(LSTM.from_torch(reference), workdir / "pte", artifacts=("executorch",))
+            made["folder"] = folder.path
+            made["calls"] = _executorch_stream().python_calls(reference, folder.path)
+        return made["calls"]
+
+    attempt(PTE_METHOD, lambda: calls()["pte method (Python)"])
+    attempt(PTE_STREAM, lambda: calls()["pte runner stream (Python)"])
+    if "folder" not in made:
+        other[PTE_CPP] = Unavailable(PTE_CPP, "model.pte was not exported (see the Python rows)")
+    elif pte_build is None or not (pte_build / "pte_bench").is_file():
+        other[PTE_CPP] = Unavailable(PTE_CPP, "pte_bench is not built (pass --pte-build, the build folder of serving/cpp/executorch)")
+    else:
+        other["_pte_cpp"] = {"build": pte_build, "folder": made["folder"]}
+
+
+def run_pte_bench(pte: Dict[str, Any], quick: bool) -> Dict[str, Any]:
+    """pte_bench's per-chunk timing (executorch_stream.cpp_row), as measure_case reports a row."""
+    row = _executorch_stream().cpp_row(pte["folder"], pte["build"], 200 if quick else 20000)
+    return {"median_ms": row["median_us"] / 1e3, "p10_ms": row["p10_us"] / 1e3, "p90_ms": row["p90_us"] / 1e3}
 
 
 def run_stream_bench(binary: Path, model: str, batch: int, threads: int, rounds: int, pause_ms: float,
@@ -256,7 +311,7 @@ def find_stream_bench(given: Optional[str]) -> Optional[Path]:
 
 
 def measure(quick: bool, rounds: int, threads: int, pause_ms: float, stream_bench: Optional[Path],
-            log: Callable[[str], None] = print) -> Dict[str, Any]:
+            log: Callable[[str], None] = print, pte_build: Optional[Path] = None) -> Dict[str, Any]:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
@@ -276,7 +331,7 @@ def measure(quick: bool, rounds: int, threads: int, pause_ms: float, stream_benc
                 log(f"[{k + 1}/{len(cases(quick))}] {config_name(cfg)} I{cfg.input_size} N={case.batch}")
                 workdir = Path(tmp) / str(k)
                 workdir.mkdir()
-                runners, other, keep = build(case, workdir, threads, stream_bench, quick, log)
+                runners, other, keep = build(case, workdir, threads, stream_bench, quick, log, pte_build)
                 # no_grad for every Python backend (the committed results); under inference_mode the
                 # TorchScript step_ runs ~10% faster (its in-place updates skip version counters)
                 with torch.no_grad():
@@ -284,6 +339,13 @@ def measure(quick: bool, rounds: int, threads: int, pause_ms: float, stream_benc
                         runners, rounds=rounds, warmup=5 if quick else 50, block_s=0.01 if quick else 0.04,
                         max_calls=20 if quick else 400, pause_s=pause_ms / 1e3,
                     )
+                pte = other.pop("_pte_cpp", None)
+                if pte is not None:
+                    time.sleep(pause_ms / 1e3)
+                    try:
+                        timed[PTE_CPP] = run_pte_bench(pte, quick)
+                    except Exception as e:
+                        other[PTE_CPP] = Unavailable.of(PTE_CPP, e, stage="run")
                 cpp = other.pop("_cpp", None)
                 if cpp is not None:
                     time.sleep(pause_ms / 1e3)
@@ -308,6 +370,7 @@ def measure(quick: bool, rounds: int, threads: int, pause_ms: float, stream_benc
         "machine": machine(),
         "settings": {"threads": threads, "rounds": rounds, "pause_ms": pause_ms, "quick": quick,
                      "stream_bench": str(stream_bench) if stream_bench else None,
+                     "pte_build": str(pte_build) if pte_build else None,
                      "wall_s": round(time.perf_counter() - t_start, 1)},
         "definitions": {
             "weight_bytes": "bytes of the LSTM's parameters (weight_ih, weight_hh, bias_ih, bias_hh, weight_hr of every "
@@ -456,9 +519,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch, onnxruntime and C++ intra-op threads")
     parser.add_argument("--pause-ms", type=float, default=50.0, help="idle time before each timed block")
     parser.add_argument("--stream-bench", default=None, help="the stream_bench binary (default: look in serving/cpp/build, /tmp/dl-build-s)")
+    parser.add_argument("--pte-build", type=Path, default=None,
+                        help="the build folder of serving/cpp/executorch (pte_bench) for the C++ .pte row")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 7)
-    res = measure(args.quick, rounds, args.threads, args.pause_ms, find_stream_bench(args.stream_bench))
+    res = measure(args.quick, rounds, args.threads, args.pause_ms, find_stream_bench(args.stream_bench), pte_build=args.pte_build)
     paths = write(res, args.out)
     print(to_markdown(res))
     print("wrote " + ", ".join(str(p) for p in paths))

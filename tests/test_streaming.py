@@ -304,6 +304,14 @@ def test_benchmark_quick_writes_its_report(bench: ModuleType, tmp_path: Path) ->
         # the issue's targets are judged at N=1 (reading the weights bounds a step); N>1 is compute
         assert ("met" in case["results"][bench.ORT_STREAM]) == (case["batch"] == 1)
         assert case["results"][bench.CPP_STEP]["stage"] == "run"  # the binary given does not exist
+        # the .pte rows (issue 21): at N=1 only, the C++ one needs --pte-build
+        assert "pte_bench is not built" in case["results"][bench.PTE_CPP]["reason"] or case["batch"] != 1
+        for name in (bench.PTE_METHOD, bench.PTE_STREAM):
+            r = case["results"][name]
+            if case["batch"] != 1:
+                assert "timed at N=1 only" in r["reason"]
+            elif importlib.util.find_spec("executorch") is not None:
+                assert r["median_us"] > 0 and r["ratio_to_floor"] == pytest.approx(r["median_us"] / r["floor_us"])
     assert (tmp_path / "results.md").read_text().startswith("# Streaming steps against the memory floor")
 
 

@@ -16,7 +16,7 @@ import torch.utils._pytree as pytree
 from torch import Tensor, nn
 from deploy_lstm.nn.graph import BareLSTM
 from deploy_lstm.formats import contract
-from deploy_lstm.formats.contract import IOSpec, TensorSpec
+from deploy_lstm.formats.contract import IOSpec, NamedIO, TensorSpec
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.errors import ExportError
 from deploy_lstm.nn import LSTM, LSTMCell
@@ -57,7 +57,7 @@ def lstm_configs(model: nn.Module) -> Dict[str, Dict[str, Any]]:
 
 
 @dataclasses.dataclass
-class Signature:
+class Signature(NamedIO):
     """What an exported graph takes and returns."""
 
     model: nn.Module  # the model itself
@@ -84,14 +84,6 @@ class Signature:
     def module(self) -> nn.Module:
         """What to call with ``args``: the model, or ``BareLSTM`` around a bare LSTM."""
         return self.wrap(self.model)
-
-    @property
-    def input_names(self) -> List[str]:
-        return self.io.input_names
-
-    @property
-    def output_names(self) -> List[str]:
-        return self.io.output_names
 
     def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
         return self.io.dynamic_axes()

@@ -132,6 +132,22 @@ class IOSpec:
         return cls(specs("inputs"), specs("outputs"))
 
 
+
+class NamedIO:
+    """Something that carries an I/O contract as ``io`` (a signature, a runner): its flat
+    input and output names, in the order a positional call takes and returns them."""
+
+    io: IOSpec
+
+    @property
+    def input_names(self) -> List[str]:
+        return self.io.input_names
+
+    @property
+    def output_names(self) -> List[str]:
+        return self.io.output_names
+
+
 def lstm_io(config: LSTMConfig, lengths: bool = False, dtype: str = "float32") -> IOSpec:
     """The graph inputs/outputs of a bare exported LSTM.
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from deploy_lstm.errors import ConfigError, LSTMInputError
 from deploy_lstm.formats import contract
-from deploy_lstm.formats.contract import IOSpec
+from deploy_lstm.formats.contract import IOSpec, NamedIO
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.runtime.feeds import bare_feeds, chunk_steps, full_lengths, state_array, stream_input_error
 
@@ -28,7 +28,7 @@ __all__ = ["Runner", "CarriedStream", "Feeds", "as_numpy"]
 Feeds = Mapping[str, np.ndarray]
 
 
-class Runner(abc.ABC):
+class Runner(NamedIO, abc.ABC):
     """One artifact, ready to run.
 
     Attributes:
@@ -46,15 +46,6 @@ class Runner(abc.ABC):
     config: Optional[LSTMConfig]
     optional_inputs: ClassVar[FrozenSet[str]] = frozenset()
 
-    @property
-    def input_names(self) -> List[str]:
-        """The flat graph inputs, in the order a positional call takes them."""
-        return self.io.input_names
-
-    @property
-    def output_names(self) -> List[str]:
-        """The flat graph outputs, in the order a positional call returns them."""
-        return self.io.output_names
 
     @property
     def has_lengths(self) -> bool:

@@ -343,3 +343,13 @@ def test_metadata_is_written_as_strict_json() -> None:
     with pytest.raises(dl.ArtifactError, match=r"dropout is nan, which JSON cannot hold"):
         ArtifactMetadata(config=config).to_strings()
     assert ArtifactMetadata(config=dl.LSTMConfig(3, 4)).to_strings()[contract.META_CONFIG] == dl.LSTMConfig(3, 4).to_json()
+
+
+def test_a_recommendation_with_no_artifact_for_a_target_loads(written: Path, tmp_path: Path) -> None:
+    """bench records ``"artifact": null`` for a target no artifact of the folder serves (a folder
+    without model.ts or model.pt2 has nothing for "cpp"): such a folder still loads."""
+    copy = tmp_path / "copy"
+    shutil.copytree(written, copy)
+    dl.load(copy).record("recommendation", {"targets": {"cpp": {"artifact": None, "why": "no C++ artifact"}}})
+    folder = dl.load(copy)
+    assert folder.recommended("cpp") is None

@@ -95,7 +95,7 @@ def _check_recommendation(recommendation: Any, where: str) -> None:
         return
     targets = strict_json.field(recommendation, "targets", dict, where, required=False, default={})
     for target, entry in targets.items():
-        strict_json.field(entry, "artifact", str, f"{where}.targets.{target}", required=False)
+        strict_json.field(entry, "artifact", (str, type(None)), f"{where}.targets.{target}", required=False)
 
 
 def check_manifest(manifest: Any, folder: Path) -> None:

@@ -160,13 +160,18 @@ def test_recommended_torchscript_runs_the_archive(binary: Path, exported, tmp_pa
     check_outputs(tmp_path / "run", nn_lstm(model, f))
 
 
-@pytest.mark.parametrize("cpp", [None, "no-entry"], ids=["no-recommendation", "no-cpp-target"])
+@pytest.mark.parametrize("cpp", [None, "no-entry", "null"], ids=["no-recommendation", "no-cpp-target", "cpp-target-null"])
 def test_without_a_recommendation_torchscript_runs(binary: Path, exported, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                    cpp: Optional[str]) -> None:
     src, model = exported
     folder = copy_folder(src, tmp_path)
     if cpp == "no-entry":
         recommend(folder, None)  # bench ran, but recorded nothing for C++
+    elif cpp == "null":  # bench found no artifact for C++ and recorded so
+        recommend(folder, None)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["recommendation"]["targets"]["cpp"] = {"artifact": None, "why": "no C++ artifact validated"}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
     f = feeds(T=5, N=1, seed=3)
     line = ran(run(binary, folder, f, tmp_path / "run"), "torchscript")
     assert "no recommendation recorded" in line, line
@@ -311,3 +316,17 @@ def test_package_h0_of_the_wrong_batch(binary: Path, exported, tmp_path: Path) -
     proc = run(binary, src / "model.pt2", f, tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "inputs disagree on axis 'batch': input 'input' dim 1 is 3, input 'h0' dim 1 is 2" in proc.stderr
+
+
+def test_a_folder_without_model_ts_runs_its_package(binary: Path, exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A torch that refuses TorchScript exports no model.ts (tests/test_torchscript_deprecation.py):
+    the folder mode runs the .pt2 it has instead."""
+    src, model = exported
+    folder = copy_folder(src, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["artifacts"]["torchscript"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "model.ts").unlink()
+    f = feeds(T=6, N=2, seed=4)
+    ran(run(binary, folder, f, tmp_path / "run"), "aoti")
+    check_outputs(tmp_path / "run", nn_lstm(model, f))

@@ -241,7 +241,9 @@ std::optional<Recommendation> ExportFolder::recommendation(const std::string& ta
   if (targets == nullptr || targets->kind != Json::Kind::kObject) throw bad("no \"targets\" object");
   const Json* entry = targets->field(target);
   if (entry == nullptr || entry->kind == Json::Kind::kNull) return std::nullopt;
-  const Json* artifact = entry->field("artifact");
+  const Json* artifact = entry->kind == Json::Kind::kObject ? entry->field("artifact") : nullptr;
+  // bench records "artifact": null for a target no artifact of the folder serves: no recommendation
+  if (artifact != nullptr && artifact->kind == Json::Kind::kNull) return std::nullopt;
   if (entry->kind != Json::Kind::kObject || artifact == nullptr || artifact->kind != Json::Kind::kString)
     throw bad("target '" + target + "' has no string \"artifact\"");
   Recommendation out;

@@ -38,7 +38,7 @@ from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.pipeline import export_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from streaming import copy_bandwidth, weight_bytes  # noqa: E402 -- the floor, computed as the streaming benchmark does
+from memory_floor import copy_bandwidth, weight_bytes  # noqa: E402 -- the floor, computed as the streaming benchmark does
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the issue's aims: pte in Python / eager, C++ pte / floor

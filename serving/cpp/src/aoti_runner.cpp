@@ -1,7 +1,9 @@
 // Running an AOTInductor package from C++; see include/deploy_lstm/aoti_runner.h.
 #include "deploy_lstm/aoti_runner.h"
 
+#include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <dlfcn.h>
 
 #include <filesystem>
 
@@ -14,6 +16,27 @@ constexpr const char* kFusedOp = "deploy_lstm::fused_lstm";
 
 std::string first_line_of(const std::string& message) { return message.substr(0, message.find('\n')); }
 
+// From torch 2.14 a package's compiled model names libtorch.so as a dependency (2.13's: libtorch_cpu
+// only) and carries no RPATH, so dlopen finds it only when the process has it loaded already -- as
+// Python has.  The programs link only libtorch_cpu and libc10 (cmake/DeployLstmTorch.cmake): for a
+// CUDA wheel libtorch.so pulls in libtorch_cuda and the CUDA libraries (measured with 2.14.1: peak
+// RSS 518 MB instead of 122 MB, +0.8 s), which only a package needs.  So it is loaded here, once,
+// from beside the libtorch_cpu this process runs.
+void load_libtorch_for_packages() {
+  static const bool loaded = [] {
+    if (dlopen("libtorch.so", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD) != nullptr) return true;
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&at::globalContext), &info) == 0 || info.dli_fname == nullptr) return false;
+    const std::filesystem::path libtorch = std::filesystem::path(info.dli_fname).parent_path() / "libtorch.so";
+    std::error_code ec;
+    if (!std::filesystem::exists(libtorch, ec)) return false;  // a libtorch without it: the loader says what is missing
+    if (dlopen(libtorch.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr)
+      throw ModelLoadError("cannot load " + libtorch.string() + ", which AOTInductor packages need: " + dlerror());
+    return true;
+  }();
+  (void)loaded;
+}
+
 }  // namespace
 
 bool is_aoti_package(const std::string& path) {
@@ -23,6 +46,7 @@ bool is_aoti_package(const std::string& path) {
 AotiRunner::AotiRunner(const std::string& path) : path_(path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw ModelLoadError("package not found: '" + path + "'");
+  load_libtorch_for_packages();
   try {
     loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
   } catch (const c10::Error& e) {

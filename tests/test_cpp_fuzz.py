@@ -20,13 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -64,28 +62,49 @@ class Run:
     peak_rss_mb: float
 
 
-def run_limited(binary: Path, *args: object, timeout: float = 120.0) -> Run:
-    """Run ``binary args`` under an address-space limit of AS_LIMIT; its own rusage via wait4."""
+# Forks and execs a program (under an address-space limit, when one is given), reports its exit
+# status, wall time and peak RSS.  A small process of its own because Linux counts the pre-exec
+# image of a forked child in its ru_maxrss: forked from this test process (torch imported, 500 MB
+# and more), every child would report at least that -- and libFuzzer, which reads its own
+# ru_maxrss against -rss_limit_mb, would stop at once.
+_LAUNCHER = """
+import json, os, resource, signal, sys, time
+limit, timeout, report, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    try:
+        if limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+signal.alarm(timeout)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as f:
+    json.dump({"returncode": os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - start,
+               "peak_rss_mb": usage.ru_maxrss / 1024}, f)  # ru_maxrss: KiB on Linux
+"""
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
 
-    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.monotonic()
-        proc = subprocess.Popen([str(binary), *map(str, args)], stdin=stdin, stdout=out, stderr=err,
-                                preexec_fn=limit)
-        watchdog = threading.Timer(timeout, proc.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            watchdog.cancel()
-        seconds = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        out.seek(0)
-        err.seek(0)
-        run = Run(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                  seconds, usage.ru_maxrss / 1024)  # ru_maxrss: KiB on Linux
+def launch(program: Path, *args: object, timeout: int = 120, as_limit: int = 0, cwd: Optional[Path] = None) -> Run:
+    """Run ``program args`` from the small launcher above; ``as_limit``: RLIMIT_AS in bytes (0: none)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, str(as_limit), str(timeout), str(report), str(program),
+             *map(str, args)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=timeout + 60, cwd=cwd)
+        assert proc.returncode == 0 and report.is_file(), f"launcher failed:\n{proc.stderr}"
+        result = json.loads(report.read_text())
+    return Run(result["returncode"], proc.stdout, proc.stderr, result["seconds"], result["peak_rss_mb"])
+
+
+def run_limited(binary: Path, *args: object, timeout: int = 120) -> Run:
+    """Run ``binary args`` under an address-space limit of AS_LIMIT: exit status, output, wall time
+    and its own peak RSS.  Never a crash: a signal or an uncaught exception fails the test."""
+    run = launch(binary, *args, timeout=timeout, as_limit=AS_LIMIT)
     assert run.returncode >= 0, f"killed by signal {-run.returncode}:\n{run.stderr}"
     assert "terminate called" not in run.stderr, run.stderr
     return run
@@ -334,11 +353,10 @@ def test_fuzz_target(fuzzers: Path, tmp_path: Path, target: str) -> None:
     assert len(list(seeds.iterdir())) >= 10, f"seed corpus {seeds} is missing (python {FUZZ_DIR / 'make_corpus.py'})"
     corpus = tmp_path / "corpus"  # new inputs go here, never into the committed seeds
     corpus.mkdir()
-    proc = subprocess.run(
-        [str(fuzzers / target), f"-max_total_time={FUZZ_SECONDS}", f"-rss_limit_mb={FUZZ_RSS_MB}", "-timeout=10",
-         f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", str(corpus), str(seeds)],
-        capture_output=True, text=True, timeout=FUZZ_SECONDS + 120, cwd=tmp_path)
-    tail = proc.stderr[-6000:]
-    assert proc.returncode == 0, f"{target} found a crash (reproducer in {tmp_path}):\n{tail}"
-    assert "ERROR: libFuzzer" not in proc.stderr and "SUMMARY: " not in proc.stderr, tail
-    assert "stat::number_of_executed_units" in proc.stderr, tail
+    run = launch(fuzzers / target, f"-max_total_time={FUZZ_SECONDS}", f"-rss_limit_mb={FUZZ_RSS_MB}", "-timeout=10",
+                 f"-artifact_prefix={tmp_path}/", "-print_final_stats=1", corpus, seeds,
+                 timeout=FUZZ_SECONDS + 120, cwd=tmp_path)
+    tail = run.stderr[-6000:]
+    assert run.returncode == 0, f"{target} found a crash (reproducer in {tmp_path}):\n{tail}"
+    assert "ERROR: libFuzzer" not in run.stderr and "SUMMARY: " not in run.stderr, tail
+    assert "stat::number_of_executed_units" in run.stderr, tail

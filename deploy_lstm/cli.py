@@ -406,7 +406,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print("deploy-lstm: interrupted", file=sys.stderr)
             return 130
         finally:
-            if torchscript:
+            if torchscript and not getattr(args, "quiet", False):  # --quiet: errors only
                 print(f"deploy-lstm: note: TorchScript (model.ts) is deprecated upstream; {jit.SUCCESSOR}", file=sys.stderr)
 
 

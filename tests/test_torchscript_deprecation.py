@@ -98,6 +98,8 @@ def test_the_cli_shows_no_raw_warning_and_one_note(
         assert cli.main(["validate", str(tmp_path / "out")]) == 0  # loads model.ts
         err = capsys.readouterr().err
         assert "Warning" not in err and err.count("deprecated upstream") == 1
+        assert cli.main(["validate", str(tmp_path / "out"), "--quiet"]) == 0  # --quiet: errors only
+        assert capsys.readouterr().err == ""
 
 
 def test_commands_without_torchscript_say_nothing_of_it(

@@ -34,7 +34,8 @@ def int8_error(
     """Error of the int8 model against the float32 one, both on onnxruntime (CPU), on random inputs.
 
     Args:
-        fp32_path, int8_path: ``model.onnx`` and its :func:`quantize_int8` result.
+        fp32_path: ``model.onnx``.
+        int8_path: its :func:`quantize_int8` result.
         shapes: (batch, sequence) pairs; every float input is standard normal (``h0``/``c0`` too).
         rng: input generator (default: seed 0).
 
@@ -70,7 +71,8 @@ def int8_advice(speedup: float, max_abs: float, mean_abs: float, scale: Optional
 
     Args:
         speedup: float32 onnxruntime median / int8 median, same shape, same run.
-        max_abs, mean_abs: from :func:`int8_error`.
+        max_abs: the max abs error, from :func:`int8_error`.
+        mean_abs: the mean abs error, from :func:`int8_error`.
         scale: the float32 output's max ``|y|``, to state the error relative to it.
     """
     err = f"max error {max_abs:.1e}" + (f" ({max_abs / scale:.1%} of the output scale)" if scale else "") + f", mean {mean_abs:.1e}"

@@ -21,7 +21,8 @@ class LSTMCell(FlatWeights):
         input_size: features of the input.
         hidden_size: features of ``h`` and ``c``.
         bias: use ``bias_ih``/``bias_hh``.
-        device, dtype: factory arguments for the parameters.
+        device: factory argument for the parameters.
+        dtype: factory argument for the parameters.
         cell: (keyword-only) ``"lstm"`` (the default: nn.LSTMCell), ``"peephole"``,
             ``"layernorm"`` or ``"cell_gated"``, as in :class:`LSTM`; the parameters are
             :class:`LSTM`'s without the ``_l0`` suffix.

@@ -60,7 +60,8 @@ class LSTM(FlatWeights):
         dropout: dropout on the output of each layer but the last, in training.
         bidirectional: add a reverse direction to every layer.
         proj_size: project ``h`` to this size (LSTMP); 0 disables.
-        device, dtype: factory arguments for the parameters.
+        device: factory argument for the parameters.
+        dtype: factory argument for the parameters.
         fused: (keyword-only, not in nn.LSTM) ``True``: run ``aten::lstm``, the kernel
             nn.LSTM uses, instead of the static time loop, in eager mode and inside
             TorchScript; ``False``: the loop everywhere.  ``None`` (the default): the loop in

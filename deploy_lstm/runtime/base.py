@@ -134,8 +134,8 @@ class Runner(NamedIO, abc.ABC):
 
         Args:
             batch: sequences per step (fixed for the stream's life).
-            h0, c0: initial state, (num_layers, batch, proj_size or hidden_size) and
-                (num_layers, batch, hidden_size); zeros when omitted.
+            h0: initial hidden state, (num_layers, batch, proj_size or hidden_size); zeros when omitted.
+            c0: initial cell state, (num_layers, batch, hidden_size); zeros when omitted.
 
         Raises:
             ConfigError: this artifact cannot carry state (a whole model, a bidirectional LSTM).

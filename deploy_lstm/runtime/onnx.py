@@ -54,8 +54,8 @@ class OnnxLSTM:
         path: the ``.onnx`` file.
         device: "cpu" or "cuda" (CUDA execution provider, falling back to CPU for
             nodes it lacks).
-        intra_op_num_threads, inter_op_num_threads: onnxruntime thread pools (0 = its
-            default).
+        intra_op_num_threads: onnxruntime's intra-op thread pool (0 = its default).
+        inter_op_num_threads: onnxruntime's inter-op thread pool (0 = its default).
         session_options: a prepared ``onnxruntime.SessionOptions`` (overrides threads).
 
     For a bare LSTM export (graph inputs ``input``, ``h0``, ``c0`` [, ``lengths``]),
@@ -127,8 +127,8 @@ class OnnxLSTM:
 
         Args:
             batch: sequences per step (fixed for the stream's life; ``reset`` keeps it).
-            h0, c0: initial state, (num_layers, batch, proj_size or hidden_size) and
-                (num_layers, batch, hidden_size); zeros when omitted.
+            h0: initial hidden state, (num_layers, batch, proj_size or hidden_size); zeros when omitted.
+            c0: initial cell state, (num_layers, batch, hidden_size); zeros when omitted.
 
         Raises:
             LSTMInputError: not a bare LSTM export, a bidirectional one, or a bad state.
@@ -167,8 +167,10 @@ class OnnxRunner(Runner):
     Args:
         path: the ``.onnx`` file.
         kind: the artifact kind it is ("onnx", or "onnx-int8" for a quantized model).
-        device, intra_op_num_threads, inter_op_num_threads, session_options: as for
-            :class:`OnnxLSTM`.
+        device: as for :class:`OnnxLSTM`.
+        intra_op_num_threads: as for :class:`OnnxLSTM`.
+        inter_op_num_threads: as for :class:`OnnxLSTM`.
+        session_options: as for :class:`OnnxLSTM`.
 
     Its :meth:`stream` is an :class:`OnnxStream` (onnxruntime I/O binding, the state never copied).
 

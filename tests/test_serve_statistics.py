@@ -5,6 +5,7 @@ renderings, checked against the shape and semantics the real tritonserver 2.51 r
 from __future__ import annotations
 
 import threading
+import types
 from typing import Dict
 
 import pytest
@@ -14,6 +15,8 @@ from tritonclient.grpc import service_pb2
 from deploy_lstm.errors import InvalidRequest
 from deploy_lstm.serve import statistics as st
 from deploy_lstm.serve.protocol import status_of
+
+NS = 1e-9  # the tests' times are whole ns, given in seconds as the server gives them
 
 #: a model_stats entry of tritonserver 2.51 for a version that served nothing (its HTTP JSON)
 TRITON_IDLE = {
@@ -33,8 +36,8 @@ def test_an_idle_version_is_reported_as_triton_reports_it() -> None:
 def test_one_batch_of_three_requests() -> None:
     """Triton's semantics: rows count inferences, a batch one execution, each request the batch's compute."""
     s = st.VersionStatistics("m", "2")
-    s.record_execution([(1, 100), (2, 150), (3, 200)], start_ns=1_000, end_ns=1_600, times=st.BatchTimes(10, 500, 20))
-    s.record_execution([(2, 2_000)], start_ns=2_050, end_ns=2_300, times=st.BatchTimes(1, 200, 2))
+    s.record_execution([(1, 100 * NS), (2, 150 * NS), (3, 200 * NS)], 1_000 * NS, 1_600 * NS, st.BatchTimes(10 * NS, 500 * NS, 20 * NS))
+    s.record_execution([(2, 2_000 * NS)], 2_050 * NS, 2_300 * NS, st.BatchTimes(1 * NS, 200 * NS, 2 * NS))
     got = s.snapshot()
     assert (got["inference_count"], got["execution_count"]) == (8, 2)
     i = got["inference_stats"]
@@ -55,7 +58,7 @@ def test_one_batch_of_three_requests() -> None:
 def test_a_failed_batch() -> None:
     """As tritonserver: fail count and time per request, the execution counted, nothing else."""
     s = st.VersionStatistics("m", "1")
-    s.record_execution([(3, 100), (1, 300)], start_ns=400, end_ns=1_000, times=None)
+    s.record_execution([(3, 100 * NS), (1, 300 * NS)], 400 * NS, 1_000 * NS, None)
     got = s.snapshot()
     assert got["inference_stats"]["fail"] == {"count": 2, "ns": 900 + 700}
     assert (got["inference_count"], got["execution_count"], got["last_inference"]) == (0, 1, 0)
@@ -69,7 +72,7 @@ def test_concurrent_recording_loses_nothing() -> None:
 
     def work() -> None:
         for _ in range(2000):
-            s.record_execution([(1, 0), (2, 0)], 1, 2, st.BatchTimes(1, 1, 1))
+            s.record_execution([(1, 0.0), (2, 0.0)], NS, 2 * NS, st.BatchTimes(NS, NS, NS))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -79,6 +82,20 @@ def test_concurrent_recording_loses_nothing() -> None:
     got = s.snapshot()
     assert (got["inference_count"], got["execution_count"]) == (4 * 2000 * 3, 4 * 2000)
     assert got["inference_stats"]["success"]["count"] == 4 * 2000 * 2
+
+
+def test_a_batch_shared_by_a_model_and_its_stream() -> None:
+    """Requests for NAME and NAME_stream may share a batch: each model records its own rows."""
+    item = lambda model, rows: types.SimpleNamespace(model=model, rows=rows, enqueued=0.0)  # noqa: E731
+    tables = [{n: st.VersionStatistics(n, "1") for n in ("m", "m_stream")}, {"m": st.VersionStatistics("m", "2")}]
+    st.record_batch(tables[0], [item("m", 2), item("m_stream", 1), item("m", 3)], 1e-6, 2e-6, st.BatchTimes(0, 1e-6, 0))
+    models = st.collect(tables)
+    assert {n: sorted(v) for n, v in models.items()} == {"m": ["1", "2"], "m_stream": ["1"]}
+    got = {n: s.snapshot() for n, s in tables[0].items()}
+    assert [(b["batch_size"], b["compute_infer"]) for b in got["m"]["batch_stats"]] == [(5, {"count": 1, "ns": 1000})]
+    assert [b["batch_size"] for b in got["m_stream"]["batch_stats"]] == [1]
+    assert (got["m"]["inference_count"], got["m_stream"]["inference_count"]) == (5, 1)
+    assert models["m"]["2"].snapshot()["execution_count"] == 0
 
 
 @pytest.fixture
@@ -108,8 +125,8 @@ def test_unknown_model_or_version_is_tritons_error(models: Dict[str, Dict[str, s
 
 def test_grpc_response_carries_the_http_figures() -> None:
     s = st.VersionStatistics("m", "3")
-    s.record_execution([(2, 5), (4, 9)], start_ns=20, end_ns=90, times=st.BatchTimes(3, 40, 7))
-    s.record_execution([(1, 95)], start_ns=100, end_ns=130, times=None)
+    s.record_execution([(2, 5 * NS), (4, 9 * NS)], 20 * NS, 90 * NS, st.BatchTimes(3 * NS, 40 * NS, 7 * NS))
+    s.record_execution([(1, 95 * NS)], 100 * NS, 130 * NS, None)
     response = st.grpc_response([s])
     assert isinstance(response, service_pb2.ModelStatisticsResponse)
     # tritonclient.grpc's get_inference_statistics(as_json=True) form: uint64 as strings, zeros left out

@@ -26,26 +26,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from tritonclient.grpc import service_pb2
 
 from deploy_lstm.errors import InvalidRequest
 
-__all__ = ["DURATIONS", "VersionStatistics", "BatchTimes", "select", "http_json", "grpc_response", "not_available"]
+__all__ = ["DURATIONS", "VersionStatistics", "BatchTimes", "record_batch", "collect", "select", "http_json", "grpc_response", "not_available"]
 
 #: the ``inference_stats`` durations, in Triton's order
 DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 _PHASES = ("compute_input", "compute_infer", "compute_output")
 
 
-class BatchTimes:
-    """The three compute phases of one executed batch, in ns."""
+class BatchTimes(NamedTuple):
+    """The three compute phases of one executed batch, in seconds."""
 
-    __slots__ = ("compute_input", "compute_infer", "compute_output")
-
-    def __init__(self, compute_input: int, compute_infer: int, compute_output: int) -> None:
-        self.compute_input, self.compute_infer, self.compute_output = compute_input, compute_infer, compute_output
+    compute_input: float  # joining (and padding) the requests' feeds
+    compute_infer: float  # the runner's call
+    compute_output: float  # splitting the outputs back per request
 
 
 class VersionStatistics:
@@ -64,15 +63,14 @@ class VersionStatistics:
         self._durations: Dict[str, List[int]] = {k: [0, 0] for k in DURATIONS}  # [count, ns]
         self._batches: Dict[int, List[int]] = {}  # batch size -> [executions, input ns, infer ns, output ns]
 
-    def record_execution(self, requests: Sequence[Tuple[int, int]], start_ns: int, end_ns: int,
+    def record_execution(self, requests: Sequence[Tuple[int, float]], start: float, end: float,
                          times: Optional[BatchTimes]) -> None:
-        """One executed batch's share for this model.
+        """One executed batch's share for this model (times from ``time.perf_counter()``, in s).
 
         Args:
-            requests: (rows, enqueued at: ``time.perf_counter_ns()``) of each request of this
-                model in the batch.
-            start_ns: when the batch started (``perf_counter_ns``): the end of its requests' queueing.
-            end_ns: when its outputs were split back (or it failed).
+            requests: (rows, when it entered the queue) of each request of this model in the batch.
+            start: when the batch started: the end of its requests' queueing.
+            end: when its outputs were split back (or it failed).
             times: the batch's compute phases; None when the batch failed (its requests are
                 ``fail``; the execution still counts, as in Triton).
         """
@@ -88,17 +86,15 @@ class VersionStatistics:
             if times is None:
                 for _, enqueued in requests:
                     d["fail"][0] += 1
-                    d["fail"][1] += end_ns - enqueued
+                    d["fail"][1] += _ns(end - enqueued)
                 return
-            batch[1] += times.compute_input
-            batch[2] += times.compute_infer
-            batch[3] += times.compute_output
+            phases = [_ns(t) for t in times]
+            for i, ns in enumerate(phases):
+                batch[1 + i] += ns
             self._inference_count += rows
             self._last_inference_ms = max(self._last_inference_ms, wall_ms)
             for _, enqueued in requests:
-                for key, ns in (("success", end_ns - enqueued), ("queue", start_ns - enqueued),
-                                ("compute_input", times.compute_input), ("compute_infer", times.compute_infer),
-                                ("compute_output", times.compute_output)):
+                for key, ns in zip(("success", "queue") + _PHASES, [_ns(end - enqueued), _ns(start - enqueued)] + phases):
                     d[key][0] += 1
                     d[key][1] += ns
 
@@ -118,6 +114,37 @@ class VersionStatistics:
             ],
             "memory_usage": [],
         }
+
+
+def _ns(seconds: float) -> int:
+    return max(0, round(seconds * 1e9))
+
+
+def record_batch(statistics: Mapping[str, VersionStatistics], items: Iterable[Any], start: float, end: float,
+                 times: Optional[BatchTimes]) -> None:
+    """Record one executed batch for each model with requests in it (a batch may hold requests for
+    ``NAME`` and ``NAME_stream``: each records an execution of its own rows).
+
+    Args:
+        statistics: model name -> its statistics.
+        items: the batch's :class:`~deploy_lstm.serve.batching.Item` objects (``model``, ``rows``, ``enqueued``).
+    """
+    by_model: Dict[str, List[Tuple[int, float]]] = {}
+    for item in items:
+        by_model.setdefault(item.model, []).append((item.rows, item.enqueued))
+    for model, requests in by_model.items():
+        stats = statistics.get(model)
+        if stats is not None:
+            stats.record_execution(requests, start, end, times)
+
+
+def collect(tables: Iterable[Mapping[str, VersionStatistics]]) -> Dict[str, Dict[str, VersionStatistics]]:
+    """model name -> version -> statistics, from each loaded version's table (name -> statistics)."""
+    out: Dict[str, Dict[str, VersionStatistics]] = {}
+    for table in tables:
+        for name, stats in table.items():
+            out.setdefault(name, {})[stats.version] = stats
+    return out
 
 
 def not_available(name: str, version: Optional[str] = None) -> InvalidRequest:

@@ -30,6 +30,7 @@ from deploy_lstm.formats import contract
 from deploy_lstm.formats.checkpoint import load_checkpoint, lstm_from_state_dict
 from deploy_lstm.formats.folder import load, load_model_spec
 from deploy_lstm.pipeline import ARTIFACTS, export_folder
+from deploy_lstm.runtime.folder import RUNNER_KINDS
 from deploy_lstm.version import __version__
 from deploy_lstm.formats import strict_json
 
@@ -80,6 +81,15 @@ def print_int8(summary: Optional[Dict[str, Any]]) -> None:
     print(f"int8 is {summary['advice']}")
 
 
+def print_bf16(folder: Any) -> None:
+    """Per bf16 artifact: its error against float32 and its speed against its float32 sibling, as recorded."""
+    for kind in ("aoti-bf16", "torchscript-bf16"):
+        if folder.has(kind):
+            d = folder.artifacts[kind].details
+            print(f"\n{folder.artifacts[kind].file} vs float32: max abs error {d['max_abs']:.1e}, mean {d['mean_abs']:.1e} "
+                  f"(atol {d['atol']:.1e}); {d['speed_note']}")
+
+
 def print_report(report: ValidationReport, args: argparse.Namespace, int8: Optional[Dict[str, Any]] = None) -> None:
     if args.json:
         print(strict_json.dumps({**report.to_dict(), **({"int8": int8} if int8 is not None else {})}, "the report", nonfinite="null", indent=2))
@@ -115,7 +125,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
   deploy-lstm export model.pt --prefix encoder.rnn. --batch-first --out out/encoder
   deploy-lstm export --model mypkg.models:make_tagger --checkpoint weights.pt --out out/tagger
   deploy-lstm export lstm.safetensors --exporter torchscript --opset 17 --artifacts onnx --out out/
-  deploy-lstm export lstm.pt --quantize int8 --out out/int8""")
+  deploy-lstm export lstm.pt --quantize int8 --out out/int8
+  deploy-lstm export lstm.pt --artifacts onnx,torchscript,aoti --precision bf16 --out out/bf16""")
     p.add_argument("checkpoint", nargs="?", help="state_dict (torch.save or .safetensors): of an nn.LSTM/deploy_lstm.LSTM, or weights for --model")
     p.add_argument("--model", metavar="MODULE:CALLABLE", help="a whole model: a callable returning a deploy_lstm.ModelSpec (or (model, example_inputs))")
     p.add_argument("--checkpoint", dest="checkpoint_file", metavar="FILE", help="the same as the CHECKPOINT argument (weights for --model, or an LSTM's state_dict)")
@@ -134,6 +145,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                    help="model.ts runs aten::lstm (fused, default: nn.LSTM's kernel) or the static time loop")
     p.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (onnxruntime dynamic quantization)")
     p.add_argument("--atol", type=float, help=ATOL_HELP)
+    p.add_argument("--precision", choices=("float32", "bf16"), default="float32",
+                   help="bf16: also write model.bf16.pt2 / model.bf16.ts beside model.pt2 / model.ts (LSTMs in bfloat16, float32 in and out), timed and validated")
+    p.add_argument("--bf16-atol", type=float, help="max abs error allowed for the bf16 artifacts (default: derived from the weights, see docs/guides/bf16.md)")
+    p.add_argument("--force-bf16", action="store_true", help="write a bf16 artifact even where it measured slower than float32 at every batch size")
     p.add_argument("--int8-atol", type=float,
                    help="max abs error allowed for the int8 model (default: 4 x the weights' int8 step x sqrt(fan-in), measured; see README)")
     p.add_argument("--bench", action="store_true", help="then time every artifact against the eager model (results in OUT-bench/)")
@@ -180,8 +195,11 @@ def run_export(args: argparse.Namespace) -> int:
         lengths=args.lengths, native_lstm=not args.no_native_lstm, torchscript=args.torchscript,
         quantize=args.quantize, atol=args.atol, int8_atol=args.int8_atol,
         progress=progress_steps(args.quiet or args.json), pte_chunk=args.pte_chunk, pte_batch=args.pte_batch,
+        precision=args.precision, bf16_atol=args.bf16_atol, force_bf16=args.force_bf16,
     )
     print_report(report, args, None if args.quiet else int8_summary(folder, report))
+    if not args.quiet and not args.json:
+        print_bf16(folder)
     if args.bench:
         res = bench.benchmark_model(folder)
         sections = [recommend.to_markdown(bench.record_recommendation(folder, res))]
@@ -203,13 +221,14 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="a folder written by 'deploy-lstm export'")
     p.add_argument("--atol", type=float, help=ATOL_HELP)
     p.add_argument("--int8-atol", type=float, help="max abs error allowed for model.int8.onnx (default: as exported)")
+    p.add_argument("--bf16-atol", type=float, help="max abs error allowed for the bf16 artifacts (default: as exported)")
     add_output_flags(p)
     p.set_defaults(func=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
     folder = load(args.dir)
-    report = validate_folder(folder, atol=args.atol, int8_atol=args.int8_atol)
+    report = validate_folder(folder, atol=args.atol, int8_atol=args.int8_atol, bf16_atol=args.bf16_atol)
     print_report(report, args, None if args.quiet else int8_summary(folder, report))
     return 0 if report.passed else 1
 
@@ -295,18 +314,20 @@ def serve_extra(command: str) -> Iterator[None]:
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "serve", "serve an export folder over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
+    p = add_command(sub, "serve", "serve an export folder or a repository of them over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
                     """examples:
   deploy-lstm serve out/lstm
   deploy-lstm serve out/lstm --host 0.0.0.0 --port 8000 --grpc-port 8001 --name lstm
-  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300""")
-    p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
+  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300
+  deploy-lstm serve repo/ --model-control-mode explicit --load-model en --load-model de
+  deploy-lstm serve repo/ --artifact aoti""")
+    p.add_argument("dir", help="a folder written by 'deploy-lstm export', or a repository of them: REPO/NAME/ or REPO/NAME/1, REPO/NAME/2, ...")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0 = no gRPC)")
     p.add_argument("--name", help="model name (default: the folder's name); the stateful model is NAME_stream")
     p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="onnxruntime execution provider (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default 0: onnxruntime's choice)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads per model (default 0: onnxruntime's choice for a folder, 1 per model in a repository)")
     p.add_argument("--max-batch", type=int, default=32, help="rows per executed batch and per request (default 32)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="while traffic is concurrent, how long a batch waits for more requests (default 2)")
     p.add_argument("--max-padding", type=float, default=0.5, help="padded steps allowed per real step in a batch (default 0.5)")
@@ -316,8 +337,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-request-bytes", type=int, default=64 << 20, help="largest request body, after inflating (default 64 MiB)")
     p.add_argument("--grace-s", type=float, default=10.0, help="on SIGTERM, how long to finish the requests in flight (default 10)")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf in float inputs (refused by default)")
-    p.add_argument("--artifact", choices=("onnx", "onnx-int8"),
-                   help="which model to serve (default: what 'deploy-lstm bench DIR' recommended for the server, else onnx)")
+    p.add_argument("--artifact", choices=RUNNER_KINDS,
+                   help="which artifact to serve (default: the repository's deploy-lstm-serve.json, else what "
+                        "'deploy-lstm bench DIR' recommended for the server, else onnx)")
+    p.add_argument("--model-control-mode", choices=("none", "explicit"), default="none",
+                   help="as Triton's: none loads every model at start and refuses load/unload; explicit lets clients load and unload")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="with explicit: a model to load at start (repeat it; '*' for all)")
     p.set_defaults(func=run_serve)
 
 
@@ -332,8 +358,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     address = process.ServerAddress(
         host=args.host, port=args.port, grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes, grace_s=args.grace_s,
+        model_control_mode=args.model_control_mode, load_models=tuple(args.load_model),
     )
-    process.serve(load(args.dir), options, address)
+    if args.load_model and args.model_control_mode != "explicit":
+        raise ConfigError("--load-model applies with --model-control-mode explicit (none loads every model)")
+    process.serve(Path(args.dir), options, address)
     return 0
 
 

@@ -3,7 +3,10 @@
 * float artifacts: :data:`FLOAT32_ATOL`, :data:`FLOAT64_ATOL`, looser with layer-norm cells
   (:data:`LAYERNORM_ATOL`, :data:`LAYERNORM_ATOL64`): :func:`float_atol` picks one;
 * int8 artifacts: ``INT8_ATOL_FACTOR x int8_step(model)``, from the weights' quantization step
-  (:func:`int8_tolerance`), or what the export folder recorded (:func:`folder_int8_atol`).
+  (:func:`int8_tolerance`), or what the export folder recorded (:func:`folder_int8_atol`);
+* bf16 artifacts: ``BF16_ATOL_FACTOR x bf16_step(model) x min(T, 16)^(1/4)``, from bf16's unit
+  roundoff, the weights and the sequence length (:func:`bf16_tolerance`), or what the export folder
+  recorded (:func:`folder_bf16_atol`).
 
 Validation, the Triton repository writer and the benchmark all ask here.
 """
@@ -30,6 +33,13 @@ __all__ = [
     "int8_step",
     "int8_tolerance",
     "folder_int8_atol",
+    "BF16_UNIT_ROUNDOFF",
+    "BF16_ATOL_FACTOR",
+    "BF16_SATURATION",
+    "BF16_RULE",
+    "bf16_step",
+    "bf16_tolerance",
+    "folder_bf16_atol",
 ]
 
 #: max abs error of a float32 artifact against its reference (eager or torch.nn.LSTM)
@@ -123,3 +133,81 @@ def folder_int8_atol(folder: ExportFolder, model: Optional[nn.Module] = None, gi
     if recorded is not None:
         return float(recorded)
     return int8_tolerance(model if model is not None else folder.model_spec().model)
+
+
+#: bfloat16 keeps 8 significant bits (7 stored + the implicit one): a value rounds to within a
+#: relative 2^-8 (its unit roundoff, round to nearest: half an ulp at 1.0, 2^-7)
+BF16_UNIT_ROUNDOFF = 2.0**-8
+#: bf16 tolerance = BF16_ATOL_FACTOR x bf16_step(model) x min(T, BF16_SATURATION)^(1/4).  Measured
+#: max error / (bf16_step x min(T, 16)^(1/4)) on the calibration models (benchmarks/bf16_tolerance.py,
+#: benchmarks/results/bf16/tolerance.md: sizes 8 to 512, 1-3 layers, projection, bidirectional, weight
+#: scales 1 and 3, T 1 to 200, the trained demo forecaster): see that table for the worst; 2 covers
+#: every measurement with margin, and still fails an artifact whose weights are off by a few bf16 ulps
+#: or one gate's weights are wrong (tests/test_bf16.py).
+BF16_ATOL_FACTOR = 2.0
+#: the error carried in the cell state stops growing after about this many steps (the forget gate
+#: damps it): measured error at T=200 within 1.1x of T=16 on the calibration models
+BF16_SATURATION = 16
+#: the rule, as the manifest records it
+BF16_RULE = (
+    f"{BF16_ATOL_FACTOR:g} x u x (1 + R) x min(T, {BF16_SATURATION})^(1/4); u = 2^-8 (bf16 unit roundoff), "
+    "R = largest 2-norm of a row of [W_ih W_hh] (or W_hr) over the LSTM layers, T = longest sequence validated"
+)
+
+
+def bf16_step(model: nn.Module) -> float:
+    """The bf16 rounding error of one LSTM step, at unit input scale: ``u * (1 + R)``.
+
+    A gate's pre-activation is a row of ``[W_ih W_hh]`` times ``[x; h]``; rounding each weight
+    and input to bf16 moves each product by a relative ``u`` with independent signs, so the
+    pre-activation moves by about ``u * ||row||_2`` (inputs of unit scale; ``|h| <= 1``);
+    the gate slopes are <= 1, and the output itself is rounded once more (the ``1 +``).
+    ``R`` is the largest row 2-norm over every layer and direction of every ``deploy_lstm.LSTM``
+    or ``torch.nn.LSTM`` in ``model`` (``W_hr`` rows too, with a projection).
+
+    Raises:
+        ConfigError: ``model`` has no LSTM.
+    """
+    lstms = [m for m in model.modules() if isinstance(m, (LSTM, nn.LSTM))]
+    if not lstms:
+        raise ConfigError(f"expected a model with an LSTM, got {type(model).__name__} with none: no bf16 tolerance to derive")
+    norm = 0.0
+    for m in lstms:
+        suffixes = [""] + (["_reverse"] if m.bidirectional else [])
+        for layer in range(m.num_layers):
+            for s in suffixes:
+                w_ih, w_hh = getattr(m, f"weight_ih_l{layer}{s}"), getattr(m, f"weight_hh_l{layer}{s}")
+                w_ih, w_hh = w_ih.detach().float(), w_hh.detach().float()
+                rows = (w_ih.pow(2).sum(1) + w_hh.pow(2).sum(1)).sqrt()  # (4H,) for nn.LSTM's cell
+                norm = max(norm, float(rows.max()))
+                w_hr = getattr(m, f"weight_hr_l{layer}{s}", None)
+                if w_hr is not None:
+                    norm = max(norm, float(w_hr.detach().float().norm(dim=1).max()))
+    return BF16_UNIT_ROUNDOFF * (1.0 + norm)
+
+
+def bf16_tolerance(model: nn.Module, sequence: int = 50) -> float:
+    """Max abs error allowed for ``model``'s bf16 artifact against float32, at sequences up to
+    ``sequence`` steps (default 50: the longest of validation's cases):
+    ``BF16_ATOL_FACTOR * bf16_step(model) * min(sequence, BF16_SATURATION) ** 0.25`` (:data:`BF16_RULE`).
+
+    Raises:
+        ConfigError: ``model`` has no LSTM, or ``sequence < 1``.
+    """
+    if sequence < 1:
+        raise ConfigError(f"sequence must be >= 1, got {sequence}")
+    return BF16_ATOL_FACTOR * bf16_step(model) * min(sequence, BF16_SATURATION) ** 0.25
+
+
+def folder_bf16_atol(folder: ExportFolder, kind: str, model: Optional[nn.Module] = None, given: Optional[float] = None) -> float:
+    """The tolerance of an export folder's bf16 artifact ``kind`` ("aoti-bf16", "torchscript-bf16").
+
+    ``given`` when not None; else what the folder recorded at export (``details["atol"]``);
+    else :func:`bf16_tolerance` of ``model`` (default: the folder's own model).
+    """
+    if given is not None:
+        return float(given)
+    recorded = folder.artifacts[kind].details.get("atol") if folder.has(kind) else None
+    if recorded is not None:
+        return float(recorded)
+    return bf16_tolerance(model if model is not None else folder.model_spec().model)

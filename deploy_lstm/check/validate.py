@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_CASES",
     "BACKEND_NAMES",
     "EAGER",
+    "Opened",
 ]
 
 
@@ -55,6 +56,7 @@ DEFAULT_CASES: Tuple[Tuple[int, int], ...] = ((1, 1), (1, 13), (2, 1), (5, 4), (
 #: the report's backend name of each artifact kind ("{device}": onnxruntime's device)
 BACKEND_NAMES: Dict[str, str] = {
     "onnx": "onnxruntime-{device}", "onnx-int8": "onnxruntime-int8", "torchscript": "torchscript", "aoti": "aotinductor",
+    "aoti-bf16": "aotinductor-bf16", "torchscript-bf16": "torchscript-bf16",
 }
 
 #: {backend name: (its runner, its tolerance, or None for the float tolerance)}
@@ -162,6 +164,7 @@ def validate(
     aoti_path: Optional[str | os.PathLike] = None,
     seed: int = 0,
     signature: Optional[Signature] = None,
+    extra_runners: Optional[Opened] = None,
     **graph: Unpack[GraphArgs],
 ) -> ValidationReport:
     """Run each artifact at ``cases`` (batch, sequence) and compare with the references.
@@ -191,6 +194,8 @@ def validate(
         signature: the export's signature of ``model`` (:func:`~deploy_lstm.exporters.signature.signature`),
             when the caller computed it already; then ``**graph`` is not needed, and
             ``lengths`` defaults to whether the signature has a ``lengths`` input.
+        extra_runners: {backend name: (runner, tolerance)} of more artifacts, already open
+            (e.g. the bf16 ones, at their :func:`~deploy_lstm.check.tolerance.bf16_tolerance`).
 
     Returns:
         A report: per backend, reference and output, the worst max abs and rel error.
@@ -201,6 +206,7 @@ def validate(
         opened[name] = (OnnxRunner(path, device="cpu"), tol)
     if aoti_path is not None:
         opened[BACKEND_NAMES["aoti"]] = (AotiPackage(aoti_path), None)
+    opened.update(extra_runners or {})
     if lengths is None:
         lengths = contract.LENGTHS in signature.io.input_names if signature is not None else any(r.has_lengths for r, _ in opened.values())
         lengths = lengths and isinstance(eager, LSTM)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import deploy_lstm.nn.ops  # noqa: F401 -- registers deploy_lstm::fused_lstm, which the fused route calls
+from deploy_lstm.exporters.bf16 import check_precision, with_bf16
 from deploy_lstm.exporters.common import export_errors, quiet_exporter
 from deploy_lstm.exporters.signature import GraphArgs, Signature, export_signature
 from deploy_lstm.exporters.standins import traceable
@@ -45,6 +46,7 @@ def export_aoti(
     lengths: bool = False,
     fused: bool = True,
     *,
+    precision: str = "float32",
     signature: Optional[Signature] = None,
     **graph: Unpack[GraphArgs],
 ) -> Path:
@@ -64,6 +66,9 @@ def export_aoti(
         fused: run each LSTM with ``cell="lstm"`` through ``deploy_lstm::fused_lstm``
             (aten's kernel; C++ needs the op library); ``False``: ``scan`` everywhere
             (slower, plain libtorch).
+        precision: ``"bf16"``: every LSTM runs in bfloat16 behind a float32 boundary
+            (:mod:`deploy_lstm.exporters.bf16`); the package takes and returns float32 as the
+            float32 one does, and says ``precision`` in its metadata.
         signature: ``model``'s signature when the caller computed it already (then no
             ``lengths`` or ``**graph``), as for ``export_onnx``.
         **graph: a whole model's call and names, as for ``export_onnx`` (:class:`GraphArgs`).
@@ -76,12 +81,13 @@ def export_aoti(
             that cannot be written, or a failed export/compile (with its cause).
     """
     sig = export_signature(model, "export fixes the sequence length", signature, lengths=lengths, **graph)
+    bf16 = check_precision(precision) == "bf16"
     path = Path(path)
     check_target(path)
     with atomic_path(path) as tmp, export_errors(f"AOTInductor export of {type(model).__name__}"), quiet_exporter():
         copied, routes = traceable(model, "scan", native_lstm=False, fused=fused)  # {submodule: "fused" | "scan"}
-        metadata = ArtifactMetadata.describe(model, io=sig.io, routes=routes).to_strings()
-        graph_module = sig.wrap(copied).eval()
+        metadata = ArtifactMetadata.describe(model, io=sig.io, routes=routes, precision="bf16" if bf16 else None).to_strings()
+        graph_module = sig.wrap(with_bf16(copied) if bf16 else copied).eval()
         program = torch.export.export(graph_module, sig.args, kwargs=sig.kwargs or None, dynamic_shapes=sig.dynamic_shapes())
         torch._inductor.aoti_compile_and_package(
             program, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}

@@ -9,6 +9,7 @@ from typing import Optional
 from torch import nn
 from typing_extensions import Unpack
 
+from deploy_lstm.exporters.bf16 import check_precision, with_bf16
 from deploy_lstm.exporters.common import export_errors
 from deploy_lstm.exporters.signature import GraphArgs, Signature, check_exportable, export_signature
 from deploy_lstm.exporters.standins import module_tree_copy, with_fused
@@ -26,6 +27,7 @@ def export_torchscript(
     path: str | os.PathLike,
     fused: Optional[bool] = None,
     *,
+    precision: str = "float32",
     signature: Optional[Signature] = None,
     **graph: Unpack[GraphArgs],
 ) -> Path:
@@ -47,6 +49,10 @@ def export_torchscript(
     (``deploy_lstm.io``): the C++ runner then names its outputs and checks every
     input's dtype, rank and sizes before running.
 
+    ``precision="bf16"``: every LSTM runs in bfloat16 behind a float32 boundary
+    (:mod:`deploy_lstm.exporters.bf16`); the archive takes and returns float32 as the float32
+    one does, and its metadata says ``precision``.
+
     Raises:
         ExportError: the model does not script, or ``path`` cannot be written.
     """
@@ -57,12 +63,16 @@ def export_torchscript(
     else:
         check_exportable(model, what)
         io = None
-    metadata = ArtifactMetadata.describe(model, io=io)
+    bf16 = check_precision(precision) == "bf16"
+    metadata = ArtifactMetadata.describe(model, io=io, precision="bf16" if bf16 else None)
     with atomic_path(path) as tmp:
         with export_errors(f"torch.jit.script of {type(model).__name__}"):
-            copied = module_tree_copy(
-                model, lambda m: with_fused(m, _fused(m, fused)) if isinstance(m, LSTM) else None
-            )
+            if bf16:
+                copied = with_bf16(model, lambda m: with_fused(m, _fused(m, fused)))
+            else:
+                copied = module_tree_copy(
+                    model, lambda m: with_fused(m, _fused(m, fused)) if isinstance(m, LSTM) else None
+                )
             scripted = jit.script(copied)
         jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: metadata.to_json()})
     return Path(path)

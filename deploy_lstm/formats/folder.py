@@ -1,7 +1,8 @@
 """The export folder: what ``deploy-lstm export`` writes, and the only code that reads it.
 
 A folder holds ``manifest.json``, ``weights.safetensors`` and the artifacts
-(``model.onnx``, ``model.ts``, ``model.pt2``, ``model.int8.onnx``).  The manifest
+(``model.onnx``, ``model.ts``, ``model.pt2``, ``model.int8.onnx``, ``model.pte``, and
+the bf16 siblings ``model.bf16.pt2``, ``model.bf16.ts``).  The manifest
 says what made them and what they take:
 
 * ``format`` and ``format_version`` (:data:`FORMAT_VERSION`);
@@ -58,6 +59,8 @@ FILES: Dict[str, str] = {
     "aoti": "model.pt2",
     "onnx-int8": "model.int8.onnx",
     "executorch": "model.pte",
+    "aoti-bf16": "model.bf16.pt2",  # LSTMs in bfloat16, float32 in and out (deploy_lstm.exporters.bf16)
+    "torchscript-bf16": "model.bf16.ts",
 }
 
 

@@ -45,13 +45,17 @@ from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.nn.lstm import LSTM
 from deploy_lstm.version import __version__
 
-__all__ = ["ArtifactMetadata", "TORCHSCRIPT_METADATA_FILE", "INT8_DYNAMIC", "decode_config", "read_torchscript_metadata", "read_onnx_metadata"]
+__all__ = ["ArtifactMetadata", "TORCHSCRIPT_METADATA_FILE", "INT8_DYNAMIC", "META_PRECISION", "decode_config", "read_torchscript_metadata", "read_onnx_metadata"]
 
 #: the extra file inside a TorchScript archive holding its metadata (C++: kTorchScriptMetadataFile)
 TORCHSCRIPT_METADATA_FILE = "deploy_lstm_config.json"
 
 #: the value of ``contract.META_QUANTIZED`` on an ONNX model quantized by ``quantize_int8``
 INT8_DYNAMIC = "int8-dynamic"
+
+#: the key of a reduced-precision artifact's arithmetic ("bf16"): its LSTMs run in bfloat16
+#: behind a float32 boundary (absent: the weights' own dtype, as before)
+META_PRECISION = "deploy_lstm.precision"
 
 # LSTMConfig's fields and the JSON types each may hold
 _CONFIG_TYPES: Dict[str, Any] = {
@@ -95,10 +99,12 @@ class ArtifactMetadata:
     exporter: Optional[str] = None  # ONNX: "dynamo" or "torchscript" (META_EXPORTER)
     routes: Optional[Dict[str, str]] = None  # {submodule: "native" | "scan" | "loop" | "fused"} (META_ROUTES)
     quantized: Optional[str] = None  # INT8_DYNAMIC on a quantized ONNX model (META_QUANTIZED)
+    precision: Optional[str] = None  # "bf16": LSTMs in bfloat16, float32 boundary (META_PRECISION)
 
     @classmethod
     def describe(
-        cls, model: nn.Module, *, io: Optional[IOSpec] = None, exporter: Optional[str] = None, routes: Optional[Mapping[str, str]] = None
+        cls, model: nn.Module, *, io: Optional[IOSpec] = None, exporter: Optional[str] = None,
+        routes: Optional[Mapping[str, str]] = None, precision: Optional[str] = None,
     ) -> "ArtifactMetadata":
         """What an exporter writes for ``model``, made by this deploy_lstm and torch.
 
@@ -111,7 +117,7 @@ class ArtifactMetadata:
             config, lstms = None, {n: LSTMConfig.of(m) for n, m in model.named_modules() if isinstance(m, LSTM)}
         return cls(
             version=__version__, torch=torch.__version__, config=config, lstms=lstms, io=io, exporter=exporter,
-            routes=dict(routes) if routes is not None else None,
+            routes=dict(routes) if routes is not None else None, precision=precision,
         )
 
     # -- encoding -----------------------------------------------------------------------
@@ -138,6 +144,8 @@ class ArtifactMetadata:
             out[contract.META_LSTMS] = strict_json.dumps(configs, where, sort_keys=True)
         if self.quantized is not None:
             out[contract.META_QUANTIZED] = self.quantized
+        if self.precision is not None:
+            out[META_PRECISION] = self.precision
         return out
 
     def to_json(self) -> str:
@@ -185,6 +193,7 @@ class ArtifactMetadata:
             exporter=text(contract.META_EXPORTER),
             routes=routes,
             quantized=text(contract.META_QUANTIZED),
+            precision=text(META_PRECISION),
         )
 
     @classmethod

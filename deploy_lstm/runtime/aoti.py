@@ -26,7 +26,7 @@ class AotiPackage(Runner):
         ArtifactError: the file is missing, not a package, or carries no I/O contract.
     """
 
-    kind = "aoti"
+    kind = "aoti"  # "aoti-bf16" for a bf16 package (see :attr:`precision`)
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -42,6 +42,10 @@ class AotiPackage(Runner):
             raise ArtifactError(f"{self.path} carries no {contract.META_IO} metadata; re-export it with deploy_lstm")
         self.io = meta.io
         self.config = meta.config
+        #: "bf16" when the package's LSTMs run in bfloat16 behind a float32 boundary (kind "aoti-bf16")
+        self.precision = meta.precision
+        if meta.precision == "bf16":
+            self.kind = "aoti-bf16"
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run with a feed dict; inputs are checked against the package's contract first."""

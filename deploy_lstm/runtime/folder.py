@@ -16,12 +16,13 @@ from deploy_lstm.runtime.base import Runner
 __all__ = ["RunnableFolder", "load", "RUNNER_KINDS", "RUNNER_OPTIONS"]
 
 #: the artifact kinds a runner opens, in the order a default is looked for
-RUNNER_KINDS: Tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "aoti", "executorch")
+RUNNER_KINDS: Tuple[str, ...] = ("onnx", "onnx-int8", "torchscript", "aoti", "executorch", "aoti-bf16", "torchscript-bf16")
 
 _ONNX_OPTIONS = ("device", "intra_op_num_threads", "inter_op_num_threads", "session_options")
 #: the keyword options each kind's runner takes
 RUNNER_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "onnx": _ONNX_OPTIONS, "onnx-int8": _ONNX_OPTIONS, "torchscript": (), "aoti": (), "executorch": (),
+    "aoti-bf16": (), "torchscript-bf16": (),
 }
 
 
@@ -37,7 +38,8 @@ class RunnableFolder(ExportFolder):
         """The runner of one artifact of this folder.
 
         Args:
-            kind: "onnx", "onnx-int8", "torchscript", "aoti" or "executorch"; default: the artifact
+            kind: "onnx", "onnx-int8", "torchscript", "aoti", "executorch", or a bf16 artifact,
+                "aoti-bf16" or "torchscript-bf16" (float32 in and out, like their siblings); default: the artifact
                 ``deploy-lstm bench DIR`` recommended for Python, else "onnx".
             **options: "onnx"/"onnx-int8": ``device`` ("cpu" or "cuda"),
                 ``intra_op_num_threads``, ``inter_op_num_threads``, ``session_options``;
@@ -68,7 +70,7 @@ class RunnableFolder(ExportFolder):
             from deploy_lstm.runtime.onnx import OnnxRunner  # onnxruntime loads only when asked for
 
             return OnnxRunner(path, kind=kind, **options)
-        if kind == "aoti":
+        if kind in ("aoti", "aoti-bf16"):
             from deploy_lstm.runtime.aoti import AotiPackage
 
             return AotiPackage(path)

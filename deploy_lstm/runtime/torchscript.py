@@ -43,7 +43,7 @@ class TorchScriptRunner(Runner):
             I/O contract and none was given.
     """
 
-    kind = "torchscript"
+    kind = "torchscript"  # "torchscript-bf16" for a bf16 archive (see :attr:`precision`)
     optional_inputs = frozenset({contract.LENGTHS})
 
     def __init__(self, path: str | os.PathLike, *, io: Optional[IOSpec] = None, tree: Optional[Any] = None) -> None:
@@ -60,16 +60,20 @@ class TorchScriptRunner(Runner):
         text = extra[TORCHSCRIPT_METADATA_FILE]
         meta = ArtifactMetadata.from_json(text, str(self.path)) if text else ArtifactMetadata()
         self.config = meta.config
+        #: "bf16" when the archive's LSTMs run in bfloat16 behind a float32 boundary (kind "torchscript-bf16")
+        self.precision = meta.precision
         if io is None and meta.io is None and self.config is not None:
             param = next(self.module.parameters(), None)
             dtype = str(param.dtype).replace("torch.", "") if param is not None else "float32"
-            io = contract.lstm_io(self.config, dtype=dtype)
+            io = contract.lstm_io(self.config, dtype="float32" if meta.precision == "bf16" else dtype)
         if io is None and meta.io is None:
             raise ArtifactError(
                 f"{self.path} carries no {contract.META_IO} metadata (export_torchscript was not given the model's "
                 "call); pass io=, or re-export it with example_inputs"
             )
         self.io = io if io is not None else meta.io  # type: ignore[assignment]
+        if meta.precision == "bf16":
+            self.kind = "torchscript-bf16"
         self.tree = tree
         self._graph = BareLSTM(self.module) if self.config is not None else self.module
 

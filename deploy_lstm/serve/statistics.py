@@ -51,7 +51,8 @@ class VersionStatistics:
     """The statistics of one (model name, version); thread-safe.
 
     Args:
-        name, version: as the endpoints report them (the version is a string, as in Triton).
+        name: the model name (``NAME`` or ``NAME_stream``).
+        version: the version, a string as in Triton.
     """
 
     def __init__(self, name: str, version: str) -> None:

@@ -219,3 +219,30 @@ def triton_env() -> Callable[[], Path]:
         return exe
 
     return python
+
+
+# --- KServe's Python SDK in its own environment ----------------------------------------------------
+
+#: KServe's SDK (~450 MB: kubernetes, pandas, ...) for its own clients (tests/test_kserve.py); never beside the library
+KSERVE_REQUIREMENTS = ["kserve==0.21.*"]
+
+
+@pytest.fixture(scope="session")
+def kserve_env() -> Callable[[], Path]:
+    """The python of a venv holding KServe's SDK (``$DEPLOY_LSTM_KSERVE_VENV``, else
+    ``.venv-kserve`` beside the repository; ``.ci/run`` makes it), created on first use when
+    missing.  A call, so only the tests that run KServe's clients pay for it."""
+
+    def python() -> Path:
+        venv = Path(os.environ.get("DEPLOY_LSTM_KSERVE_VENV", Path(__file__).resolve().parent.parent / ".venv-kserve"))
+        exe = venv / "bin" / "python"
+        if exe.exists() and subprocess.run([str(exe), "-c", "import kserve"], capture_output=True).returncode == 0:
+            return exe
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = subprocess.run([str(exe), "-m", "pip", "install", "--quiet", *KSERVE_REQUIREMENTS], capture_output=True, text=True)
+        if pip.returncode != 0:  # CI must run KServe's clients: there it fails, elsewhere it skips
+            why = f"cannot install KServe's venv at {venv}: {pip.stderr.strip().splitlines()[-1:]}"
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+        return exe
+
+    return python

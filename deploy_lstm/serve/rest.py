@@ -70,10 +70,14 @@ class HTTPFrontEnd:
         return JSONResponse({"name": "deploy-lstm", "version": __version__, "extensions": EXTENSIONS})
 
     async def live(self, request: Request) -> Response:
-        return Response(status_code=200)
+        """200 with ``{"live": true}``: tritonclient reads the status only (Triton's own body is
+        empty), KServe's ``InferenceRESTClient`` reads the JSON (KServe's ModelServer sends it)."""
+        return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        return Response(status_code=200 if self.state["ready"] else 503)
+        """200 ``{"ready": true}``, or 503 ``{"ready": false}`` while draining (as :meth:`live`)."""
+        ready = bool(self.state["ready"])
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     def describe(self, what: Callable[[str], Any]) -> Callable[[Request], Any]:
         """A GET handler for a model's metadata or config."""

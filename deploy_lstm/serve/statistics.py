@@ -32,7 +32,7 @@ from tritonclient.grpc import service_pb2
 
 from deploy_lstm.errors import InvalidRequest
 
-__all__ = ["DURATIONS", "VersionStatistics", "BatchTimes", "record_batch", "collect", "select", "http_json", "grpc_response", "not_available"]
+__all__ = ["DURATIONS", "VersionStatistics", "BatchTimes", "record_batch", "collect", "loaded", "select", "http_json", "grpc_response", "not_available"]
 
 #: the ``inference_stats`` durations, in Triton's order
 DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
@@ -146,6 +146,12 @@ def collect(tables: Iterable[Mapping[str, VersionStatistics]]) -> Dict[str, Dict
         for name, stats in table.items():
             out.setdefault(name, {})[stats.version] = stats
     return out
+
+
+def loaded(registry: Any) -> Dict[str, Dict[str, VersionStatistics]]:
+    """:func:`collect` of a :class:`~deploy_lstm.serve.registry.Registry`'s READY versions (Triton
+    reports the versions loaded; a version loading or unloading is not listed)."""
+    return collect(mv.served.statistics for mv in registry.ready_versions())
 
 
 def not_available(name: str, version: Optional[str] = None) -> InvalidRequest:

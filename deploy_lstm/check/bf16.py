@@ -40,6 +40,7 @@ def bf16_error(
             with its weights (the eager model itself for variant cells).
         bf16: the artifact as a function of feeds (:func:`~deploy_lstm.check.harness.runner_fn`).
         shapes: (batch, sequence) pairs; float inputs standard normal (``h0``/``c0`` too).
+        seed: input generator seed.
 
     Returns:
         ``{"max_abs", "mean_abs", "scale", "shapes": [{"batch", "sequence", "max_abs", "mean_abs"}]}``
@@ -90,7 +91,9 @@ def bf16_speed(
         float32: its float32 sibling; default the float32 eager model as ``torch.nn.LSTM`` runs it
             (the eager ``deploy_lstm`` model for variant cells).
         shapes: (batch, sequence) pairs.
-        rounds: paired rounds per shape (the ratio is their median); calls: calls per round (the fastest counts).
+        rounds: paired rounds per shape (the ratio is their median).
+        calls: calls per round (the fastest counts).
+        seed: input generator seed.
 
     Returns:
         ``{"shapes": [{"batch", "sequence", "ratio"}], "slower_at": [batch, ...]}``: ``ratio`` is the

@@ -188,3 +188,19 @@ def test_bf16_archive_says_its_precision(bf16_folder: Path) -> None:
     assert read_torchscript_metadata(bf16_folder / "model.ts").precision is None
     runner = TorchScriptRunner(bf16_folder / "model.bf16.ts")  # alone, without the manifest: float32 boundary
     assert {t.dtype for t in runner.io.inputs} == {"float32"}
+
+
+def test_demo_prints_the_held_out_error_in_bf16_beside_float32() -> None:
+    import io
+    import re
+
+    from deploy_lstm.demo.forecaster import load_demo
+    from deploy_lstm.demo.report import demo_report
+
+    text = demo_report(load_demo(), file=io.StringIO())
+    fp32 = re.search(r"^forecast +[\d.]+ +[\d.]+ +([\d.]+) +([\d.]+)$", text, re.M)
+    bf16 = re.search(r"^ +bf16 +([\d.]+) +([\d.]+) +\(forecast, LSTM in bfloat16", text, re.M)
+    assert fp32 and bf16, text
+    rmse32, rmse16 = float(fp32[1]), float(bf16[1])
+    assert rmse16 == pytest.approx(rmse32, rel=0.05)  # bf16 costs the forecast little ...
+    assert (bf16[1], bf16[2]) != (fp32[1], fp32[2]) or rmse32 == 0  # ... but it is computed in bf16, not copied

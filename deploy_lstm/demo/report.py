@@ -7,12 +7,17 @@ so a first look at the model shows neither its best case nor its worst.
 
 from __future__ import annotations
 
+import copy
 import io
 import sys
-from typing import Dict, Optional, TextIO, Union
+from typing import Any, Dict, Optional, TextIO, Union
 
 import numpy as np
+import torch
+import torch.utils._pytree as pytree
 from torch import nn
+
+from deploy_lstm.nn.lstm import LSTM
 
 from .forecaster import HELD_OUT_SEEDS, HISTORY, HORIZON, StepFn, errors, forecasts
 
@@ -34,6 +39,24 @@ def typical_series(truth: np.ndarray, preds: Dict[str, np.ndarray]) -> int:
     best_baseline = np.minimum(series_rmse(truth, preds["naive"]), series_rmse(truth, preds["seasonal"]))
     ratio = series_rmse(truth, preds["model"]) / best_baseline  # (S,)
     return int(np.argsort(ratio, kind="stable")[(len(ratio) - 1) // 2])
+
+
+def _cast(tree: Any, dtype: torch.dtype) -> Any:
+    return pytree.tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, tree)
+
+
+def bf16_model(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose LSTMs compute in bfloat16 behind a float32 boundary, as a bf16
+    artifact (``model.bf16.pt2``, ``model.bf16.ts``) runs them: weights rounded once, the input and
+    state cast in, the results cast back; aten's LSTM kernel where the cell has one."""
+    copied = copy.deepcopy(model).eval()
+    for m in copied.modules():
+        if isinstance(m, LSTM):
+            m.to(torch.bfloat16)
+            m.fused = m.cell == "lstm"
+            m.register_forward_pre_hook(lambda _m, args, kwargs: (_cast(args, torch.bfloat16), _cast(kwargs, torch.bfloat16)), with_kwargs=True)
+            m.register_forward_hook(lambda _m, _args, out: _cast(out, torch.float32))
+    return copied
 
 
 def demo_report(
@@ -75,6 +98,10 @@ def demo_report(
     for label, key in ROWS:
         one, every = errors(truth[row], preds[key][row]), errors(truth[:n], preds[key][:n])
         buf.write(f"{label:>8}  {one['rmse']:.4f}  {one['mae']:.4f}   {every['rmse']:.4f}  {every['mae']:.4f}\n")
+    if isinstance(model, nn.Module):  # the same forecast with the LSTMs in bf16: its held-out error beside float32's
+        _, bf16 = forecasts(bf16_model(model), held_out, history, steps)
+        every = errors(truth[:n], bf16["model"][:n])
+        buf.write(f"{'bf16':>8}  {'':<6}  {'':<6}   {every['rmse']:.4f}  {every['mae']:.4f}   (forecast, LSTM in bfloat16 as model.bf16.pt2 runs it)\n")
     if seed is None:
         buf.write(f"* typical: the median of the {n} held-out series (seeds {held_out[0]}..{held_out[-1]}) "
                   "in forecast RMSE / the better baseline's\n")

@@ -30,6 +30,7 @@ from deploy_lstm.formats import contract
 from deploy_lstm.formats.checkpoint import load_checkpoint, lstm_from_state_dict
 from deploy_lstm.formats.folder import load, load_model_spec
 from deploy_lstm.pipeline import ARTIFACTS, export_folder
+from deploy_lstm.runtime.folder import RUNNER_KINDS
 from deploy_lstm.version import __version__
 from deploy_lstm.formats import strict_json
 
@@ -313,18 +314,20 @@ def serve_extra(command: str) -> Iterator[None]:
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "serve", "serve an export folder over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
+    p = add_command(sub, "serve", "serve an export folder or a repository of them over the v2 inference protocol (HTTP and gRPC, Triton/KServe clients)",
                     """examples:
   deploy-lstm serve out/lstm
   deploy-lstm serve out/lstm --host 0.0.0.0 --port 8000 --grpc-port 8001 --name lstm
-  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300""")
-    p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
+  deploy-lstm serve out/lstm --max-batch 64 --max-delay-ms 5 --sequence-idle-s 300
+  deploy-lstm serve repo/ --model-control-mode explicit --load-model en --load-model de
+  deploy-lstm serve repo/ --artifact aoti""")
+    p.add_argument("dir", help="a folder written by 'deploy-lstm export', or a repository of them: REPO/NAME/ or REPO/NAME/1, REPO/NAME/2, ...")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0 = no gRPC)")
     p.add_argument("--name", help="model name (default: the folder's name); the stateful model is NAME_stream")
     p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu", help="onnxruntime execution provider (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (default 0: onnxruntime's choice)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads per model (default 0: onnxruntime's choice for a folder, 1 per model in a repository)")
     p.add_argument("--max-batch", type=int, default=32, help="rows per executed batch and per request (default 32)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="while traffic is concurrent, how long a batch waits for more requests (default 2)")
     p.add_argument("--max-padding", type=float, default=0.5, help="padded steps allowed per real step in a batch (default 0.5)")
@@ -334,8 +337,13 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-request-bytes", type=int, default=64 << 20, help="largest request body, after inflating (default 64 MiB)")
     p.add_argument("--grace-s", type=float, default=10.0, help="on SIGTERM, how long to finish the requests in flight (default 10)")
     p.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/inf in float inputs (refused by default)")
-    p.add_argument("--artifact", choices=("onnx", "onnx-int8"),
-                   help="which model to serve (default: what 'deploy-lstm bench DIR' recommended for the server, else onnx)")
+    p.add_argument("--artifact", choices=RUNNER_KINDS,
+                   help="which artifact to serve (default: the repository's deploy-lstm-serve.json, else what "
+                        "'deploy-lstm bench DIR' recommended for the server, else onnx)")
+    p.add_argument("--model-control-mode", choices=("none", "explicit"), default="none",
+                   help="as Triton's: none loads every model at start and refuses load/unload; explicit lets clients load and unload")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="with explicit: a model to load at start (repeat it; '*' for all)")
     p.set_defaults(func=run_serve)
 
 
@@ -350,8 +358,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     address = process.ServerAddress(
         host=args.host, port=args.port, grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes, grace_s=args.grace_s,
+        model_control_mode=args.model_control_mode, load_models=tuple(args.load_model),
     )
-    process.serve(load(args.dir), options, address)
+    if args.load_model and args.model_control_mode != "explicit":
+        raise ConfigError("--load-model applies with --model-control-mode explicit (none loads every model)")
+    process.serve(Path(args.dir), options, address)
     return 0
 
 

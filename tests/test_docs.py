@@ -143,7 +143,11 @@ def _run(block: Block, state: PageRun) -> None:
         state.done.append(block.line)
 
 
-@pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.id)
+def _param(block: Block):  # a bash block starts processes (the CLI, a server): an end-to-end test
+    return pytest.param(block, id=block.id, marks=[pytest.mark.slow] if block.lang == "bash" else [])
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in RUNNABLE])
 def test_example(block: Block, page_runs) -> None:
     runs, factory = page_runs
     if block.not_run is not None:
@@ -191,6 +195,7 @@ def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, env=env, cwd=config.parent)
 
 
+@pytest.mark.slow
 def test_site_builds_strict(tmp_path) -> None:
     """What CI runs (`mkdocs build --strict`): the reference pages and charts are in the site."""
     pytest.importorskip("mkdocs", reason="the docs extra: pip install -e '.[docs]'")
@@ -208,6 +213,7 @@ def test_site_builds_strict(tmp_path) -> None:
     assert (tmp_path / "site" / "benchmarks" / "results" / "results.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_broken_link_fails_the_strict_build(tmp_path) -> None:
     """The build is a check: a link to a page that does not exist fails it."""
     pytest.importorskip("mkdocs", reason="the docs extra: pip install -e '.[docs]'")

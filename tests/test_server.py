@@ -556,18 +556,18 @@ def test_sequences_expire_and_their_number_is_bounded(lstm_folder: Path) -> None
         x = sequence(np.random.default_rng(14), 2)
         c.infer("m_stream", [http_input("input", x)], sequence_id=1, sequence_start=True)
         c.infer("m_stream", [http_input("input", x)], sequence_id=2, sequence_start=True)
-        assert s.metric('deploy_lstm_live_sequences{model="m"}') == 2
+        assert s.metric('deploy_lstm_live_sequences{model="m",version="1"}') == 2
         with pytest.raises(InferenceServerException, match="2 sequences are live, the most this server holds") as e:
             c.infer("m_stream", [http_input("input", x)], sequence_id=3, sequence_start=True)
         assert e.value.status() == "503"
         c.infer("m_stream", [http_input("input", x)], sequence_id=2, sequence_end=True)
         c.infer("m_stream", [http_input("input", x)], sequence_id=3, sequence_start=True)  # a slot was freed
         time.sleep(2.0)
-        assert s.metric('deploy_lstm_live_sequences{model="m"}') == 0  # swept with no request coming
+        assert s.metric('deploy_lstm_live_sequences{model="m",version="1"}') == 0  # swept with no request coming
         with pytest.raises(InferenceServerException, match=r"sequence 1 is not live \(expired after 1 s idle\)"):
             c.infer("m_stream", [http_input("input", x)], sequence_id=1)
-        assert s.metric('deploy_lstm_expired_sequences_total{model="m"}') == 2
-        assert s.metric('deploy_lstm_live_sequences{model="m"}') == 0
+        assert s.metric('deploy_lstm_expired_sequences_total{model="m",version="1"}') == 2
+        assert s.metric('deploy_lstm_live_sequences{model="m",version="1"}') == 0
     finally:
         assert s.stop() == 0
 

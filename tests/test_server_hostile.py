@@ -110,8 +110,8 @@ def test_made_up_model_names_share_one_metrics_label(server: Server) -> None:
             g.infer(f"made-up-grpc-{k}", [grpc_input("input", np.zeros((1, 1, 5), np.float32))])
     text = server.get("/metrics")[1].decode()
     assert "made-up" not in text
-    assert 'deploy_lstm_request_errors_total{code="404",model="_unknown",protocol="http"} ' in text
-    assert 'deploy_lstm_request_errors_total{code="404",model="_unknown",protocol="grpc"} ' in text
+    assert 'deploy_lstm_request_errors_total{code="404",model="_unknown",protocol="http",version=""} ' in text
+    assert 'deploy_lstm_request_errors_total{code="404",model="_unknown",protocol="grpc",version=""} ' in text
 
 
 def test_sequence_ids_are_at_most_128_bytes_over_both_transports(server: Server, oracle: nn.LSTM) -> None:

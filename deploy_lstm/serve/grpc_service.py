@@ -23,7 +23,8 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from deploy_lstm.serve.model import VERSION, ServedModel
+from deploy_lstm.serve.model import VERSION
+from deploy_lstm.serve.registry import ControlError, Registry, check_load_parameters
 from deploy_lstm.errors import InvalidRequest, ModelNotFound
 from deploy_lstm.serve.metrics import ServerMetrics, model_label
 from deploy_lstm.serve.protocol import (
@@ -106,8 +107,8 @@ def decode_grpc(request: Any, max_bytes: int = MAX_REQUEST_BYTES) -> InferReques
     return InferRequest(inputs, request.id or None, outputs, parameters)
 
 
-def encode_grpc(name: str, request: InferRequest, outputs: Mapping[str, np.ndarray]) -> Any:
-    response = service_pb2.ModelInferResponse(model_name=name, model_version=VERSION, id=request.id or "")
+def encode_grpc(name: str, request: InferRequest, outputs: Mapping[str, np.ndarray], version: str = VERSION) -> Any:
+    response = service_pb2.ModelInferResponse(model_name=name, model_version=version, id=request.id or "")
     for key, value in outputs.items():
         value = np.ascontiguousarray(value)
         response.outputs.add(name=key, datatype=datatype_of(value.dtype), shape=list(value.shape))
@@ -116,11 +117,11 @@ def encode_grpc(name: str, request: InferRequest, outputs: Mapping[str, np.ndarr
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """Triton's ``GRPCInferenceService`` for one served model."""
+    """Triton's ``GRPCInferenceService`` for the models of a :class:`Registry`."""
 
-    def __init__(self, model: ServedModel, metrics: ServerMetrics, state: Dict[str, Any], *,
+    def __init__(self, registry: Registry, metrics: ServerMetrics, state: Dict[str, Any], *,
                  max_request_bytes: int = MAX_REQUEST_BYTES, worker: Optional[concurrent.futures.Executor] = None) -> None:
-        self.model = model
+        self.registry = registry
         self.metrics = metrics
         self.state = state  # {"ready": bool}, shared with the HTTP app
         self.max_request_bytes = max_request_bytes
@@ -128,14 +129,18 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.stopping = asyncio.Event()  # set when the server starts shutting down: streams end
 
     def label(self, name: str) -> str:
-        return model_label(name, self.model.names()) if name else ""
+        return model_label(name, self.registry.names()) if name else ""
 
-    def count_error(self, error: BaseException, name: str) -> tuple:
+    def count_error(self, error: BaseException, name: str, version: str = "") -> tuple:
         """Log a 500, count the error; its (HTTP status, gRPC code name, message)."""
-        status, code, message = status_of(error)
-        if status == 500:
-            log.exception("request failed", exc_info=error)
-        self.metrics.errors.labels(self.label(name), "grpc", str(status)).inc()
+        if isinstance(error, ControlError):
+            status, code, message = error.status, error.code, str(error)
+        else:
+            status, code, message = status_of(error)
+            if status == 500:
+                log.exception("request failed", exc_info=error)
+        version = getattr(error, "served_version", version)
+        self.metrics.errors.labels(self.label(name), "grpc", str(status), version).inc()
         return status, code, message
 
     async def _abort(self, context: Any, error: BaseException, name: str = "") -> None:
@@ -150,52 +155,69 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         try:
-            self.model.check_name(request.name, request.version)
+            ready = self.registry.ready(request.name, request.version)
         except ModelNotFound:
             return service_pb2.ModelReadyResponse(ready=False)
-        return service_pb2.ModelReadyResponse(ready=self.state["ready"])
+        return service_pb2.ModelReadyResponse(ready=ready and self.state["ready"])
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         return service_pb2.ServerMetadataResponse(name="deploy-lstm", version=__version__, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         try:
-            self.model.check_name(request.name, request.version)
-            meta = self.model.metadata(request.name)
+            meta = self.registry.resolve(request.name, request.version).metadata(request.name)
         except Exception as e:
             await self._abort(context, e)
         return json_format.ParseDict(meta, service_pb2.ModelMetadataResponse())
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         try:
-            self.model.check_name(request.name, request.version)
-            config = json_format.ParseDict(self.model.config(request.name), model_config_pb2.ModelConfig())
+            served = self.registry.resolve(request.name, request.version)
+            config = json_format.ParseDict(served.config(request.name), model_config_pb2.ModelConfig())
         except Exception as e:
             await self._abort(context, e)
         return service_pb2.ModelConfigResponse(config=config)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
-        state = "READY" if self.state["ready"] else "UNAVAILABLE"
-        models = [
-            service_pb2.RepositoryIndexResponse.ModelIndex(name=n, version=VERSION, state=state)
-            for n in self.model.names() if not request.ready or state == "READY"
-        ]
-        return service_pb2.RepositoryIndexResponse(models=models)
+        models = self.registry.index(request.ready)
+        if not self.state["ready"]:  # draining: nothing takes requests any more
+            models = [{**m, "state": "UNAVAILABLE"} if "state" in m else m for m in models if not request.ready]
+        return service_pb2.RepositoryIndexResponse(models=[service_pb2.RepositoryIndexResponse.ModelIndex(**m) for m in models])
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        try:
+            self.registry.check_control()
+            check_load_parameters(request.parameters)
+            await self.registry.load(request.model_name)
+        except Exception as e:
+            await self._abort(context, e)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        try:
+            self.registry.check_control()
+            await self.registry.unload(request.model_name)
+        except Exception as e:
+            await self._abort(context, e)
+        return service_pb2.RepositoryModelUnloadResponse()
 
     async def _infer(self, request: Any) -> Any:
         t0 = time.perf_counter()
-        name = request.model_name
+        name, version = request.model_name, ""
         loop = asyncio.get_running_loop()
         try:
-            self.model.check_name(name, request.model_version)
-            infer_request = await loop.run_in_executor(self.worker, decode_grpc, request, self.max_request_bytes)
-            outputs = await self.model.infer(infer_request, name)
-            response = await loop.run_in_executor(self.worker, encode_grpc, name, infer_request, outputs)
-        except Exception:
-            self.metrics.requests.labels(self.label(name), "grpc", "error").inc()
+            served = self.registry.resolve(name, request.model_version)
+            version = served.version
+            with served.taking():
+                infer_request = await loop.run_in_executor(self.worker, decode_grpc, request, self.max_request_bytes)
+                outputs = await served.infer(infer_request, name)
+                response = await loop.run_in_executor(self.worker, encode_grpc, name, infer_request, outputs, version)
+        except Exception as e:
+            self.metrics.requests.labels(self.label(name), "grpc", "error", version).inc()
+            e.served_version = version  # type: ignore[attr-defined]  # the errors metric's version label
             raise
-        self.metrics.requests.labels(self.label(name), "grpc", "ok").inc()
-        self.metrics.latency.labels(self.label(name), "grpc").observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(self.label(name), "grpc", "ok", version).inc()
+        self.metrics.latency.labels(self.label(name), "grpc", version).observe(time.perf_counter() - t0)
         return response
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:

@@ -1,5 +1,7 @@
 """The server's Prometheus metrics, in a registry of their own (one per server).
 
+Every per-model series carries the model's ``version`` label (a repository serves several).
+
 Label values come from the server, never straight from a request: a model name in a URL or
 a gRPC message is a label only if the server serves that model (:func:`model_label`), so
 requests for made-up names cannot grow ``/metrics`` without end.
@@ -32,40 +34,48 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter(
             "deploy_lstm_requests", "Inference requests answered, by model, protocol and outcome",
-            ["model", "protocol", "outcome"], registry=r,
+            ["model", "protocol", "outcome", "version"], registry=r,
         )
         self.errors = Counter(
             "deploy_lstm_request_errors", "Requests refused or failed, by model, protocol and status code",
-            ["model", "protocol", "code"], registry=r,
+            ["model", "protocol", "code", "version"], registry=r,
         )
         self.latency = Histogram(
             "deploy_lstm_request_seconds", "Time from a decoded request to its encoded response",
-            ["model", "protocol"], buckets=_LATENCY, registry=r,
+            ["model", "protocol", "version"], buckets=_LATENCY, registry=r,
         )
         self.queue = Histogram(
-            "deploy_lstm_queue_seconds", "Time a request waited for its batch to start", ["model"],
+            "deploy_lstm_queue_seconds", "Time a request waited for its batch to start", ["model", "version"],
             buckets=_LATENCY, registry=r,
         )
         self.compute = Histogram(
-            "deploy_lstm_compute_seconds", "onnxruntime time per batch", ["model"], buckets=_LATENCY, registry=r,
+            "deploy_lstm_compute_seconds", "Runner time per batch (onnxruntime, torch, executorch)", ["model", "version"], buckets=_LATENCY, registry=r,
         )
         self.batch_requests = Histogram(
-            "deploy_lstm_batch_requests", "Requests per executed batch", ["model"],
+            "deploy_lstm_batch_requests", "Requests per executed batch", ["model", "version"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
         )
         self.batch_rows = Histogram(
-            "deploy_lstm_batch_rows", "Rows (batch entries) per executed batch", ["model"],
+            "deploy_lstm_batch_rows", "Rows (batch entries) per executed batch", ["model", "version"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
         )
         self.padding = Histogram(
-            "deploy_lstm_padding_ratio", "Padded time steps / real time steps per executed batch", ["model"],
+            "deploy_lstm_padding_ratio", "Padded time steps / real time steps per executed batch", ["model", "version"],
             buckets=(0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0), registry=r,
         )
         self.live_sequences = Gauge(
-            "deploy_lstm_live_sequences", "Streaming sequences whose state the server holds", ["model"], registry=r,
+            "deploy_lstm_live_sequences", "Streaming sequences whose state the server holds", ["model", "version"], registry=r,
         )
         self.expired_sequences = Counter(
-            "deploy_lstm_expired_sequences", "Sequences dropped after their idle timeout", ["model"], registry=r,
+            "deploy_lstm_expired_sequences", "Sequences dropped after their idle timeout", ["model", "version"], registry=r,
+        )
+        self.model_memory = Gauge(
+            "deploy_lstm_model_memory_bytes",
+            "Resident memory the process gained while the model version loaded (runner opened, start-up probe run)",
+            ["model", "version"], registry=r,
+        )
+        self.model_loaded = Gauge(
+            "deploy_lstm_model_ready", "1 while the model version is READY, else 0", ["model", "version"], registry=r,
         )
 
     def exposition(self) -> bytes:

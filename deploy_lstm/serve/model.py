@@ -19,9 +19,10 @@ Knows nothing of HTTP or gRPC (``rest.py``, ``grpc_service.py`` do): it takes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from deploy_lstm.formats.contract import IOSpec, TensorSpec, batch_axis, sequenc
 from deploy_lstm.formats.folder import ExportFolder
 from deploy_lstm.formats.metadata import read_onnx_metadata
 from deploy_lstm.runtime.feeds import check_feeds
-from deploy_lstm.runtime.folder import RunnableFolder
+from deploy_lstm.runtime.folder import RUNNER_KINDS, RunnableFolder
 from deploy_lstm.serve.batching import Batcher, Item, Layout
 from deploy_lstm.serve.metrics import ServerMetrics
 from deploy_lstm.serve.protocol import InferRequest, datatype_of, show
@@ -41,8 +42,10 @@ from deploy_lstm.serve.triton_config import VERSION, ImplicitState, SequenceBatc
 __all__ = ["ServeOptions", "ServedModel", "choose_artifact", "STREAM_SUFFIX", "VERSION"]
 
 STREAM_SUFFIX = "_stream"  # the stateful model's name: "<name>_stream", as in the Triton repository
-PLATFORM = "onnxruntime_onnx"
-SERVABLE = ("onnx", "onnx-int8")  # the artifact kinds the server runs (their runner: onnxruntime)
+SERVABLE = RUNNER_KINDS  # the artifact kinds the server runs, each through its runner (folder.runner(kind))
+#: Triton's platform name of each kind (the metadata's "platform"); kinds Triton has no backend for get their own name
+PLATFORMS = {"onnx": "onnxruntime_onnx", "onnx-int8": "onnxruntime_onnx", "torchscript": "pytorch_libtorch",
+             "aoti": "pytorch_aoti", "executorch": "executorch"}
 
 
 @dataclasses.dataclass
@@ -59,7 +62,7 @@ class ServeOptions:
     sequence_idle_s: float = 60.0  # a sequence idle this long is dropped
     threads: int = 0  # onnxruntime intra-op threads (0: its default)
     allow_nonfinite: bool = False  # accept NaN/inf in float inputs
-    artifact: Optional[str] = None  # "onnx" or "onnx-int8"; default: what `deploy-lstm bench` recommended, else "onnx"
+    artifact: Optional[str] = None  # a runner kind (SERVABLE); default: what `deploy-lstm bench` recommended, else "onnx"
 
     def check(self) -> None:
         if self.artifact not in (None,) + SERVABLE:
@@ -100,15 +103,23 @@ class ServedModel:
         RuntimeUnavailable: ``provider="cuda"`` where CUDA is not available.
     """
 
-    def __init__(self, folder: ExportFolder, options: ServeOptions, metrics: Optional[ServerMetrics] = None) -> None:
+    def __init__(self, folder: ExportFolder, options: ServeOptions, metrics: Optional[ServerMetrics] = None,
+                 version: str = VERSION) -> None:
         options.check()
         self.folder = folder
         self.options = options
         self.name = options.name or folder.path.resolve().name
+        self.version = version
         self.metrics = metrics or ServerMetrics()
         self.artifact, self.artifact_why = choose_artifact(folder, options.artifact)
+        self.platform = PLATFORMS.get(self.artifact, self.artifact)
         runnable = folder if isinstance(folder, RunnableFolder) else RunnableFolder(folder.path, folder.manifest)
-        self.runner = runnable.runner(self.artifact, device=options.provider, intra_op_num_threads=options.threads)
+        if self.artifact.startswith("onnx"):
+            self.runner = runnable.runner(self.artifact, device=options.provider, intra_op_num_threads=options.threads)
+        elif options.provider != "cpu":
+            raise ConfigError(f"--provider {options.provider} applies to onnxruntime; the {self.artifact} artifact runs on the CPU")
+        else:
+            self.runner = runnable.runner(self.artifact)
         self.io: IOSpec = self.runner.io
         tensors = self.io.inputs + self.io.outputs
         self.states = state_pairs(self.io)
@@ -124,11 +135,21 @@ class ServedModel:
         if self._lengths_spec() is not None and self.batchable and self._probe_padding():
             self.layout = dataclasses.replace(self.layout, pads=True)
         self.batcher: Optional[Batcher] = None
+        self.inflight = 0  # requests taken and not yet answered (the registry drains them before unloading)
         self.sequences = Sequences(
             options.max_sequences, options.sequence_idle_s,
-            on_change=self.metrics.live_sequences.labels(self.name).set,
-            on_expire=self.metrics.expired_sequences.labels(self.name).inc,
+            on_change=self.metrics.live_sequences.labels(self.name, version).set,
+            on_expire=self.metrics.expired_sequences.labels(self.name, version).inc,
         )
+
+    def limits(self) -> List[str]:
+        """What this artifact cannot do here, said at load time (log, config parameters)."""
+        said = []
+        if not self.batchable:
+            said.append(f"no dynamic batching: the {self.artifact} artifact has a fixed batch size; requests run one at a time")
+        if self.stream_refusal is not None:
+            said.append(f"no streaming: {self.stream_refusal}")
+        return said
 
     @property
     def pads(self) -> bool:
@@ -148,8 +169,8 @@ class ServedModel:
         """
         if name not in self.names():
             raise ModelNotFound(f"unknown model {name!r}; this server serves {', '.join(repr(n) for n in self.names())}")
-        if version not in (None, "", VERSION):
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; it has version {VERSION!r}")
+        if version not in (None, "", self.version):
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; it has version {self.version!r}")
         return name == self.stream_name
 
     def inputs(self, stream: bool) -> List[TensorSpec]:
@@ -166,7 +187,7 @@ class ServedModel:
             return [{"name": t.name, "datatype": datatype_of(t.dtype), "shape": list(TritonTensor.of(t).dims)} for t in specs]
 
         return {
-            "name": name, "versions": [VERSION], "platform": PLATFORM,
+            "name": name, "versions": [self.version], "platform": self.platform,
             "inputs": tensors(self.inputs(stream)), "outputs": tensors(self.outputs(stream)),
         }
 
@@ -182,13 +203,14 @@ class ServedModel:
         parameters = {
             "max_batch": opts.max_batch, "max_delay_ms": opts.max_delay_ms, "max_padding": opts.max_padding,
             "pads_mixed_lengths": self.pads, "max_sequence_length": opts.max_sequence_length,
+            "artifact": self.artifact, "dynamic_batching": self.batchable, "streaming": self.stream_refusal is None,
         }
         sequence = SequenceBatching(
             idle_us=int(opts.sequence_idle_s * 1e6),
             states=tuple(ImplicitState(TritonTensor.of(self.io.input(i)), o) for i, o in self.states),  # type: ignore[arg-type]
         ) if stream else None
         return TritonConfig(
-            name, inputs, tuple(TritonTensor.of(t) for t in self.outputs(stream)), platform=PLATFORM,
+            name, inputs, tuple(TritonTensor.of(t) for t in self.outputs(stream)), platform=self.platform,
             queue_delay_us=None if stream else int(opts.max_delay_ms * 1000), sequence=sequence,
             parameters={k: str(v) for k, v in parameters.items()},
         )
@@ -218,6 +240,16 @@ class ServedModel:
             sweeper.cancel()
         if self.batcher is not None:
             await self.batcher.close()
+
+    @contextlib.contextmanager
+    def taking(self) -> Iterator[None]:
+        """Count a request in flight from the moment it is routed here until it is answered
+        (an unload waits for these before it closes the model)."""
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
 
     async def infer(self, request: InferRequest, name: str) -> Dict[str, np.ndarray]:
         """Run one request (batched with others); the outputs it asks for, by name.
@@ -361,15 +393,16 @@ class ServedModel:
         return self.layout.split(out, items, [t.name for t in self.io.outputs])
 
     def _record(self, items: Sequence[Item], now: float, compute_s: float) -> None:
-        m, name = self.metrics, self.name
+        """A batch's timings (``now``: when it was taken from the queue; ``compute_s``: the runner's call)."""
+        m, name = self.metrics, (self.name, self.version)
         rows, steps = sum(i.rows for i in items), max(i.steps for i in items)
         real = sum(i.rows * i.steps for i in items)
         for item in items:
-            m.queue.labels(name).observe(now - item.enqueued)
-        m.compute.labels(name).observe(compute_s)
-        m.batch_requests.labels(name).observe(len(items))
-        m.batch_rows.labels(name).observe(rows)
-        m.padding.labels(name).observe((rows * steps - real) / real if real else 0.0)
+            m.queue.labels(*name).observe(now - item.enqueued)
+        m.compute.labels(*name).observe(compute_s)
+        m.batch_requests.labels(*name).observe(len(items))
+        m.batch_rows.labels(*name).observe(rows)
+        m.padding.labels(*name).observe((rows * steps - real) / real if real else 0.0)
 
     # -- what the graph allows -------------------------------------------------------------
 
@@ -389,8 +422,10 @@ class ServedModel:
             return "its state inputs have dynamic axes other than the batch"
         if self.runner.config is not None:
             configs = [self.runner.config]
-        else:  # a whole model: the configurations of the LSTMs inside, from the artifact's metadata
-            configs = list((read_onnx_metadata(self.runner.path).lstms or {}).values())
+        elif self.folder.has("onnx"):  # a whole model: the configurations of the LSTMs inside, from the ONNX metadata
+            configs = list((read_onnx_metadata(self.folder.file("onnx")).lstms or {}).values())
+        else:
+            return "a whole model without its ONNX file, where the LSTMs inside are described"
         if any(c.bidirectional for c in configs):
             return "it is bidirectional: the reverse direction of a chunk needs the steps after it"
         return None

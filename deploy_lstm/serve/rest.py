@@ -24,7 +24,7 @@ from starlette.routing import Route
 from deploy_lstm.errors import InvalidRequest, ModelNotFound
 from deploy_lstm.serve import bounded_json
 from deploy_lstm.serve.metrics import CONTENT_TYPE_LATEST, ServerMetrics, model_label
-from deploy_lstm.serve.model import VERSION, ServedModel
+from deploy_lstm.serve.registry import NOT_READY, ControlError, Registry, check_load_parameters
 from deploy_lstm.serve.protocol import (
     EXTENSIONS,
     HEADER_LENGTH,
@@ -41,15 +41,15 @@ __all__ = ["http_app", "HTTPFrontEnd", "DECODE_THREADS"]
 log = logging.getLogger("deploy_lstm.server")
 
 DECODE_THREADS = 2  # bodies decoded at once (each may cost a few times --max-request-bytes while it is)
-INDEX_BODY_BYTES = 64 << 10  # a repository index request is {"ready": true}: this is plenty
+INDEX_BODY_BYTES = 64 << 10  # a repository index or load request is {"ready": true} or {"parameters": {}}: plenty
 
 
 class HTTPFrontEnd:
-    """The routes of one server: thin handlers around a :class:`ServedModel` and the protocol's codecs."""
+    """The routes of one server: thin handlers around a :class:`Registry` and the protocol's codecs."""
 
-    def __init__(self, model: ServedModel, metrics: ServerMetrics, max_request_bytes: int,
+    def __init__(self, registry: Registry, metrics: ServerMetrics, max_request_bytes: int,
                  worker: Optional[concurrent.futures.Executor] = None) -> None:
-        self.model = model
+        self.registry = registry
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
         self.worker = worker or concurrent.futures.ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="deploy-lstm-decode")
@@ -59,11 +59,14 @@ class HTTPFrontEnd:
         """``function(*args)`` on a worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
 
-    def error(self, e: BaseException, name: str = "") -> JSONResponse:
-        status, _, message = status_of(e)
-        if status == 500:
+    def error(self, e: BaseException, name: str = "", version: str = "") -> JSONResponse:
+        if isinstance(e, ControlError):
+            status, message = e.status, str(e)
+        else:
+            status, _, message = status_of(e)
+        if status == 500 and not isinstance(e, ControlError):
             log.exception("request failed", exc_info=e)
-        self.metrics.errors.labels(model_label(name, self.model.names()) if name else "", "http", str(status)).inc()
+        self.metrics.errors.labels(model_label(name, self.registry.names()) if name else "", "http", str(status), version).inc()
         return JSONResponse({"error": message}, status_code=status)
 
     async def server_metadata(self, request: Request) -> Response:
@@ -79,13 +82,13 @@ class HTTPFrontEnd:
         ready = bool(self.state["ready"])
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
-    def describe(self, what: Callable[[str], Any]) -> Callable[[Request], Any]:
-        """A GET handler for a model's metadata or config."""
+    def describe(self, what: str) -> Callable[[Request], Any]:
+        """A GET handler for a model's ``metadata`` or ``config``."""
         async def handler(request: Request) -> Response:
             try:
                 name = request.path_params["model"]
-                self.model.check_name(name, request.path_params.get("version"))
-                return JSONResponse(what(name))
+                served = self.registry.resolve(name, request.path_params.get("version"))
+                return JSONResponse(getattr(served, what)(name))
             except Exception as e:
                 return self.error(e)
 
@@ -93,9 +96,11 @@ class HTTPFrontEnd:
 
     async def model_ready(self, request: Request) -> Response:
         try:
-            self.model.check_name(request.path_params["model"], request.path_params.get("version"))
+            ready = self.registry.ready(request.path_params["model"], request.path_params.get("version"))
         except ModelNotFound as e:
             return self.error(e)
+        if not ready:  # a model of the repository that is not loaded: tritonserver's answer
+            return JSONResponse({"error": NOT_READY}, status_code=400)
         return Response(status_code=200 if self.state["ready"] else 503)
 
     async def repository_index(self, request: Request) -> Response:
@@ -103,35 +108,52 @@ class HTTPFrontEnd:
             ready_only = _ready_only(await read_body(request, INDEX_BODY_BYTES))
         except InvalidRequest as e:
             return self.error(e)
-        state_name = "READY" if self.state["ready"] else "UNAVAILABLE"
-        models = [{"name": n, "version": VERSION, "state": state_name} for n in self.model.names()]
-        return JSONResponse([m for m in models if not ready_only or m["state"] == "READY"])
+        models = self.registry.index(ready_only)
+        if not self.state["ready"]:  # draining: nothing takes requests any more
+            models = [{**m, "state": "UNAVAILABLE"} if "state" in m else m for m in models if not ready_only]
+        return JSONResponse(models)
+
+    def control(self, action: str) -> Callable[[Request], Any]:
+        """``POST v2/repository/models/{model}/load`` or ``/unload`` (Triton's answers: 200 and an empty body)."""
+        async def handler(request: Request) -> Response:
+            name = request.path_params["model"]
+            try:
+                self.registry.check_control()
+                _load_parameters(await read_body(request, INDEX_BODY_BYTES))
+                await getattr(self.registry, action)(name)
+            except Exception as e:
+                return self.error(e)
+            return Response(status_code=200)
+
+        return handler
 
     async def infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
         name = request.path_params["model"]
-        label = model_label(name, self.model.names())
+        label, version = model_label(name, self.registry.names()), ""
         headers = request.headers
         try:
-            self.model.check_name(name, request.path_params.get("version"))
-            body = await read_body(request, self.max_request_bytes)
-            infer_request = await self.offload(
-                decode_http_body, body, headers.get("content-encoding"), headers.get(HEADER_LENGTH), self.max_request_bytes)
-            del body
-            outputs = await self.model.infer(infer_request, name)
-            payload, header_length, encoding = await self.offload(
-                encode_http_body, name, VERSION, infer_request, outputs, headers.get("accept-encoding"))
+            served = self.registry.resolve(name, request.path_params.get("version"))
+            version = served.version
+            with served.taking():
+                body = await read_body(request, self.max_request_bytes)
+                infer_request = await self.offload(
+                    decode_http_body, body, headers.get("content-encoding"), headers.get(HEADER_LENGTH), self.max_request_bytes)
+                del body
+                outputs = await served.infer(infer_request, name)
+                payload, header_length, encoding = await self.offload(
+                    encode_http_body, name, version, infer_request, outputs, headers.get("accept-encoding"))
         except Exception as e:
-            self.metrics.requests.labels(label, "http", "error").inc()
-            return self.error(e, name)
+            self.metrics.requests.labels(label, "http", "error", version).inc()
+            return self.error(e, name, version)
         answer_headers = {}
         if header_length is not None:
             answer_headers["Inference-Header-Content-Length"] = str(header_length)
         if encoding is not None:
             answer_headers["Content-Encoding"] = encoding
         media = "application/json" if header_length is None else "application/octet-stream"
-        self.metrics.requests.labels(label, "http", "ok").inc()
-        self.metrics.latency.labels(label, "http").observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(label, "http", "ok", version).inc()
+        self.metrics.latency.labels(label, "http", version).observe(time.perf_counter() - t0)
         return Response(payload, media_type=media, headers=answer_headers)
 
     async def prometheus(self, request: Request) -> Response:
@@ -148,22 +170,24 @@ class HTTPFrontEnd:
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready),
             Route("/v2/repository/index", self.repository_index, methods=["POST"]),
+            Route("/v2/repository/models/{model}/load", self.control("load"), methods=["POST"]),
+            Route("/v2/repository/models/{model}/unload", self.control("unload"), methods=["POST"]),
             Route("/metrics", self.prometheus),
         ]
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [
-                Route(prefix, self.describe(self.model.metadata)),
+                Route(prefix, self.describe("metadata")),
                 Route(prefix + "/ready", self.model_ready),
-                Route(prefix + "/config", self.describe(self.model.config)),
+                Route(prefix + "/config", self.describe("config")),
                 Route(prefix + "/infer", self.infer, methods=["POST"]),
             ]
         return routes
 
 
-def http_app(model: ServedModel, metrics: ServerMetrics, *, max_request_bytes: int,
+def http_app(registry: Registry, metrics: ServerMetrics, *, max_request_bytes: int,
              worker: Optional[concurrent.futures.Executor] = None) -> Starlette:
-    """The Starlette application serving ``model``; ``app.state.serving`` is ``{"ready": bool}``."""
-    front = HTTPFrontEnd(model, metrics, max_request_bytes, worker)
+    """The Starlette application serving ``registry``'s models; ``app.state.serving`` is ``{"ready": bool}``."""
+    front = HTTPFrontEnd(registry, metrics, max_request_bytes, worker)
     app = Starlette(routes=front.routes(), exception_handlers={HTTPException: front.not_found})
     app.state.serving = front.state
     return app
@@ -177,6 +201,21 @@ def _ready_only(body: bytearray) -> bool:
     if not isinstance(doc, dict) or not isinstance(doc.get("ready", False), bool):
         raise InvalidRequest('repository index body must be a JSON object like {"ready": true}')
     return doc.get("ready", False)
+
+
+def _load_parameters(body: bytearray) -> None:
+    """Check a load/unload request body: ``{}`` or ``{"parameters": {...}}``.  Models load from the
+    repository on disk only: a ``config`` override or ``file:`` contents are refused.
+
+    Raises:
+        InvalidRequest: another body, or a parameter this server does not take.
+    """
+    if not body.strip():
+        return
+    doc = bounded_json.parse(body, INDEX_BODY_BYTES).doc
+    if not isinstance(doc, dict) or not isinstance(doc.get("parameters", {}), dict) or set(doc) - {"parameters"}:
+        raise InvalidRequest('a load/unload request body must be a JSON object like {"parameters": {}}')
+    check_load_parameters(doc.get("parameters", {}))
 
 
 async def read_body(request: Request, limit: int) -> bytearray:

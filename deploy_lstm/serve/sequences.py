@@ -110,6 +110,17 @@ class Sequences:
             self._remember(stream.key, why)
             self._on_change(len(self.live))
 
+    def end_all(self, why: str) -> None:
+        """End every live sequence (its model is unloaded or replaced): a later chunk is told ``why``."""
+        for stream in list(self.live.values()):
+            self.end(stream, why)
+
+    def remember(self, keys: "list[SequenceKey]", why: str) -> None:
+        """Answer a chunk of any of ``keys`` (sequences of a model this one replaced) with ``why``."""
+        for key in keys:
+            if key not in self.live:
+                self._remember(key, why)
+
     def expire(self) -> None:
         now = time.monotonic()
         for stream in [s for s in self.live.values() if s.busy == 0 and now - s.last_used > self.idle_s]:

@@ -34,6 +34,7 @@ from deploy_lstm.serve import bounded_json
 from deploy_lstm.serve.bounded_json import RequestTooLarge
 
 __all__ = [
+    "INLINE_BYTES", "decode_inline", "encode_inline",
     "DATATYPES",
     "InferRequest",
     "RequestedOutput",
@@ -67,7 +68,7 @@ MAX_RANK = 32  # dimensions of a tensor, at most (numpy's own limit)
 _INT64, _UINT64 = 1 << 63, 1 << 64
 
 #: the v2 extensions the server implements (GET /v2, ServerMetadata)
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "sequence", "model_repository(index)"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "sequence", "model_repository(index)", "statistics"]
 
 #: v2 datatype -> numpy dtype (BYTES, the string tensor, is not an LSTM's)
 DATATYPES: Dict[str, np.dtype] = {
@@ -111,6 +112,8 @@ _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdi
 
 def show(value: Any) -> str:
     """A client's value in an error message: its repr, cut short (no recursion, no megabytes echoed back)."""
+    if type(value) is str and len(value) <= _SHORT.maxstring:  # a tensor's name, on every request: repr is reprlib's answer
+        return repr(value)
     return _SHORT.repr(value)
 
 
@@ -419,3 +422,28 @@ def encode_http_body(model: str, version: str, request: InferRequest, outputs: M
     payload, header_length = encode_http(model, version, request, outputs)
     payload, encoding = compress(payload, accept_encoding)
     return payload, header_length, encoding
+
+
+#: A body this small (and not compressed) is decoded on the event loop, and an answer this small
+#: (binary data, or this few JSON values; not compressed) encoded there: ~0.02 ms each for the
+#: serving benchmark's requests, where the hop to a worker thread and back (which must take the
+#: GIL back) cost 0.03 ms on a quiet machine and ~0.25 ms a hop on a busy one (cProfile of the
+#: server under one client: ThreadPoolExecutor.submit).  Larger or compressed bodies still go
+#: to the worker threads, so that none keeps the event loop from the other requests.
+INLINE_BYTES = 256 << 10
+INLINE_JSON_VALUES = 1024
+
+
+def decode_inline(body_bytes: int, encoding: Optional[str]) -> bool:
+    """Is :func:`decode_http_body` of this body cheap enough for the event loop?"""
+    return body_bytes <= INLINE_BYTES and (encoding or "identity").strip().lower() == "identity"
+
+
+def encode_inline(request: InferRequest, outputs: Mapping[str, np.ndarray], accept_encoding: Optional[str]) -> bool:
+    """Is :func:`encode_http_body` of this answer cheap enough for the event loop?"""
+    compressed = any(e in (accept_encoding or "").lower() for e in ("gzip", "deflate"))  # as compress() would (conservatively)
+    if compressed or sum(v.nbytes for v in outputs.values()) > INLINE_BYTES:
+        return False
+    binary_of = {o.name: o.binary for o in request.outputs} if request.outputs is not None else {}
+    as_json = sum(v.size for name, v in outputs.items() if not binary_of.get(name, request.binary_output))
+    return as_json <= INLINE_JSON_VALUES

@@ -204,3 +204,18 @@ def test_demo_prints_the_held_out_error_in_bf16_beside_float32() -> None:
     rmse32, rmse16 = float(fp32[1]), float(bf16[1])
     assert rmse16 == pytest.approx(rmse32, rel=0.05)  # bf16 costs the forecast little ...
     assert (bf16[1], bf16[2]) != (fp32[1], fp32[2]) or rmse32 == 0  # ... but it is computed in bf16, not copied
+
+
+@pytest.mark.parametrize("key, value", [("atol", "0.03"), ("max_abs", True), ("atol_rule", None), ("speed", [])])
+def test_manifest_refuses_a_malformed_bf16_entry(bf16_folder: Path, tmp_path: Path, key: str, value: Any) -> None:
+    import shutil
+
+    from deploy_lstm.errors import ArtifactError
+
+    copy_dir = tmp_path / "f"
+    shutil.copytree(bf16_folder, copy_dir)
+    manifest = json.loads((copy_dir / "manifest.json").read_text())
+    manifest["artifacts"]["aoti-bf16"]["details"][key] = value
+    (copy_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=f"artifacts.aoti-bf16.details.*{key}"):
+        deploy_lstm.load(copy_dir, verify=False)

@@ -88,6 +88,22 @@ def _check_artifacts(folder: Path, artifacts: Dict[str, Any], where: str) -> Non
         if entry["bytes"] < 0:
             raise ArtifactError(f"{at}: 'bytes' must be >= 0, got {entry['bytes']}")
         member_path(folder, entry["file"], f"{at}.file")
+        if entry["details"].get("precision") == "bf16":
+            _check_bf16_details(entry["details"], f"{at}.details")
+
+
+#: a bf16 artifact's recorded error and tolerance (deploy_lstm.check.bf16): a number, or null (non-finite)
+_BF16_NUMBERS = ("atol", "max_abs", "mean_abs")
+
+
+def _check_bf16_details(details: Dict[str, Any], where: str) -> None:
+    """A bf16 artifact says what it computes in and how close to float32 it is: ``boundary``,
+    ``atol_rule`` (strings), ``atol``, ``max_abs``, ``mean_abs`` (numbers or null), ``speed`` (an object)."""
+    for key in ("boundary", "atol_rule"):
+        strict_json.field(details, key, str, where)
+    for key in _BF16_NUMBERS:
+        strict_json.field(details, key, (float, type(None)), where)
+    strict_json.field(details, "speed", dict, where)
 
 
 def _check_recommendation(recommendation: Any, where: str) -> None:

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import subprocess
-import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,13 +37,10 @@ def _require(ok: bool, why: str) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """The site built with --strict and served over HTTP on 127.0.0.1 (a free port)."""
-    _require(shutil.which("mkdocs") is not None or _has("mkdocs"), "mkdocs is not installed (the docs extra)")
-    out = tmp_path_factory.mktemp("site")
-    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", DISABLE_MKDOCS_2_WARNING="true")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    """The site built with --strict (once per session: test_docs.site_once), served on 127.0.0.1."""
+    from test_docs import site_once  # tests/ is on sys.path (rootdir conftest, no package)
+
+    out = site_once(tmp_path_factory)
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args):  # no access log on the test's stderr
@@ -84,9 +78,8 @@ def _open(browser, url: str):
     errors: list = []
     page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
-    response = page.goto(url, wait_until="load")
+    response = page.goto(url, wait_until="load")  # "load": after every image, script and stylesheet
     assert response is not None and response.status == 200, f"{url}: HTTP {response and response.status}"
-    page.wait_for_load_state("networkidle")
     return page, errors
 
 
@@ -114,6 +107,7 @@ def test_every_nav_page_loads_clean(site, browser, tmp_path) -> None:
 
 def test_search_finds_a_term(site, browser) -> None:
     page, errors = _open(browser, site)
+    page.wait_for_load_state("networkidle")  # the search index is fetched by a worker after load
     page.keyboard.press("/")  # Material's search shortcut, as a reader would press it
     page.keyboard.type("sequence_id", delay=20)  # typed: Material searches on key events
     page.wait_for_selector(".md-search-result__item", timeout=20_000)

@@ -4,16 +4,34 @@ renderings, checked against the shape and semantics the real tritonserver 2.51 r
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
+import socket
 import threading
+import time
 import types
-from typing import Dict
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
 
+import numpy as np
 import pytest
+import torch
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
 from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
 
+import deploy_lstm
 from deploy_lstm.errors import InvalidRequest
 from deploy_lstm.serve import statistics as st
+from deploy_lstm.serve.model import ServeOptions
+from deploy_lstm.serve.process import ServerAddress, run_server
 from deploy_lstm.serve.protocol import status_of
 
 NS = 1e-9  # the tests' times are whole ns, given in seconds as the server gives them
@@ -143,3 +161,216 @@ def test_grpc_response_carries_the_http_figures() -> None:
 
     expected = numbers({k: v for k, v in http.items() if k not in ("response_stats", "memory_usage")})
     assert numbers(as_json["model_stats"][0]) == expected
+
+
+# -- through a real server: deploy-lstm serve on a repository, driven by tritonclient -----------------------------
+
+VERSIONS = {"a": ("1", "2"), "b": ("1",)}  # the repository: a/1, a/2 and b (unversioned: version 1)
+FEATURES = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class InProcessServer:
+    """``run_server`` on loopback in a thread of this process (its models reachable, so a test
+    can make one fail), stopped like SIGTERM stops it."""
+
+    def __init__(self, path: Path) -> None:
+        self.address = ServerAddress(port=_free_port(), grpc_port=_free_port(), grace_s=2.0)
+        self.url, self.grpc_url = f"127.0.0.1:{self.address.port}", f"127.0.0.1:{self.address.grpc_port}"
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.registry: Any = None
+        self.error: Optional[BaseException] = None
+
+        def ready(registry: Any) -> None:
+            self.registry = registry
+            self.started.set()
+
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            await run_server(path, ServeOptions(max_delay_ms=20.0), self.address, stop=self.stop_event, on_ready=ready)
+
+        def run() -> None:
+            try:
+                self.loop.run_until_complete(main())
+            except BaseException as e:  # reported by the fixture
+                self.error = e
+            finally:
+                self.started.set()
+
+        self.thread = threading.Thread(target=run, name="deploy-lstm-test-server", daemon=True)
+        self.thread.start()
+        self.started.wait(120)
+        if self.registry is None:
+            raise RuntimeError(f"server did not start: {self.error!r}")
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+
+    def get(self, path: str) -> Tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://{self.url}/{path}", timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a /metrics series' samples whose labels include ``labels``."""
+        total = 0.0
+        for family in text_string_to_metric_families(urllib.request.urlopen(f"http://{self.url}/metrics").read().decode()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
+    """One small LSTM exported once, copied as a/1, a/2 and b."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("stats")
+    folder = root / "lstm"
+    deploy_lstm.export_folder(deploy_lstm.LSTM(FEATURES, 4), folder, artifacts=["onnx"])
+    repo = root / "repo"
+    for name, versions in VERSIONS.items():
+        for v in versions:
+            shutil.copytree(folder, repo / name / v if name == "a" else repo / name)
+    s = InProcessServer(repo)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(server: InProcessServer) -> Iterator[Dict[str, Any]]:
+    made = {"http": thttp.InferenceServerClient(server.url, concurrency=4), "grpc": tgrpc.InferenceServerClient(server.grpc_url)}
+    yield made
+    for c in made.values():
+        c.close()
+
+
+def _x(rows: int, steps: int = 4) -> np.ndarray:
+    return np.random.default_rng(rows * 10 + steps).standard_normal((steps, rows, FEATURES), dtype=np.float32)
+
+
+def _send(clients: Dict[str, Any], protocol: str, model: str, x: np.ndarray, version: str = "", **kw: Any) -> Any:
+    module = thttp if protocol == "http" else tgrpc
+    tensor = module.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return clients[protocol].infer(model, [tensor], model_version=version, **kw)
+
+
+def _stats(clients: Dict[str, Any], model: str, version: str) -> Dict[str, Any]:
+    """One version's statistics over HTTP, checked equal to gRPC's (whose JSON writes uint64 as strings)."""
+    over_http = clients["http"].get_inference_statistics(model, version)["model_stats"]
+    over_grpc = clients["grpc"].get_inference_statistics(model, version, as_json=True)["model_stats"]
+    assert len(over_http) == len(over_grpc) == 1
+    h, g = over_http[0], json.loads(json.dumps(over_grpc[0]))
+    assert (h["name"], h["version"]) == (g["name"], g["version"]) == (model, version)
+    for key in ("inference_count", "execution_count", "last_inference"):
+        assert h[key] == int(g.get(key, 0)), key
+    for key, d in h["inference_stats"].items():
+        assert (d["count"], d["ns"]) == tuple(int(g["inference_stats"].get(key, {}).get(k, 0)) for k in ("count", "ns")), key
+    assert [b["batch_size"] for b in h["batch_stats"]] == [int(b["batch_size"]) for b in g.get("batch_stats", [])]
+    return h
+
+
+def _check_sums(s: Dict[str, Any]) -> None:
+    """What holds for every version without failures: rows, executions, per-request records."""
+    i = s["inference_stats"]
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in s["batch_stats"]) == s["inference_count"]
+    assert sum(b["compute_infer"]["count"] for b in s["batch_stats"]) == s["execution_count"]
+    assert i["queue"]["count"] == i["compute_infer"]["count"] == i["success"]["count"]
+    assert i["success"]["ns"] >= i["queue"]["ns"] + i["compute_infer"]["ns"] / s["execution_count"] > 0
+    assert sorted(b["batch_size"] for b in s["batch_stats"]) == [b["batch_size"] for b in s["batch_stats"]]
+
+
+@pytest.mark.slow
+def test_counts_equal_the_requests_sent(server: InProcessServer, clients: Dict[str, Any]) -> None:
+    """Per model and version, over HTTP and gRPC: requests and rows sent one by one and at once;
+    requests refused before they are queued are in no statistic; /metrics counts the same."""
+    sent = {("a", "1"): [1, 2, 3], ("a", "2"): [2, 2, 5, 1, 1, 3], ("b", "1"): [4]}
+    for (model, version), rows in sent.items():
+        for k, r in enumerate(rows[:3]):  # one by one, over both protocols
+            _send(clients, ("http", "grpc")[k % 2], model, _x(r), version if version != "2" else "")  # "": the latest
+    with ThreadPoolExecutor(3) as pool:  # at once: they may share batches
+        list(pool.map(lambda r: _send(clients, "grpc", "a", _x(r), "2"), sent[("a", "2")][3:]))
+    for protocol in ("http", "grpc"):
+        with pytest.raises(InferenceServerException):
+            _send(clients, protocol, "a", _x(2, steps=4)[..., :2], "1")  # 2 features for 3: refused, not counted
+    before_last = time.time_ns() // 1_000_000
+    _send(clients, "http", "b", _x(2), "1")
+    sent[("b", "1")].append(2)
+    for (model, version), rows in sent.items():
+        s = _stats(clients, model, version)
+        assert (s["inference_count"], s["inference_stats"]["success"]["count"]) == (sum(rows), len(rows))
+        assert s["inference_stats"]["fail"] == {"count": 0, "ns": 0}
+        _check_sums(s)
+        assert server.metric("deploy_lstm_requests_total", model=model, version=version, outcome="ok") == len(rows)
+        assert server.metric("deploy_lstm_batch_rows_sum", model=model, version=version) == sum(rows)
+        assert server.metric("deploy_lstm_batch_requests_count", model=model, version=version) == s["execution_count"]
+    assert _stats(clients, "b", "1")["last_inference"] >= before_last
+    assert server.metric("deploy_lstm_request_errors_total", model="a", version="1") == 2
+
+    everything = clients["http"].get_inference_statistics()["model_stats"]
+    assert [(m["name"], m["version"]) for m in everything] == [
+        ("a", "1"), ("a", "2"), ("a_stream", "1"), ("a_stream", "2"), ("b", "1"), ("b_stream", "1")]
+    both = clients["http"].get_inference_statistics("a")["model_stats"]
+    assert [m["version"] for m in both] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_stream_has_statistics_of_its_own(server: InProcessServer, clients: Dict[str, Any]) -> None:
+    before = _stats(clients, "b", "1")
+    for k in range(3):
+        _send(clients, "grpc", "b_stream", _x(2, steps=3), sequence_id=77, sequence_start=k == 0, sequence_end=k == 2)
+    s = _stats(clients, "b_stream", "1")
+    assert (s["inference_count"], s["inference_stats"]["success"]["count"]) == (6, 3)
+    _check_sums(s)
+    assert server.metric("deploy_lstm_requests_total", model="b_stream", version="1", outcome="ok") == 3
+    assert _stats(clients, "b", "1")["inference_count"] == before["inference_count"]
+
+
+@pytest.mark.slow
+def test_failed_executions(server: InProcessServer, clients: Dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that raises while it runs: fail per request, the execution counted, no inference (as tritonserver)."""
+    served = server.registry.resolve("a", "1")
+    before = _stats(clients, "a", "1")
+
+    def broken(feeds: Any) -> Any:
+        raise RuntimeError("the runner broke")
+
+    monkeypatch.setattr(served.runner, "run", broken)
+    for protocol in ("http", "grpc"):
+        with pytest.raises(InferenceServerException, match="the runner broke"):
+            _send(clients, protocol, "a", _x(2), "1")
+    monkeypatch.undo()
+    s = _stats(clients, "a", "1")
+    assert s["inference_stats"]["fail"]["count"] == before["inference_stats"]["fail"]["count"] + 2
+    assert s["inference_stats"]["fail"]["ns"] > before["inference_stats"]["fail"]["ns"]
+    assert s["execution_count"] == before["execution_count"] + 2
+    for key in ("inference_count", "last_inference"):
+        assert s[key] == before[key], key
+    assert s["inference_stats"]["success"] == before["inference_stats"]["success"]
+    _send(clients, "http", "a", _x(2), "1")  # the model serves on
+    assert _stats(clients, "a", "1")["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
+
+
+@pytest.mark.slow
+def test_stats_of_an_unknown_model_over_the_wire(server: InProcessServer, clients: Dict[str, Any]) -> None:
+    for args, message in ((("nope",), "requested model 'nope' is not available"),
+                          (("a", "7"), "requested model version is not available for model 'a'")):
+        for protocol, code in (("http", "400"), ("grpc", "StatusCode.INVALID_ARGUMENT")):
+            with pytest.raises(InferenceServerException) as e:
+                clients[protocol].get_inference_statistics(*args)
+            assert (e.value.message(), str(e.value.status())) == (message, code)
+    assert server.get("v2/models/nope/stats") == (400, {"error": "requested model 'nope' is not available"})
+    status, body = server.get("v2/models/a/versions/1/stats")
+    assert status == 200 and [(m["name"], m["version"]) for m in body["model_stats"]] == [("a", "1")]
+    assert all(type(v) is int for v in body["model_stats"][0]["inference_stats"]["success"].values())
+    assert "statistics" in clients["http"].get_server_metadata()["extensions"]

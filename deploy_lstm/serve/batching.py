@@ -41,6 +41,7 @@ class Item:
     key: Hashable  # requests with equal keys may share a batch
     future: Optional[asyncio.Future] = None
     enqueued: float = 0.0
+    model: str = ""  # the model name it was sent to (NAME or NAME_stream): its statistics
 
 
 def plan_batches(items: Sequence[Item], max_rows: int, max_padding: float) -> List[List[Item]]:

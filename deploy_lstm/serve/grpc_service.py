@@ -26,6 +26,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from deploy_lstm.serve.model import VERSION
 from deploy_lstm.serve.registry import ControlError, Registry, check_load_parameters
 from deploy_lstm.errors import InvalidRequest, ModelNotFound
+from deploy_lstm.serve import statistics
 from deploy_lstm.serve.metrics import ServerMetrics, model_label
 from deploy_lstm.serve.protocol import (
     EXTENSIONS,
@@ -200,6 +201,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except Exception as e:
             await self._abort(context, e)
         return service_pb2.RepositoryModelUnloadResponse()
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        """Triton's statistics extension (an empty name: every model and version loaded)."""
+        try:
+            chosen = statistics.select(statistics.loaded(self.registry), request.name, request.version)
+        except InvalidRequest as e:
+            await self._abort(context, e)
+        return statistics.grpc_response(chosen)
 
     async def _infer(self, request: Any) -> Any:
         t0 = time.perf_counter()

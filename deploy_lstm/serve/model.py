@@ -37,6 +37,7 @@ from deploy_lstm.serve.batching import Batcher, Item, Layout
 from deploy_lstm.serve.metrics import ServerMetrics
 from deploy_lstm.serve.protocol import InferRequest, datatype_of, show
 from deploy_lstm.serve.sequences import Sequences, Stream
+from deploy_lstm.serve.statistics import BatchTimes, VersionStatistics, record_batch
 from deploy_lstm.serve.triton_config import VERSION, ImplicitState, SequenceBatching, TritonConfig, TritonTensor, to_json
 
 __all__ = ["ServeOptions", "ServedModel", "choose_artifact", "STREAM_SUFFIX", "VERSION"]
@@ -141,6 +142,8 @@ class ServedModel:
             on_change=self.metrics.live_sequences.labels(self.name, version).set,
             on_expire=self.metrics.expired_sequences.labels(self.name, version).inc,
         )
+        #: Triton's statistics of NAME and NAME_stream at this version (:mod:`~deploy_lstm.serve.statistics`)
+        self.statistics = {n: VersionStatistics(n, version) for n in self.names()}
 
     def limits(self) -> List[str]:
         """What this artifact cannot do here, said at load time (log, config parameters)."""
@@ -336,7 +339,8 @@ class ServedModel:
         if rows_ < 1 or (steps < 1 and any(s is not None for s in self.layout.sequence_axes.values())):
             raise InvalidRequest(f"model {name!r} needs batch >= 1 and sequence >= 1, got batch {rows_}, sequence {steps}")
         self._check_values(feeds, steps)
-        return Item(feeds, rows_, steps, self.layout.key(feeds) if self.batchable else object())  # unbatchable: a key of its own
+        key = self.layout.key(feeds) if self.batchable else object()  # unbatchable: a key of its own
+        return Item(feeds, rows_, steps, key, model=name)
 
     def _fill(self, feeds: Dict[str, np.ndarray], rows: int, steps: int, state: Optional[Dict[str, np.ndarray]]) -> None:
         """Feed what the request left out: a stream's carried state, full lengths, zeros."""
@@ -385,12 +389,21 @@ class ServedModel:
     def run_batch(self, items: Sequence[Item], record: bool = True) -> List[Dict[str, np.ndarray]]:
         """One artifact call for a group of items (on the worker thread); their outputs, split."""
         now = time.perf_counter()
-        feeds = self.layout.join(items, [t.name for t in self.io.inputs])
-        t0 = time.perf_counter()
-        out = self.runner.run(feeds)
+        try:
+            feeds = self.layout.join(items, [t.name for t in self.io.inputs])
+            t0 = time.perf_counter()
+            out = self.runner.run(feeds)
+            t1 = time.perf_counter()
+            split = self.layout.split(out, items, [t.name for t in self.io.outputs])
+        except BaseException:
+            if record:  # Triton's statistics count a failed execution, and its requests as failed
+                record_batch(self.statistics, items, now, time.perf_counter(), None)
+            raise
         if record:
-            self._record(items, now, time.perf_counter() - t0)
-        return self.layout.split(out, items, [t.name for t in self.io.outputs])
+            t2 = time.perf_counter()
+            self._record(items, now, t1 - t0)
+            record_batch(self.statistics, items, now, t2, BatchTimes(t0 - now, t1 - t0, t2 - t1))
+        return split
 
     def _record(self, items: Sequence[Item], now: float, compute_s: float) -> None:
         """A batch's timings (``now``: when it was taken from the queue; ``compute_s``: the runner's call)."""

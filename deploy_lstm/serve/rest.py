@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from deploy_lstm.errors import InvalidRequest, ModelNotFound
-from deploy_lstm.serve import bounded_json
+from deploy_lstm.serve import bounded_json, statistics
 from deploy_lstm.serve.metrics import CONTENT_TYPE_LATEST, ServerMetrics, model_label
 from deploy_lstm.serve.registry import NOT_READY, ControlError, Registry, check_load_parameters
 from deploy_lstm.serve.protocol import (
@@ -156,6 +156,15 @@ class HTTPFrontEnd:
         self.metrics.latency.labels(label, "http", version).observe(time.perf_counter() - t0)
         return Response(payload, media_type=media, headers=answer_headers)
 
+    async def stats(self, request: Request) -> Response:
+        """Triton's statistics extension: ``GET v2/models[/{model}[/versions/{version}]]/stats``."""
+        params = request.path_params
+        try:
+            chosen = statistics.select(statistics.loaded(self.registry), params.get("model", ""), params.get("version", ""))
+        except InvalidRequest as e:
+            return self.error(e)
+        return JSONResponse(statistics.http_json(chosen))
+
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -173,11 +182,13 @@ class HTTPFrontEnd:
             Route("/v2/repository/models/{model}/load", self.control("load"), methods=["POST"]),
             Route("/v2/repository/models/{model}/unload", self.control("unload"), methods=["POST"]),
             Route("/metrics", self.prometheus),
+            Route("/v2/models/stats", self.stats),  # before /v2/models/{model}, which "stats" would match
         ]
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [
                 Route(prefix, self.describe("metadata")),
                 Route(prefix + "/ready", self.model_ready),
+                Route(prefix + "/stats", self.stats),
                 Route(prefix + "/config", self.describe("config")),
                 Route(prefix + "/infer", self.infer, methods=["POST"]),
             ]

@@ -186,6 +186,16 @@ def test_collector_reads_marks_and_languages(tmp_path) -> None:
     assert got == [(3, "python", None), (8, "bash", "needs a CUDA device"), (13, "bash", ""), (17, "text", None)]
 
 
+def test_readme_links_resolve() -> None:
+    """The README is read on its own (on GitHub, in the sdist): its relative links name files that exist."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert local, "no relative link found: the pattern lost them"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
 # --- the site ---------------------------------------------------------------------------------
 
 

@@ -22,7 +22,9 @@ import torch
 
 from deploy_lstm import LSTM, export_onnx
 from deploy_lstm import bench
-from deploy_lstm.bench import lstm_matrix, timing
+from deploy_lstm.bench import bf16 as bf16_bench, lstm_matrix, timing
+from deploy_lstm.check.tolerance import bf16_tolerance
+from deploy_lstm.pipeline import export_folder
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.contract import lstm_io
 from deploy_lstm.errors import ArtifactError, ConfigError, DeployLSTMError
@@ -64,8 +66,9 @@ def smoke(tmp_path_factory):
     root.setLevel(logging.INFO + 1)  # an unusual level: nothing may touch it
     root.setLevel = recording
     try:
+        # bf16=False: the bf16 columns are tested on an export folder below (no second AOTInductor compile here)
         res = bench.benchmark(SMOKE_CONFIGS, SMOKE_SHAPES, threads=1, rounds=ROUNDS, warmup=1, block_ms=2, retries=0,
-                              log=lambda s: None)
+                              bf16=False, log=lambda s: None)
         level_after = root.level
     finally:
         del root.setLevel
@@ -354,6 +357,44 @@ def test_bench_of_an_export_folder_times_its_files_only(tmp_path, int8):
             assert r[bench.ORT_INT8] == {"backend": bench.ORT_INT8, "reason": "the export folder has no model.int8.onnx", "stage": "build"}
 
 
+def test_bf16_columns_show_the_error_against_float32_and_a_verdict_beside_the_speed(tmp_path):
+    """A folder with model.ts and model.bf16.ts (no AOTInductor compile: quick): the bf16 artifact
+    is timed, its error against float32 nn.LSTM measured per case (a stream: its final state)
+    within the export rule's tolerance, and the report's bf16 table gives its verdict."""
+    torch.manual_seed(3)
+    folder = tmp_path / "f"
+    export_folder(LSTM(4, 8).eval(), folder, artifacts=["torchscript"], precision="bf16", force_bf16=True, devices=("cpu",))
+    res = bench.measure(_args(str(folder), "--quick", "--rounds", "1", "--threads", "1", "--out", str(tmp_path / "o")))
+    assert res["settings"]["bf16"] is True
+    for case in res["cases"]:
+        r, err = case["results"], case["bf16_error"]
+        assert "median_ms" in r[bench.TS_BF16] and "ratio_vs_nn" in r[bench.TS_BF16], r[bench.TS_BF16]
+        assert r[bench.AOTI_BF16]["reason"] == "the export folder has no model.bf16.pt2"
+        assert r[bench.TS_BF16]["reference_fraction"] is None  # not float32 work: outside the reference
+        e = err[bench.TS_BF16]
+        assert set(err) == {bench.TS_BF16} and e["atol"] == pytest.approx(bf16_tolerance(load(folder).model_spec().model, case["steps"]))
+        assert 1e-6 < e["max_abs"] <= e["atol"] and 0 < e["mean_abs"] <= e["max_abs"], e  # bf16's error, not float32's
+    md = bench.to_markdown(res)
+    assert "## bf16: speed and accuracy" in md and f"Worth it at >= {bench.BF16_WORTH_IT:g}x" in md
+    rows = [line for line in md.splitlines() if f"| {bench.TS_BF16} |" in line and not line.startswith("| config |")]
+    assert len(rows) == len(res["cases"])
+    for case, row in zip(res["cases"], rows):
+        best = min(case["results"][n]["median_ms"] for n in bf16_bench.FLOAT32_ARTIFACTS if "median_ms" in case["results"][n])
+        speedup = best / case["results"][bench.TS_BF16]["median_ms"]
+        verdict = "worth it" if speedup >= bench.BF16_WORTH_IT else "not worth it"
+        assert row.startswith(f"| {case['config']} | {case['shape']} | ") and f"| {speedup:.2f}x |" in row, row
+        assert row.endswith(f"| {verdict} |"), row
+
+
+def test_bf16_verdict_needs_the_speedup_and_the_tolerance():
+    assert bench.bf16_advice(bench.BF16_WORTH_IT, 1e-3, 2e-3).startswith("worth it: 1.25x faster")
+    assert bench.bf16_advice(1.1, 1e-3, 2e-3).startswith("not worth it: only 1.10x faster")
+    assert bench.bf16_advice(3.0, 3e-3, 2e-3).startswith("not worth it: max error 3.0e-03 (tolerance 2.0e-03) is outside")
+    assert bench.bf16_advice(3.0, float("nan"), 2e-3).startswith("not worth it")  # a NaN is never within tolerance
+    with pytest.raises(ValueError, match="do not match"):
+        bf16_bench.case_error((torch.zeros(2, 3), (torch.zeros(1, 3), torch.zeros(1, 3))), [torch.zeros(2, 3), torch.zeros(1, 3)])
+
+
 def test_the_folder_benchmark_times_every_artifact_through_its_runner(tmp_path):
     """benchmark_model (deploy-lstm export --bench) opens each artifact through the runtime's
     runner: every one gets a number, none is n/a, each a ratio to the original nn.LSTM."""
@@ -455,6 +496,20 @@ def test_targets_verdicts_count_a_missing_backend_as_missed():
     assert "## Targets (same-run ratios of medians)" in md and "## Targets (same-run ratios of p10" in md
     assert f"| {vs_nn} | 1/2 MISSED | b (N=32) | 1.20x | 1.0x |" in md
     assert f"| {int8} | 1/2 MISSED | b (N=32) | not measured ({bench.ORT_INT8}: it broke) | 1.5x |" in md
+
+
+def test_the_bf16_target_takes_the_fastest_bf16_artifact_without_projection():
+    targets = _load_targets()
+    name = f"fastest bf16 artifact <= 0.7x {bench.NN} (no projection, N=1 and N=32)"
+    one = _case("a", 1, 0, **{bench.NN: 10.0, bench.AOTI_BF16: 8.0, bench.TS_BF16: 6.0})  # ts-bf16 is the fastest: 0.6x
+    many = _case("a", 32, 0, **{bench.NN: 10.0, bench.AOTI_BF16: 7.5, bench.TS_BF16: None})  # only aoti-bf16: 0.75x
+    gone = _case("b", 32, 0, **{bench.NN: 10.0, bench.AOTI_BF16: None, bench.TS_BF16: None})
+    proj = _case("p", 32, 128, **{bench.NN: 10.0, bench.AOTI_BF16: 20.0})  # projection: not this target's case
+    got = {v["case"]: v for v in targets.check([one, many, gone, proj]) if v["target"] == name}
+    assert sorted(got) == ["a (N=1)", "a (N=32)", "b (N=32)"]
+    assert got["a (N=1)"]["met"] and got["a (N=1)"]["ratio"] == pytest.approx(0.6)
+    assert not got["a (N=32)"]["met"] and got["a (N=32)"]["ratio"] == pytest.approx(0.75)
+    assert not got["b (N=32)"]["met"] and got["b (N=32)"]["missing"] == f"{bench.AOTI_BF16}: it broke"
 
 
 @pytest.mark.parametrize("cell", ["peephole", "layernorm", "cell_gated"])

@@ -65,6 +65,47 @@ def test_each_target_gets_its_fastest_validated_artifact_by_geometric_mean():
     assert allowed["targets"]["cpp"]["artifact"] == "aoti"  # C++ cannot run ONNX
 
 
+BF16_TIMES = {**TIMES, "aotinductor bf16 (.bf16.pt2)": [0.5, 0.6], "torchscript bf16 (.bf16.ts)": [0.7, 0.7]}
+BF16_ALL = ALL + ["aoti-bf16", "torchscript-bf16"]
+
+
+def _bf16_report(aoti_bf16: bool = True) -> Dict[str, Any]:
+    report = _report(onnx=True, torchscript=True, aoti=True, onnx_int8=True)
+    report["checks"] += [{"backend": "aotinductor-bf16", "passed": aoti_bf16}, {"backend": "torchscript-bf16", "passed": True}]
+    return report
+
+
+def test_a_bf16_artifact_is_chosen_only_with_allow_bf16_and_otherwise_named_with_its_gain():
+    rec = recommend.recommend(_res(BF16_TIMES), BF16_ALL, _bf16_report(), LABELS)
+    t = rec["targets"]
+    assert t["python"]["artifact"] == "aoti" and t["cpp"]["artifact"] == "aoti" and not rec["allow_bf16"]
+    bf16 = (0.5 * 0.6) ** 0.5  # aoti-bf16's geometric mean: the faster of the two bf16 artifacts
+    for target in ("python", "cpp"):
+        why = t[target]["why"]
+        assert f"aoti-bf16 would be {bf16:.2f}x ({t[target]['ratio'] / bf16:.2f}x faster)" in why and "--allow-bf16" in why, why
+    assert "bf16" not in t["server"]["why"]  # the server runs ONNX: no bf16 artifact to offer there
+    allowed = recommend.recommend(_res(BF16_TIMES), BF16_ALL, _bf16_report(), LABELS, allow_bf16=True)
+    assert allowed["allow_bf16"] and allowed["targets"]["cpp"]["artifact"] == "aoti-bf16"
+    assert allowed["targets"]["cpp"]["backend"] == "aotinductor bf16 (.bf16.pt2)"
+    assert allowed["targets"]["python"]["artifact"] == "aoti-bf16"
+    assert allowed["targets"]["server"]["artifact"] == "onnx"  # --allow-bf16 does not allow int8
+    both = recommend.recommend(_res(BF16_TIMES), BF16_ALL, _bf16_report(), LABELS, allow_bf16=True, allow_int8=True)
+    assert both["targets"]["python"]["artifact"] == "onnx-int8"  # 0.35x beats bf16's 0.55x
+
+
+def test_a_bf16_artifact_that_failed_validation_is_never_chosen():
+    rec = recommend.recommend(_res(BF16_TIMES), BF16_ALL, _bf16_report(aoti_bf16=False), LABELS, allow_bf16=True)
+    cpp = rec["targets"]["cpp"]
+    assert cpp["artifact"] == "torchscript-bf16" and cpp["others"]["aoti-bf16"] == "failed validation"
+
+
+def test_only_bf16_timed_and_not_allowed_says_what_it_would_be():
+    times = {"aotinductor bf16 (.bf16.pt2)": [0.5, 0.6]}
+    report = {"checks": [{"backend": "aotinductor-bf16", "passed": True}]}
+    cpp = recommend.recommend(_res(times), ["weights", "aoti-bf16"], report, LABELS)["targets"]["cpp"]
+    assert cpp["artifact"] is None and "aoti-bf16: 0.55x, not allowed (bench --allow-bf16)" in cpp["why"], cpp["why"]
+
+
 def _device(ratio, reason: str = "it broke") -> Dict[str, Any]:
     """``res["device"]``: one chunk of model.pte timed against nn.LSTM (ratio None: it could not run)."""
     pte = {"median_ms": ratio} if ratio is not None else {"backend": "pte", "reason": reason}

@@ -12,6 +12,7 @@ this room).  The modules, by job:
   pauses, the CPU other processes used), the machine and its sgemm reference;
 * :mod:`~deploy_lstm.bench.backends`: what is timed, and how each backend is built;
 * :mod:`~deploy_lstm.bench.lstm_matrix`, :mod:`~deploy_lstm.bench.whole_model`: the two benchmarks;
+* :mod:`~deploy_lstm.bench.bf16`: the bf16 artifacts' error beside their speed, and a verdict;
 * :mod:`~deploy_lstm.bench.memory`: peak memory per session and export, in fresh processes;
 * :mod:`~deploy_lstm.bench.report`: markdown, the chart (matplotlib, only when drawn), files;
 * :mod:`~deploy_lstm.bench.recommend`: the choice per target, a pure function of the results.
@@ -29,9 +30,10 @@ _FACE = {
     **dict.fromkeys(["add_arguments", "run", "measure", "parse_config", "record_recommendation"], "command"),
     **dict.fromkeys(["Call", "Unavailable", "SGEMM_N", "machine", "sgemm_reference", "measure_case", "measure_quietly"], "timing"),
     **dict.fromkeys(["NN", "EAGER", "TS_LOOP", "TS_FUSED", "TS_USER", "AOTI", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8",
-                     "BACKENDS", "NOT_FLOAT32", "ARTIFACT_OF", "Shape", "Sources", "make_inputs", "export_nn_lstm"], "backends"),
+                     "AOTI_BF16", "TS_BF16", "BF16_BACKENDS", "BACKENDS", "NOT_FLOAT32", "ARTIFACT_OF", "Shape", "Sources", "make_inputs", "export_nn_lstm"], "backends"),
     **dict.fromkeys(["FLOP_FORMULA", "FULL_SHAPES", "QUICK_SHAPES", "matrix", "flops", "benchmark"], "lstm_matrix"),
     **dict.fromkeys(["MODEL_CASES", "ORIGINAL", "MODEL_BACKENDS", "ARTIFACT_LABELS", "folder_signature", "benchmark_model"], "whole_model"),
+    **dict.fromkeys(["BF16_WORTH_IT", "bf16_advice", "bf16_markdown"], "bf16"),
     **dict.fromkeys(["measure_memory", "memory_markdown"], "memory"),
     **dict.fromkeys(["config_name", "to_markdown", "plot", "write_results", "model_markdown", "write_model_results"], "report"),
 }
@@ -42,9 +44,9 @@ __all__ = sorted(_FACE)
 def __getattr__(name: str) -> Any:
     if name not in _FACE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from deploy_lstm.bench import backends, command, lstm_matrix, memory, report, timing, whole_model
+    from deploy_lstm.bench import backends, bf16, command, lstm_matrix, memory, report, timing, whole_model
 
-    modules = {"backends": backends, "command": command, "lstm_matrix": lstm_matrix, "memory": memory,
+    modules = {"backends": backends, "bf16": bf16, "command": command, "lstm_matrix": lstm_matrix, "memory": memory,
                "report": report, "timing": timing, "whole_model": whole_model}
     value = getattr(modules[_FACE[name]], name)
     globals()[name] = value

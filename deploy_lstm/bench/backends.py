@@ -48,7 +48,7 @@ from deploy_lstm.runtime.torchscript import TorchScriptRunner
 
 __all__ = [
     "NN", "EAGER", "TS_LOOP", "TS_FUSED", "TS_USER", "AOTI", "ORT_DYNAMO", "ORT_TS", "ORT_NN", "ORT_INT8", "BACKENDS",
-    "NOT_FLOAT32", "ORT_EXPORTERS", "ARTIFACT_OF", "Shape", "Inputs", "make_inputs", "MakeCall", "Sources",
+    "AOTI_BF16", "TS_BF16", "BF16_BACKENDS", "NOT_FLOAT32", "ORT_EXPORTERS", "ARTIFACT_OF", "Shape", "Inputs", "make_inputs", "MakeCall", "Sources",
     "build_backends", "export_nn_lstm", "torch_call", "ort_call", "aoti_call",
 ]
 
@@ -62,15 +62,19 @@ ORT_DYNAMO = "ort: ours (dynamo)"
 ORT_TS = "ort: ours (torchscript)"
 ORT_NN = "ort: nn.LSTM export"
 ORT_INT8 = "ort: ours int8"
-BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, TS_USER, AOTI, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8]
+AOTI_BF16 = "aotinductor bf16 (.bf16.pt2)"
+TS_BF16 = "torchscript bf16 (.bf16.ts)"
+BACKENDS = [NN, EAGER, TS_LOOP, TS_FUSED, TS_USER, AOTI, ORT_DYNAMO, ORT_TS, ORT_NN, ORT_INT8, AOTI_BF16, TS_BF16]
+#: the bf16 backends: each LSTM in bfloat16 behind a float32 boundary (``precision="bf16"``)
+BF16_BACKENDS = (AOTI_BF16, TS_BF16)
 ORT_EXPORTERS = {ORT_DYNAMO: "dynamo", ORT_TS: "torchscript"}
 #: the export folder's artifact kind each backend times (the others are references)
 ARTIFACT_OF = {TS_LOOP: "torchscript", TS_FUSED: "torchscript", AOTI: "aoti", ORT_DYNAMO: "onnx", ORT_TS: "onnx",
-               ORT_INT8: "onnx-int8"}
+               ORT_INT8: "onnx-int8", AOTI_BF16: "aoti-bf16", TS_BF16: "torchscript-bf16"}
 
 #: backends that do not compute in float32: their GFLOP/s are float-equivalent (the same
 #: count), and they are neither part of nor compared with the float32 reference
-NOT_FLOAT32 = frozenset({ORT_INT8})
+NOT_FLOAT32 = frozenset({ORT_INT8, *BF16_BACKENDS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,10 +130,11 @@ def torch_call(module: Callable[..., Any], native: bool) -> MakeCall:
             return lambda: call(x, h0, c0)
         steps = inp.steps(x)
 
-        def stream() -> None:
+        def stream() -> Tuple[torch.Tensor, torch.Tensor]:
             h, c = h0, c0
             for xt in steps:
                 _, (h, c) = call(xt, h, c)
+            return h, c  # the final state: what a stream's error is measured on
 
         return stream
 
@@ -173,10 +178,11 @@ def aoti_call(package: AotiPackage) -> MakeCall:
             return lambda: run([x, h0, c0, *full])
         steps, one = inp.steps(x), ([torch.ones(N, dtype=torch.int64)] if lengths else [])
 
-        def stream() -> None:
+        def stream() -> Tuple[torch.Tensor, torch.Tensor]:
             h, c = h0, c0
             for xt in steps:
                 _, h, c = run([xt, h, c, *one])
+            return h, c
 
         return stream
 
@@ -232,6 +238,8 @@ class Sources:
     torchscript: Optional[Tuple[bool, Path]] = None  # (fused, path)
     int8: Optional[Path] = None
     aoti: Optional[Path] = None
+    aoti_bf16: Optional[Path] = None
+    torchscript_bf16: Optional[Path] = None
     folder: Optional[Path] = None
 
 
@@ -307,6 +315,21 @@ class _Build:
             return aoti_call(AotiPackage(self.sources.aoti)) if self.sources.aoti is not None else self.missing(AOTI, "aoti")
         return aoti_call(AotiPackage(export_aoti(self.ours, self.workdir / "model.pt2")))
 
+    def bf16(self, name: str) -> _Made:
+        """A bf16 artifact (float32 boundary): the folder's file, or exported here with ``precision="bf16"``."""
+        aoti = name == AOTI_BF16
+        if self.from_folder:
+            path = self.sources.aoti_bf16 if aoti else self.sources.torchscript_bf16
+            if path is None:
+                return self.missing(name, ARTIFACT_OF[name])
+        elif aoti:
+            path = export_aoti(self.ours, self.workdir / FILES["aoti-bf16"], precision="bf16")
+        else:
+            path = export_torchscript(self.ours, self.workdir / FILES["torchscript-bf16"], fused=True, precision="bf16")
+        if aoti:
+            return aoti_call(AotiPackage(path))
+        return torch_call(TorchScriptRunner(path).module.eval(), native=False)
+
     def onnx(self, name: str, exporter: str) -> _Made:
         if exporter not in self.onnx_paths:
             if self.from_folder and self.sources.onnx is None:
@@ -332,9 +355,13 @@ class _Build:
         return made
 
 
-def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Sources, log: Callable[[str], None]
-                   ) -> Tuple[Built, Dict[str, Any], Optional[Dict[str, Any]]]:
-    """({backend: MakeCall | Unavailable}, {backend: ONNX recurrent ops}, int8's error) for one configuration.
+def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Sources, log: Callable[[str], None],
+                   bf16: bool = True) -> Tuple[Built, Dict[str, Any], Optional[Dict[str, Any]], LSTM]:
+    """({backend: MakeCall | Unavailable}, {backend: ONNX recurrent ops}, int8's error, the model) for one configuration.
+
+    The model is the float32 ``deploy_lstm.LSTM`` every artifact was made from (the bf16
+    tolerance follows from its weights).  ``bf16=False``: the bf16 backends are not built
+    (recorded as not asked for).
 
     int8's error is :func:`deploy_lstm.check.int8.int8_error` of the int8 model against the
     float32 ONNX model it was made from (None without an int8 model), so the report can put
@@ -356,4 +383,9 @@ def build_backends(cfg: LSTMConfig, workdir: Path, threads: int, sources: Source
         b.attempt(name, lambda name=name, exporter=exporter: b.onnx(name, exporter))
     b.attempt(ORT_NN, lambda: b.session(ORT_NN, export_nn_lstm(b.reference, workdir / "nn_lstm.onnx")))
     b.attempt(ORT_INT8, b.int8)
-    return b.built, b.graphs, b.int8_accuracy
+    for name in BF16_BACKENDS:
+        if bf16:
+            b.attempt(name, lambda name=name: b.bf16(name))
+        else:
+            b.built[name] = Unavailable(name, "bf16 not asked for (bf16=False)")
+    return b.built, b.graphs, b.int8_accuracy, b.ours

@@ -108,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per configuration and shape (default 7; --quick 3)")
     parser.add_argument("--allow-int8", action="store_true",
                         help="let the int8 model be recommended (by default only artifacts exact to float32 tolerance are)")
+    parser.add_argument("--allow-bf16", action="store_true",
+                        help="let a bf16 artifact (model.bf16.pt2, model.bf16.ts) be recommended (by default only artifacts "
+                             "exact to float32 tolerance are; the recommendation says what bf16 would gain)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the memory measurements of an export folder (a fresh process per artifact: about 5 s each)")
     parser.add_argument("--no-record", dest="record", action="store_false",
@@ -134,6 +137,10 @@ def _folder_sources(path: Path) -> Tuple[LSTMConfig, Sources]:
         sources.int8 = folder.file("onnx-int8")
     if folder.has("aoti"):
         sources.aoti = folder.file("aoti")
+    if folder.has("aoti-bf16"):
+        sources.aoti_bf16 = folder.file("aoti-bf16")
+    if folder.has("torchscript-bf16"):
+        sources.torchscript_bf16 = folder.file("torchscript-bf16")
     return cfg, sources
 
 
@@ -178,11 +185,12 @@ def measure(args: argparse.Namespace, checkpoint: Optional[Callable[[Dict[str, A
     return res
 
 
-def record_recommendation(folder: ExportFolder, res: Dict[str, Any], *, allow_int8: bool = False,
+def record_recommendation(folder: ExportFolder, res: Dict[str, Any], *, allow_int8: bool = False, allow_bf16: bool = False,
                           write: bool = True) -> Dict[str, Any]:
     """Recommend an artifact per target from ``res`` (a benchmark of ``folder``), store it in
     ``res["recommendation"]`` and, with ``write``, in the export folder (``ExportFolder.record``)."""
-    rec = recommend.recommend(res, list(folder.artifacts), folder.report, ARTIFACT_LABELS, allow_int8=allow_int8)
+    rec = recommend.recommend(res, list(folder.artifacts), folder.report, ARTIFACT_LABELS, allow_int8=allow_int8,
+                                allow_bf16=allow_bf16)
     res["recommendation"] = rec
     if write:
         folder.record("recommendation", rec)
@@ -198,7 +206,8 @@ def _decide(folder: ExportFolder, res: Dict[str, Any], args: argparse.Namespace)
     its processes would disturb them); returns the report's sections."""
     if folder.has("executorch") and folder.config is not None:  # the device target's timing: one chunk of model.pte against nn.LSTM
         res["device"] = time_chunk(folder, rounds=args.rounds or (3 if args.quick else 7))
-    rec = record_recommendation(folder, res, allow_int8=args.allow_int8, write=args.record)
+    rec = record_recommendation(folder, res, allow_int8=args.allow_int8,
+                               allow_bf16=getattr(args, "allow_bf16", False), write=args.record)
     sections = [recommend.to_markdown(rec)]
     if args.memory:
         res["memory"] = measure_memory(folder.path, log=_log)

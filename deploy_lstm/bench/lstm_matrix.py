@@ -4,8 +4,10 @@ Backends per LSTM configuration (:mod:`deploy_lstm.bench.backends`): ``torch.nn.
 eager (the baseline of every ratio), ``deploy_lstm`` eager, ``deploy_lstm`` TorchScript
 reloaded from file (the static loop and ``fused=True``), onnxruntime on our export
 (dynamo and TorchScript exporters), onnxruntime on ``nn.LSTM``'s own
-``torch.onnx.export(dynamo=False)``, and onnxruntime on the int8 (``quantize_int8``)
-model.  A backend that cannot be built or run is recorded as data (``Unavailable``:
+``torch.onnx.export(dynamo=False)``, onnxruntime on the int8 (``quantize_int8``)
+model, and the bf16 artifacts (``precision="bf16"``: AOTInductor and TorchScript, each
+with its error against float32 ``nn.LSTM`` on the case's inputs, :mod:`deploy_lstm.bench.bf16`).
+A backend that cannot be built or run is recorded as data (``Unavailable``:
 backend, reason, stage).
 
 Shapes: ``stream`` (one step per call, carrying (h, c)), or a whole sequence (N, T)
@@ -31,9 +33,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from deploy_lstm.bench.backends import BACKENDS, NN, NOT_FLOAT32, Shape, Sources, build_backends, make_inputs
+from deploy_lstm.bench.backends import BACKENDS, BF16_BACKENDS, NN, NOT_FLOAT32, Shape, Sources, build_backends, make_inputs
+from deploy_lstm.bench.bf16 import case_error
 from deploy_lstm.bench.report import config_name
 from deploy_lstm.bench.timing import SGEMM_N, Call, Timed, Unavailable, machine, measure_quietly, sgemm_reference
+from deploy_lstm.check.tolerance import bf16_tolerance
 from deploy_lstm.errors import ConfigError
 from deploy_lstm.nn.config import LSTMConfig
 
@@ -97,6 +101,7 @@ def benchmark(
     max_interference: float = 0.05,
     retry_wait_s: float = 5.0,
     sources: Optional[Sources] = None,
+    bf16: bool = True,
     log: Callable[[str], None] = print,
     checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> Dict[str, Any]:
@@ -118,6 +123,7 @@ def benchmark(
             other processes used more than ``max_interference`` of the CPU (from
             ``/proc/stat``) is measured again, up to ``retries`` times after
             ``retry_wait_s``; the least disturbed attempt is kept.
+        bf16: time the bf16 artifacts too (their error against float32 nn.LSTM beside them).
         log: progress lines.
         checkpoint: called with the results so far after each configuration.
 
@@ -131,7 +137,7 @@ def benchmark(
     _check_settings(threads, rounds, warmup, block_ms, max_calls, pause_ms, retries, max_interference)
     sources = sources or Sources()
     settings = {"threads": threads, "rounds": rounds, "warmup": warmup, "block_ms": block_ms, "max_calls": max_calls,
-                "pause_ms": pause_ms, "retries": retries, "max_interference": max_interference, "configs": len(configs),
+                "pause_ms": pause_ms, "bf16": bf16, "retries": retries, "max_interference": max_interference, "configs": len(configs),
                 "shapes": [s.name for s in shapes], "folder": str(sources.folder) if sources.folder else None}
     quiet = dict(retries=retries, max_interference=max_interference, retry_wait_s=retry_wait_s, rounds=rounds,
                  warmup=warmup, block_s=block_ms / 1e3, max_calls=max_calls, pause_s=pause_ms / 1e3)
@@ -152,7 +158,7 @@ def benchmark(
                 log(f"[{k + 1}/{len(configs)}] {config_name(cfg)}")
                 workdir = Path(tmp) / str(k)
                 workdir.mkdir()
-                cases += _run_config(cfg, shapes, workdir, threads, sources, rng, graphs, log, **quiet)
+                cases += _run_config(cfg, shapes, workdir, threads, sources, rng, graphs, log, bf16=bf16, **quiet)
                 gc.collect()  # this configuration's onnxruntime sessions are gone with _run_config's frame
                 if checkpoint is not None:
                     checkpoint(results())
@@ -164,10 +170,10 @@ def benchmark(
 
 def _run_config(
     cfg: LSTMConfig, shapes: Sequence[Shape], workdir: Path, threads: int, sources: Sources, rng: np.random.Generator,
-    graphs: Dict[str, Any], log: Callable[[str], None], **quiet: Any,
+    graphs: Dict[str, Any], log: Callable[[str], None], bf16: bool = True, **quiet: Any,
 ) -> List[Dict[str, Any]]:
     """Build one configuration's backends, time every shape (:func:`measure_quietly`), and let the sessions go."""
-    built, graphs[config_name(cfg)], int8_accuracy = build_backends(cfg, workdir, threads, sources, log)
+    built, graphs[config_name(cfg)], int8_accuracy, model = build_backends(cfg, workdir, threads, sources, log, bf16=bf16)
     cases = []
     with torch.inference_mode():
         for shape in shapes:
@@ -180,14 +186,31 @@ def _run_config(
                     res[name] = b
                 else:
                     calls[name] = b(inp)
+            errors = bf16_errors(calls, model, shape.steps)  # before timing: one call each
             measured, interference = measure_quietly(calls, log=log, label=shape.name, **quiet)
             res.update(measured)
             cases.append(case_result(cfg, shape, {n: res[n] for n in BACKENDS}))
             if int8_accuracy is not None:
                 cases[-1]["int8_error"] = int8_accuracy
+            if errors:
+                cases[-1]["bf16_error"] = errors
             cases[-1]["interference"] = interference
             log(f"  {shape.name}: " + ", ".join(f"{n}={r['median_ms']:.2f}ms" for n, r in cases[-1]["results"].items() if "median_ms" in r))
     return cases
+
+
+def bf16_errors(calls: Dict[str, Call], model: Any, steps: int) -> Dict[str, Dict[str, Any]]:
+    """{bf16 backend: its error against nn.LSTM float32 on these inputs (:func:`~deploy_lstm.bench.bf16.case_error`)
+    and ``atol``, the export rule's tolerance at ``steps``} for the bf16 backends among ``calls``."""
+    names = [n for n in BF16_BACKENDS if n in calls]
+    if not names or NN not in calls:
+        return {}
+    want = calls[NN]()
+    try:
+        atol: Optional[float] = bf16_tolerance(model, sequence=steps)
+    except Exception:  # a model the rule does not cover: the error is still shown, without a tolerance
+        atol = None
+    return {n: {**case_error(calls[n](), want), "atol": atol} for n in names}
 
 
 def case_result(cfg: LSTMConfig, shape: Shape, res: Timed) -> Dict[str, Any]:

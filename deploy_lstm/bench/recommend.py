@@ -21,7 +21,10 @@ The rules:
   a folder without a ``model.pte`` has no "device" entry;
 * the int8 model computes something else (within its own tolerance): it is
   recommended only when asked (``allow_int8``); otherwise the entry says what it would
-  have gained.
+  have gained;
+* so do the bf16 artifacts (:data:`BF16_KINDS`, LSTMs in bfloat16 behind a float32
+  boundary, validated at their own tolerance): recommended only with ``allow_bf16``;
+  otherwise the entry says what the fastest of them would have gained.
 """
 
 from __future__ import annotations
@@ -34,11 +37,15 @@ __all__ = ["TARGETS", "recommend", "to_markdown"]
 
 #: per target, the artifact kinds it can run, in order of preference on a tie
 TARGETS: Dict[str, Tuple[str, ...]] = {
-    "python": ("onnx", "torchscript", "aoti", "onnx-int8"),
-    "cpp": ("torchscript", "aoti"),
+    "python": ("onnx", "torchscript", "aoti", "onnx-int8", "aoti-bf16", "torchscript-bf16"),
+    "cpp": ("torchscript", "aoti", "aoti-bf16", "torchscript-bf16"),
     "server": ("onnx", "onnx-int8"),
     "device": ("executorch",),
 }
+
+#: the reduced-precision kinds, each chosen only when allowed: {kind: the flag that allows it}
+INT8_KINDS = ("onnx-int8",)
+BF16_KINDS = ("aoti-bf16", "torchscript-bf16")
 
 #: kinds timed per chunk (``res["device"]``), not over the benchmark's shapes
 PER_CHUNK = ("executorch",)
@@ -53,6 +60,8 @@ VALIDATED_AS: Dict[str, str] = {
     "aoti": "aotinductor",
     "onnx-int8": "onnxruntime-int8",
     "executorch": "executorch",
+    "aoti-bf16": "aotinductor-bf16",
+    "torchscript-bf16": "torchscript-bf16",
 }
 
 def _case_name(case: Mapping[str, Any]) -> str:
@@ -94,7 +103,7 @@ def _timed(cases: Sequence[Mapping[str, Any]], artifacts: Sequence[str], labels:
 
 def recommend(
     res: Mapping[str, Any], artifacts: Sequence[str], report: Optional[Mapping[str, Any]], labels: Mapping[str, str],
-    *, allow_int8: bool = False,
+    *, allow_int8: bool = False, allow_bf16: bool = False,
 ) -> Dict[str, Any]:
     """One recommendation per target from a benchmark of an export folder.
 
@@ -106,6 +115,7 @@ def recommend(
         labels: {benchmark backend label: the artifact kind it times}
             (``deploy_lstm.bench.ARTIFACT_LABELS``); other labels are references.
         allow_int8: let the int8 model be recommended.
+        allow_bf16: let a bf16 artifact be recommended.
 
     Returns:
         ``{"measured", "machine", "threads", "baseline", "shapes", "targets": {target:
@@ -140,12 +150,13 @@ def recommend(
     for target, kinds in TARGETS.items():
         if target in OPTIONAL_TARGETS and not set(kinds) & set(artifacts):
             continue
-        usable = [k for k in kinds if k in scores and (allow_int8 or k != "onnx-int8")]
+        usable = [k for k in kinds if k in scores and _allowed(k, allow_int8, allow_bf16)]
         others: Dict[str, Any] = {
             k: (round(scores[k], 4) if k in scores else reasons.get(k, "not in the folder")) for k in kinds if k in artifacts
         }
         if not usable:
-            why = "; ".join(f"{k}: {v}" for k, v in others.items() if not isinstance(v, float)) or "the folder has none of " + ", ".join(kinds)
+            why = "; ".join(f"{k}: {v}" if not isinstance(v, float) else f"{k}: {v:.2f}x, not allowed (bench --allow-"
+                            f"{'int8' if k in INT8_KINDS else 'bf16'})" for k, v in others.items()) or "the folder has none of " + ", ".join(kinds)
             targets[target] = {"artifact": None, "backend": None, "ratio": None, "ratios": {}, "why": f"no candidate ({why})",
                                "others": others}
             continue
@@ -153,9 +164,7 @@ def recommend(
         label, ratios = timed[best]
         over = f"one chunk, {next(iter(ratios))}" if best in PER_CHUNK else f"geometric mean over {len(ratios)} shapes"
         why = f"fastest of {', '.join(usable)} that passed validation: {scores[best]:.2f}x the eager torch.nn model ({over})"
-        if not allow_int8 and "onnx-int8" in kinds and "onnx-int8" in scores and scores["onnx-int8"] < scores[best]:
-            why += (f"; the int8 model would be {scores['onnx-int8']:.2f}x ({scores[best] / scores['onnx-int8']:.2f}x faster) at its "
-                    "own accuracy: bench --allow-int8 to let it be chosen")
+        why += _would_gain(kinds, scores, best, allow_int8, allow_bf16)
         targets[target] = {"artifact": best, "backend": label, "ratio": round(scores[best], 4),
                            "ratios": {k: round(v, 4) for k, v in ratios.items()}, "why": why, "others": others}
     machine = res.get("machine", {})
@@ -165,9 +174,28 @@ def recommend(
         "threads": res.get("settings", {}).get("threads"),
         "baseline": "torch.nn.LSTM eager" if ratio_key == "ratio_vs_nn" else "the model with torch.nn LSTMs, eager",
         "allow_int8": allow_int8,
+        "allow_bf16": allow_bf16,
         "shapes": shapes,
         "targets": targets,
     }
+
+
+def _allowed(kind: str, allow_int8: bool, allow_bf16: bool) -> bool:
+    return (allow_int8 or kind not in INT8_KINDS) and (allow_bf16 or kind not in BF16_KINDS)
+
+
+def _would_gain(kinds: Sequence[str], scores: Mapping[str, float], best: str, allow_int8: bool, allow_bf16: bool) -> str:
+    """What each reduced precision not allowed would have gained over ``best``: "" when nothing."""
+    out = ""
+    if not allow_int8 and "onnx-int8" in kinds and "onnx-int8" in scores and scores["onnx-int8"] < scores[best]:
+        out += (f"; the int8 model would be {scores['onnx-int8']:.2f}x ({scores[best] / scores['onnx-int8']:.2f}x faster) at its "
+                "own accuracy: bench --allow-int8 to let it be chosen")
+    bf16 = [k for k in BF16_KINDS if k in kinds and k in scores]
+    fastest = min(bf16, key=lambda k: scores[k], default=None)
+    if not allow_bf16 and fastest is not None and scores[fastest] < scores[best]:
+        out += (f"; the bf16 artifact {fastest} would be {scores[fastest]:.2f}x ({scores[best] / scores[fastest]:.2f}x faster) "
+                "at its own accuracy (bfloat16 LSTMs): bench --allow-bf16 to let it be chosen")
+    return out
 
 
 def to_markdown(rec: Mapping[str, Any]) -> str:

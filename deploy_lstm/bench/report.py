@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from deploy_lstm.nn.config import LSTMConfig
 from deploy_lstm.formats.files import atomic_path
 from deploy_lstm.bench.backends import ORT_DYNAMO, ORT_INT8
+from deploy_lstm.bench.bf16 import bf16_markdown
 from deploy_lstm.bench.timing import Unavailable
 from deploy_lstm.check.int8 import INT8_WORTH_IT, int8_advice
 from deploy_lstm.formats import strict_json
@@ -78,7 +79,7 @@ def to_markdown(res: Dict[str, Any], sections: Sequence[str] = ()) -> str:
     lines += [
         "", "Cells: median ms (ratio to nn.LSTM eager) [p10-p90 ms]. `stream` = one call per step carrying (h, c), "
         "time for all steps. Last column: GFLOP/s of the fastest float32 backend and its % of the reference "
-        "(int8 computes in int8: its float-equivalent GFLOP/s are in results.json, outside the reference).", "",
+        "(int8 and bf16 compute in lower precision: their float-equivalent GFLOP/s are in results.json, outside the reference).", "",
     ]
     names = list(res["backends"])
     lines.append("| config | shape | " + " | ".join(names) + " | best GFLOP/s (% of ref) |")
@@ -108,6 +109,7 @@ def to_markdown(res: Dict[str, Any], sections: Sequence[str] = ()) -> str:
         lines += ["", f"No chart: {chart['reason']}."]
     lines += ["", "FLOPs: " + res["flop_formula"]]
     lines += int8_markdown(res)
+    lines += bf16_markdown(res)
     for section in sections:
         lines += ["", section.rstrip("\n")]
     return "\n".join(lines) + "\n"

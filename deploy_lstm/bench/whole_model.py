@@ -34,7 +34,8 @@ __all__ = ["MODEL_CASES", "ORIGINAL", "MODEL_BACKENDS", "ARTIFACT_LABELS", "Bind
 MODEL_CASES: Tuple[Tuple[int, int], ...] = ((1, 32), (16, 64))
 ORIGINAL = "original (torch.nn LSTMs) eager"
 #: the whole-model benchmark's backend label of each artifact kind
-MODEL_BACKENDS = {"torchscript": "torchscript", "onnx": "onnxruntime", "aoti": "aotinductor", "onnx-int8": "onnxruntime-int8"}
+MODEL_BACKENDS = {"torchscript": "torchscript", "onnx": "onnxruntime", "aoti": "aotinductor", "onnx-int8": "onnxruntime-int8",
+                  "aoti-bf16": "aotinductor-bf16", "torchscript-bf16": "torchscript-bf16"}
 #: every benchmark label that times an export folder's artifact -> its kind (what recommend needs)
 ARTIFACT_LABELS = {**ARTIFACT_OF, **{label: kind for kind, label in MODEL_BACKENDS.items()}}
 
@@ -102,6 +103,8 @@ def _artifacts(folder: ExportFolder, sig: Signature, threads: int) -> Dict[str, 
         "onnx": lambda: _runner(runnable.runner("onnx", **threaded)),
         "aoti": lambda: _runner(runnable.runner("aoti")),
         "onnx-int8": lambda: _runner(runnable.runner("onnx-int8", **threaded)),
+        "aoti-bf16": lambda: _runner(runnable.runner("aoti-bf16")),
+        "torchscript-bf16": lambda: _module(graph(runnable.runner("torchscript-bf16").module), sig),
     }
     built: Dict[str, Union[BindFeeds, Unavailable]] = {}
     for kind, make in makers.items():

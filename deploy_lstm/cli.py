@@ -367,13 +367,16 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def add_triton(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "triton", "write a Triton Inference Server model repository and a KServe manifest for an export folder",
+    p = add_command(sub, "triton", "write a Triton Inference Server model repository and a KServe manifest for an export folder or a repository of them",
                     """examples:
   deploy-lstm triton out/lstm --repo models
-  deploy-lstm triton out/lstm --repo models --name lstm --storage-uri s3://bucket/models --overwrite""")
-    p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx)")
+  deploy-lstm triton out/lstm --repo models --name lstm --storage-uri s3://bucket/models --overwrite
+  deploy-lstm triton my-repo --repo models    # my-repo/NAME/ or my-repo/NAME/1, my-repo/NAME/2: every model and version""")
+    p.add_argument("dir", help="a folder written by 'deploy-lstm export' (with model.onnx), or a repository of them as "
+                   "'deploy-lstm serve' reads it: DIR/NAME/ or versions DIR/NAME/1, DIR/NAME/2, ...")
     p.add_argument("--repo", required=True, help="the model repository folder (created; other models in it are left alone)")
-    p.add_argument("--name", help="model name (default: the folder's name); the stateful model is NAME_stream")
+    p.add_argument("--name", help="model name of an export folder (default: the folder's name; a repository's models keep "
+                   "their folder names); the stateful model is NAME_stream")
     p.add_argument("--max-batch", type=int, default=32, help="max_batch_size of both models (default 32)")
     p.add_argument("--max-delay-us", type=int, default=2000, help="max_queue_delay_microseconds of the batchers (default 2000)")
     p.add_argument("--sequence-idle-s", type=float, default=60.0, help="the stream model drops a sequence idle this long (default 60)")
@@ -387,17 +390,23 @@ def add_triton(sub: argparse._SubParsersAction) -> None:
 def run_triton(args: argparse.Namespace) -> int:
     with serve_extra("triton"):
         from deploy_lstm.serve import repository
-    repo = repository.write_repository(
-        load(args.dir), args.repo, name=args.name, max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us,
-        sequence_idle_us=int(args.sequence_idle_s * 1e6), instances=args.instances, storage_uri=args.storage_uri,
-        kserve_name=args.kserve_name, overwrite=args.overwrite,
-    )
-    print(f"wrote {repo.model.path} (dynamic batching, up to {args.max_batch} per batch)")
-    if repo.stream is not None:
-        print(f"wrote {repo.stream.path} (sequence batching: Triton carries {', '.join(i for i, _ in repo.stream.states)})")
+    settings = dict(max_batch=args.max_batch, max_queue_delay_us=args.max_delay_us, sequence_idle_us=int(args.sequence_idle_s * 1e6),
+                    instances=args.instances, storage_uri=args.storage_uri, kserve_name=args.kserve_name, overwrite=args.overwrite)
+    source = Path(args.dir)
+    if (source / "manifest.json").is_file() or not source.is_dir():  # an export folder (load() says what is wrong)
+        written = [repository.write_repository(load(args.dir), args.repo, name=args.name, **settings)]
+    elif args.name is not None:
+        raise ConfigError(f"--name names the model of one export folder; {source} is a repository, whose models keep their folder names")
     else:
-        print(f"no stream model: {repo.stream_skipped}")
-    print(f"wrote {repo.kserve} (KServe InferenceService)\nserve it: tritonserver --model-repository {repo.repo}")
+        written = repository.write_model_repository(source, args.repo, **settings)
+    for repo in written:
+        versions = f"; versions {', '.join(repo.model.versions)}" if len(repo.model.versions) > 1 else ""
+        print(f"wrote {repo.model.path} (dynamic batching, up to {args.max_batch} per batch{versions})")
+        if repo.stream is not None:
+            print(f"wrote {repo.stream.path} (sequence batching: Triton carries {', '.join(i for i, _ in repo.stream.states)})")
+        else:
+            print(f"no stream model for {repo.model.name}: {repo.stream_skipped}")
+    print(f"wrote {written[0].kserve} (KServe InferenceService)\nserve it: tritonserver --model-repository {written[0].repo}")
     return 0
 
 

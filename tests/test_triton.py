@@ -5,6 +5,8 @@ repository unchanged through the Python-based ``onnxruntime`` stand-in backend
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -16,7 +18,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -368,20 +370,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(
-    repo: Dict[str, triton.TritonRepository], tmp_path_factory: pytest.TempPathFactory, triton_env: Callable[[], Path]
-) -> Iterator[Dict[str, str]]:
-    """tritonserver 2.51 from nvidia-pytriton on the repository, with a backend directory of
+@contextlib.contextmanager
+def tritonserver(repo_path: Path, work: Path, env_python: Path) -> Iterator[Dict[str, str]]:
+    """tritonserver 2.51 from nvidia-pytriton on ``repo_path``, with a backend directory of
     Triton's Python backend (+ the stub for this Python) and the onnxruntime stand-in."""
     # only the wheel's files are used (the binary, the Python backend and its stubs), not its Python API;
     # they live in a venv of their own (nvidia-pytriton pins numpy<2), whose python the stub runs
-    env_python = triton_env()
     site = Path(subprocess.run([str(env_python), "-c", "import pytriton, pathlib; print(pathlib.Path(pytriton.__file__).parent.parent)"],
                                check=True, capture_output=True, text=True).stdout.strip())
     home = site / "pytriton" / "tritonserver"
     libs = site / "nvidia_pytriton.libs"
-    work = tmp_path_factory.mktemp("tritonserver")
     backends = work / "backends"
     shutil.copytree(home / "backends" / "python", backends / "python")
     shutil.copy(home / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub",
@@ -393,7 +391,6 @@ def server(
     env["PATH"] = f"{env_python.parent}{os.pathsep}{env.get('PATH', '')}"  # the stub runs `python` from PATH
     env["LD_LIBRARY_PATH"] = os.pathsep.join([sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH", "")])
     log = work / "tritonserver.log"
-    repo_path = next(iter(repo.values())).repo
     cmd = [str(home / "bin" / "tritonserver"), f"--model-repository={repo_path}", f"--backend-directory={backends}",
            f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", "--exit-timeout-secs=5",
            "--strict-readiness=true"]
@@ -424,6 +421,15 @@ def server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(
+    repo: Dict[str, triton.TritonRepository], tmp_path_factory: pytest.TempPathFactory, triton_env: Callable[[], Path]
+) -> Iterator[Dict[str, str]]:
+    """tritonserver on the repository of every folder's models."""
+    with tritonserver(next(iter(repo.values())).repo, tmp_path_factory.mktemp("tritonserver"), triton_env()) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -555,3 +561,120 @@ def test_the_readme_client_script_against_triton(server: Dict[str, str], folders
     want = eager_bare(folders["proj"], saved["input"])[0]
     np.testing.assert_allclose(saved["output"], want, atol=ATOL, rtol=0)
     np.testing.assert_allclose(saved["streamed"], want, atol=ATOL, rtol=0)
+
+
+# --- 5. a repository of models and versions (deploy-lstm triton REPO) ---------------------------------
+
+#: the source repository: alpha has two versions (same shapes, other weights), beta is one export folder
+SOURCE = {("alpha", "1"): (dict(input_size=3, hidden_size=4), 10), ("alpha", "2"): (dict(input_size=3, hidden_size=4), 11),
+          ("beta", None): (dict(input_size=2, hidden_size=5), 12)}
+
+
+@pytest.fixture(scope="module")
+def source_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """REPO/alpha/1, REPO/alpha/2 (versions), REPO/beta (an export folder), as deploy-lstm serve reads them."""
+    root = tmp_path_factory.mktemp("source") / "repo"
+    for (name, version), (kw, seed) in SOURCE.items():
+        torch.manual_seed(seed)
+        dl.export_folder(dl.LSTM(**kw), root / name / (version or ""), artifacts=["onnx"], devices=("cpu",))
+    return root
+
+
+@pytest.fixture(scope="module")
+def versioned(source_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, str]:
+    """``deploy-lstm triton REPO --repo OUT``: (OUT, what it printed)."""
+    from deploy_lstm.cli import main  # noqa: PLC0415
+
+    out = tmp_path_factory.mktemp("versioned") / "models"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["triton", str(source_repo), "--repo", str(out), "--max-batch", "4"]) == 0
+    return out, stdout.getvalue()
+
+
+def oracle(source_repo: Path, name: str, version: Optional[str], x: np.ndarray) -> Dict[str, np.ndarray]:
+    """torch.nn.LSTM with the weights of that version, on batch-first x; batch-first outputs (zero state)."""
+    folder = dl.load(source_repo / name / (version or ""))
+    kw = SOURCE[(name, version)][0]
+    ref = torch.nn.LSTM(kw["input_size"], kw["hidden_size"])
+    ref.load_state_dict(folder.state_dict())
+    with torch.no_grad():
+        y, (h, c) = ref(torch.from_numpy(x).transpose(0, 1))
+    return {"output": y.transpose(0, 1).numpy(), "hn": h.transpose(0, 1).numpy(), "cn": c.transpose(0, 1).numpy()}
+
+
+def test_repository_of_models_and_versions(versioned: Tuple[Path, str], source_repo: Path) -> None:
+    """Every model and version written: Triton's numbered version folders under one config per
+    model (version_policy all when there are several), stream twins alike, each version's graph
+    equal to nn.LSTM with that version's weights."""
+    out, printed = versioned
+    assert sorted(p.name for p in out.iterdir()) == ["alpha", "alpha_stream", "beta", "beta_stream", "kserve.yaml"]
+    for name, versions in (("alpha", ["1", "2"]), ("beta", ["1"])):
+        for model in (name, f"{name}_stream"):
+            config = _parse(out / model / "config.pbtxt")
+            assert config.name == model and config.max_batch_size == 4
+            assert config.version_policy.HasField("all") == (len(versions) > 1), model
+            assert sorted(p.name for p in (out / model).iterdir()) == sorted(versions + ["config.pbtxt"]), model
+            for v in versions:
+                triton.check_config((out / model / "config.pbtxt").read_text(), out / model / v / "model.onnx")
+    assert "wrote " + str(out / "alpha") + " (dynamic batching, up to 4 per batch; versions 1, 2)" in printed
+    x = np.random.default_rng(8).standard_normal((2, 7, 3)).astype(np.float32)
+    answers = {}
+    for v in ("1", "2"):
+        session = ort.InferenceSession(str(out / "alpha" / v / "model.onnx"))
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": x})))
+        for key, want in oracle(source_repo, "alpha", v, x).items():
+            np.testing.assert_allclose(got[key], want, atol=ATOL, rtol=0, err_msg=f"alpha version {v} {key}")
+        answers[v] = got["output"]
+    assert np.abs(answers["1"] - answers["2"]).max() > 1e-3  # two versions, two sets of weights
+
+
+def test_repository_refusals(source_repo: Path, tmp_path: Path) -> None:
+    from deploy_lstm.cli import main  # noqa: PLC0415
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(source_repo / "alpha" / "1", mixed / "m" / "1")
+    shutil.copytree(source_repo / "beta", mixed / "m" / "2")
+    with pytest.raises(dl.ConfigError, match=r"model 'm': version 2 \(input float32 \[-1, 2\].*\) does not have the tensors of "
+                                              r"version 1 \(input float32 \[-1, 3\].*one config.pbtxt per model"):
+        triton.write_model_repository(mixed, tmp_path / "out")
+    (tmp_path / "empty" / "lost").mkdir(parents=True)
+    with pytest.raises(dl.ArtifactError, match=r"lost is neither an export folder \(no manifest.json\) nor a folder of versions"):
+        triton.write_model_repository(tmp_path / "empty", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert main(["triton", str(source_repo), "--repo", str(tmp_path / "out"), "--name", "x"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mixed"]  # nothing written, no staging left
+
+
+@pytest.mark.slow
+def test_tritonserver_serves_every_version(versioned: Tuple[Path, str], source_repo: Path, tmp_path: Path,
+                                           triton_env: Callable[[], Path]) -> None:
+    """The real tritonserver loads both versions of alpha (and their stream twins) and beta; a
+    request routed to a version (tritonclient's model_version) answers as nn.LSTM with that
+    version's weights; without a version, the latest answers."""
+    out, _ = versioned
+    rng = np.random.default_rng(9)
+    with tritonserver(out, tmp_path, triton_env()) as s:
+        made = _clients(s)
+        try:
+            for protocol, (module, client) in made.items():
+                for model, version in (("alpha", "1"), ("alpha", "2"), ("alpha_stream", "1"), ("alpha_stream", "2"), ("beta", "1")):
+                    assert client.is_model_ready(model, version), (protocol, model, version)
+                assert not client.is_model_ready("alpha", "3")
+                x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+                for asked, version in (("1", "1"), ("2", "2"), ("", "2")):
+                    got = _infer(module, client, "alpha", {"input": x}, ["output", "hn", "cn"], model_version=asked)
+                    for key, want in oracle(source_repo, "alpha", version, x).items():
+                        np.testing.assert_allclose(got[key], want, atol=ATOL, rtol=0, err_msg=f"{protocol} alpha {asked!r} {key}")
+                xb = rng.standard_normal((1, 5, 2)).astype(np.float32)
+                got = _infer(module, client, "beta", {"input": xb}, ["output"])
+                np.testing.assert_allclose(got["output"], oracle(source_repo, "beta", None, xb)["output"], atol=ATOL, rtol=0)
+                # version 1 of the stream twin, in two chunks
+                corrid = {"http": 501, "grpc": 502}[protocol]
+                chunks = [_infer(module, client, "alpha_stream", {"input": x[:1, lo:hi]}, ["output"], model_version="1",
+                                 sequence_id=corrid, sequence_start=lo == 0, sequence_end=hi == 6)["output"] for lo, hi in ((0, 2), (2, 6))]
+                want = oracle(source_repo, "alpha", "1", x[:1])["output"]
+                np.testing.assert_allclose(np.concatenate(chunks, axis=1), want, atol=ATOL, rtol=0, err_msg=f"{protocol} stream v1")
+        finally:
+            for _, client in made.values():
+                client.close()

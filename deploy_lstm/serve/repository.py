@@ -1,4 +1,5 @@
-"""A Triton Inference Server model repository (and a KServe manifest) from an export folder.
+"""A Triton Inference Server model repository (and a KServe manifest) from an export folder,
+or from a repository of them.
 
 :func:`write_repository` writes, for one export folder::
 
@@ -7,6 +8,13 @@
     <repo>/<name>_stream/config.pbtxt     sequence batching; (h, c) carried by Triton as implicit state
     <repo>/<name>_stream/1/model.onnx     batch-first graph: input, h0, c0, START, END, CORRID -> output, hn, cn
     <repo>/kserve.yaml                    a KServe InferenceService (serving.kserve.io/v1beta1) for the repository
+
+:func:`write_model_repository` does the same for every model and version of a repository as
+``deploy-lstm serve`` reads it (``SRC/NAME/`` an export folder, or ``SRC/NAME/1``,
+``SRC/NAME/2``, ...: :func:`deploy_lstm.serve.registry.scan`): each version becomes Triton's
+numbered version folder (``<repo>/<name>/2/model.onnx``, ``<repo>/<name>_stream/2/model.onnx``)
+under one ``config.pbtxt`` per model, with ``version_policy { all {} }`` when there are several,
+so that every version loads (Triton's default loads only the latest).
 
 Triton puts the batch dimension first on every tensor of a model with
 ``max_batch_size > 0`` (state included), so both graphs are exported again from the
@@ -26,11 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -41,50 +47,23 @@ from deploy_lstm.check.tolerance import float_atol
 from deploy_lstm.errors import ArtifactError, ConfigError, ExportError
 from deploy_lstm.exporters.onnx import export_onnx
 from deploy_lstm.exporters.signature import Signature, lstm_configs, signature
-from deploy_lstm.formats import contract, strict_json
+from deploy_lstm.formats import contract
 from deploy_lstm.formats.contract import TensorSpec
-from deploy_lstm.formats.folder import ExportFolder, writable_parent
+from deploy_lstm.formats.folder import ExportFolder, load, writable_parent
 from deploy_lstm.runtime.onnx import OnnxRunner
 from deploy_lstm.serve.batch_first import BatchFirst, add_unused_inputs, batch_first, batch_of, example
 from deploy_lstm.serve.config_check import check_config
+from deploy_lstm.serve.triton_layout import KSERVE_FILE, TritonModel, TritonRepository, move_in, sanitise, source_models, stage_kserve, staging
 from deploy_lstm.serve.triton_config import (
     CORRID, END, START, TRITON_DTYPES, VERSION, ImplicitState, SequenceBatching, TritonConfig, TritonTensor, tensors_of, to_text,
 )
 
-__all__ = ["write_repository", "TritonRepository", "TritonModel", "TRITON_DTYPES", "check_config", "START", "END", "CORRID"]
+__all__ = [
+    "write_repository", "write_model_repository", "TritonRepository", "TritonModel", "TRITON_DTYPES", "check_config",
+    "START", "END", "CORRID",
+]
 
-KSERVE_FILE = "kserve.yaml"
 Arrays = Dict[str, np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class TritonModel:
-    """One model of the repository."""
-
-    name: str  # the Triton model name (its folder in the repository)
-    path: Path  # <repo>/<name>
-    config: Path  # <repo>/<name>/config.pbtxt
-    onnx: Path  # <repo>/<name>/1/model.onnx
-    inputs: Tuple[TensorSpec, ...]  # what a client sends (batch-first; state and controls excluded)
-    outputs: Tuple[TensorSpec, ...]  # what a client gets back
-    states: Tuple[Tuple[str, str], ...] = ()  # (state input, state output) carried by Triton, stream model only
-
-    @classmethod
-    def at(cls, repo: Path, name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-           states: Sequence[Tuple[str, str]] = ()) -> "TritonModel":
-        path = repo / name
-        return cls(name, path, path / "config.pbtxt", path / VERSION / "model.onnx", tuple(inputs), tuple(outputs), tuple(states))
-
-
-@dataclasses.dataclass(frozen=True)
-class TritonRepository:
-    """What :func:`write_repository` wrote."""
-
-    repo: Path  # the model repository (give it to ``tritonserver --model-repository``)
-    model: TritonModel  # dynamic batching, one request = whole sequences
-    stream: Optional[TritonModel]  # sequence batching with implicit (h, c) state; None when skipped
-    stream_skipped: Optional[str]  # why there is no stream model
-    kserve: Path  # <repo>/kserve.yaml, the InferenceService manifest (JSON, which is YAML)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +74,7 @@ class _Settings:
     max_queue_delay_us: int
     sequence_idle_us: int
     instances: int
+    all_versions: bool = False  # the model has several versions: Triton loads all of them
 
     def check(self) -> None:
         for key in ("max_batch", "instances", "sequence_idle_us"):
@@ -194,7 +174,7 @@ def _to_first(spec: TensorSpec, a: np.ndarray) -> np.ndarray:
 def _dynamic_config(plan: _Plan, s: _Settings) -> TritonConfig:
     return TritonConfig(
         plan.name, tensors_of(plan.model_inputs, batch_first=True), tensors_of(plan.outs, batch_first=True),
-        max_batch_size=s.max_batch, instances=s.instances, queue_delay_us=s.max_queue_delay_us,
+        max_batch_size=s.max_batch, instances=s.instances, queue_delay_us=s.max_queue_delay_us, all_versions=s.all_versions,
     )
 
 
@@ -205,7 +185,7 @@ def _stream_config(plan: _Plan, s: _Settings) -> TritonConfig:
     ins, outs = plan.stream_tensors()
     return TritonConfig(
         plan.stream_name, tensors_of(ins, batch_first=True), tensors_of(outs, batch_first=True),
-        max_batch_size=s.max_batch, instances=s.instances, sequence=sequence,
+        max_batch_size=s.max_batch, instances=s.instances, sequence=sequence, all_versions=s.all_versions,
     )
 
 
@@ -289,30 +269,26 @@ def _check_stream(plan: _Plan, path: Path) -> Optional[str]:
 # --- the repository -------------------------------------------------------------------------------
 
 
-def _sanitise(name: str) -> str:
-    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
-    return clean or "model"
-
-
-def _write_model(stage: Path, config: TritonConfig, onnx_tmp: Path) -> None:
-    """Stage ``<name>/config.pbtxt`` and ``<name>/1/model.onnx``, the config checked against the graph."""
+def _stage_graph(stage: Path, config: TritonConfig, version: str, onnx_tmp: Path) -> None:
+    """Stage ``<name>/config.pbtxt`` and ``<name>/<version>/model.onnx``, the config checked against the graph."""
     folder = stage / config.name
-    (folder / VERSION).mkdir(parents=True)
-    os.replace(onnx_tmp, folder / VERSION / "model.onnx")
-    (folder / "config.pbtxt").write_text(to_text(config.proto()))
-    check_config((folder / "config.pbtxt").read_text(), folder / VERSION / "model.onnx")
+    (folder / version).mkdir(parents=True)
+    os.replace(onnx_tmp, folder / version / "model.onnx")
+    text = to_text(config.proto())
+    (folder / "config.pbtxt").write_text(text)
+    check_config(text, folder / version / "model.onnx")
 
 
-def _stage_dynamic(plan: _Plan, settings: _Settings, stage: Path, examples: List[torch.Tensor]) -> None:
+def _stage_dynamic(plan: _Plan, settings: _Settings, stage: Path, examples: List[torch.Tensor], version: str) -> None:
     """Export, check and stage the dynamic batching model."""
     path = stage / "tmp" / "dynamic.onnx"
     graph = BatchFirst(plan.sig.module, plan.sig.tree, plan.sig.io, zeros=plan.zeros).eval()
     plan.export(graph, path, plan.model_inputs, [e for t, e in zip(plan.ins, examples) if t.name not in plan.zeros])
     _check_dynamic(plan, path)
-    _write_model(stage, _dynamic_config(plan, settings), path)
+    _stage_graph(stage, _dynamic_config(plan, settings), version, path)
 
 
-def _stage_stream(plan: _Plan, settings: _Settings, stage: Path, examples: List[torch.Tensor]) -> Optional[str]:
+def _stage_stream(plan: _Plan, settings: _Settings, stage: Path, examples: List[torch.Tensor], version: str) -> Optional[str]:
     """Export, check and stage the stream model; None, or why there is none."""
     path = stage / "tmp" / "stream.onnx"
     graph = BatchFirst(plan.sig.module, plan.sig.tree, plan.sig.io, reset=[i for i, _ in plan.pairs]).eval()
@@ -321,67 +297,85 @@ def _stage_stream(plan: _Plan, settings: _Settings, stage: Path, examples: List[
     add_unused_inputs(path, {END: onnx.TensorProto.INT32, CORRID: onnx.TensorProto.UINT64})
     skipped = _check_stream(plan, path)
     if skipped is None:
-        _write_model(stage, _stream_config(plan, settings), path)
+        _stage_graph(stage, _stream_config(plan, settings), version, path)
     return skipped
 
 
-def _kserve(service: str, storage_uri: str) -> Dict[str, Any]:
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": service},
-        "spec": {
-            "predictor": {
-                "model": {
-                    "modelFormat": {"name": "triton"},
-                    "protocolVersion": "v2",
-                    "runtime": "kserve-tritonserver",
-                    "storageUri": storage_uri,
-                }
-            }
-        },
-    }
-
-
-def _stage_kserve(stage: Path, repo: Path, kserve_name: Optional[str], storage_uri: Optional[str]) -> None:
-    service = _kserve_name(kserve_name if kserve_name is not None else repo.resolve().name)
-    uri = storage_uri if storage_uri is not None else repo.resolve().as_uri()
-    (stage / KSERVE_FILE).write_text(strict_json.dumps(_kserve(service, uri), KSERVE_FILE, indent=2) + "\n")
-
-
-def _kserve_name(name: str) -> str:
-    """A Kubernetes resource name (DNS-1035 label): lower case, digits, '-'; starts with a letter."""
-    clean = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-    if not clean or not clean[0].isalpha():
-        clean = f"m-{clean}".rstrip("-")
-    return clean[:63].rstrip("-")
-
-
-def _plan(folder: ExportFolder, repo: Path, name: Optional[str], overwrite: bool) -> _Plan:
-    """What is written for ``folder``, once the repository may take it.
+def _same_config(plans: Dict[str, _Plan], make: Callable[[_Plan], TritonConfig]) -> None:
+    """Every version has the same configuration: Triton reads one ``config.pbtxt`` per model.
 
     Raises:
-        ArtifactError: no onnx artifact; ``repo`` is not a writable folder; a model of that name exists.
+        ConfigError: naming the first version that differs and the tensors of both.
     """
-    folder.file("onnx")  # ArtifactError naming what the folder has
+    configs = {v: make(p) for v, p in plans.items()}
+    (first, want), *others = configs.items()
+    for version, got in others:
+        if to_text(got.proto()) != to_text(want.proto()):
+            def shown(c: TritonConfig) -> str:
+                return ", ".join(f"{t.name} {t.dtype} {list(t.dims)}" for t in c.inputs + c.outputs)
+            raise ConfigError(
+                f"model {want.name!r}: version {version} ({shown(got)}) does not have the tensors of version {first} "
+                f"({shown(want)}); Triton reads one config.pbtxt per model, so its versions must agree. Serve it "
+                "under another name"
+            )
+
+
+def _stage_model(plans: Dict[str, _Plan], settings: _Settings, stage: Path) -> Optional[str]:
+    """Stage every version of one model and of its stream twin; None, or why there is no stream model."""
+    many = len(plans) > 1
+    settings = dataclasses.replace(settings, all_versions=many)
+    _same_config(plans, lambda p: _dynamic_config(p, settings))
+    reasons = [(v, p.cannot_stream()) for v, p in plans.items()]
+    skipped = next((f"version {v}: {r}" if many else r for v, r in reasons if r is not None), None)
+    if skipped is None:
+        _same_config(plans, lambda p: _stream_config(p, settings))
+    for version, plan in plans.items():
+        gen = torch.Generator().manual_seed(0)
+        examples = [example(t, plan.examples[t.name], gen) for t in plan.ins]
+        _stage_dynamic(plan, settings, stage, examples, version)
+        if skipped is None:
+            reason = _stage_stream(plan, settings, stage, examples, version)
+            if reason is not None:
+                skipped = f"version {version}: {reason}" if many else reason
+                shutil.rmtree(stage / plan.stream_name, ignore_errors=True)
+    return skipped
+
+
+def _plan(folder: ExportFolder, name: str) -> _Plan:
     details = folder.artifacts["onnx"].details
-    name = _sanitise(name if name is not None else folder.path.resolve().name)
-    writable_parent(repo, "a model repository")
-    taken = [n for n in (name, f"{name}_stream") if (repo / n).exists()]
-    if taken and not overwrite:
-        raise ArtifactError(f"{repo} already holds {', '.join(taken)}; pick another name or pass overwrite=True (--overwrite)")
     return _Plan(folder_signature(folder), name, details.get("exporter", "dynamo"), details.get("opset"), details.get("native_lstm", True))
 
 
-def _staging(repo: Path, name: str) -> Path:
-    """A folder beside the repository (same file system: the moves are renames), never inside
-    it, where a polling tritonserver could see a half-written model."""
-    parent = repo.parent if os.access(repo.parent, os.W_OK | os.X_OK) and repo.parent.exists() else repo
-    if parent == repo:
+def _write(models: Dict[str, Dict[str, ExportFolder]], repo: Path, settings: _Settings, overwrite: bool,
+           kserve_name: Optional[str], storage_uri: Optional[str]) -> List[TritonRepository]:
+    """Stage every model (name -> version -> folder), then move them all in; see :func:`write_repository`."""
+    settings.check()
+    for versions in models.values():
+        for folder in versions.values():
+            folder.file("onnx")  # ArtifactError naming what the folder has
+    writable_parent(repo, "a model repository")
+    taken = [n for name in models for n in (name, f"{name}_stream") if (repo / n).exists()]
+    if taken and not overwrite:
+        raise ArtifactError(f"{repo} already holds {', '.join(taken)}; pick another name or pass overwrite=True (--overwrite)")
+    plans = {name: {v: _plan(f, name) for v, f in versions.items()} for name, versions in models.items()}
+    stage = staging(repo, next(iter(models)) if len(models) == 1 else "models")
+    written = []
+    try:
+        for name, versions in plans.items():
+            written.append((name, versions, _stage_model(versions, settings, stage)))
+        stage_kserve(stage, repo, kserve_name, storage_uri)
         repo.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{repo.name}.{name}.staging-", dir=parent))
-    (stage / "tmp").mkdir()
-    return stage
+        move_in(stage, repo, [n for name, _, skipped in written for n in [name] + ([f"{name}_stream"] if skipped is None else [])])
+        os.replace(stage / KSERVE_FILE, repo / KSERVE_FILE)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    out = []
+    for name, versions, skipped in written:
+        plan, numbers = next(iter(versions.values())), tuple(versions)
+        stream = TritonModel.at(repo, plan.stream_name, *plan.stream_tensors(), plan.pairs, numbers) if skipped is None else None
+        model = TritonModel.at(repo, name, plan.model_inputs, plan.outs, versions=numbers)
+        out.append(TritonRepository(repo, model, stream, skipped, repo / KSERVE_FILE))
+    return out
 
 
 def write_repository(
@@ -445,43 +439,44 @@ def write_repository(
         ExportError: an export failed, or a graph does not match the eager model.
     """
     settings = _Settings(max_batch, max_queue_delay_us, sequence_idle_us, instances)
-    settings.check()
-    repo = Path(repo)
-    plan = _plan(folder, repo, name, overwrite)
-    skipped = plan.cannot_stream()
-    stage = _staging(repo, plan.name)
-    try:
-        gen = torch.Generator().manual_seed(0)
-        examples = [example(t, plan.examples[t.name], gen) for t in plan.ins]
-        _stage_dynamic(plan, settings, stage, examples)
-        if skipped is None:
-            skipped = _stage_stream(plan, settings, stage, examples)
-        _stage_kserve(stage, repo, kserve_name, storage_uri)
-        repo.mkdir(parents=True, exist_ok=True)
-        _move_in(stage, repo, [plan.name] + ([plan.stream_name] if skipped is None else []))
-        os.replace(stage / KSERVE_FILE, repo / KSERVE_FILE)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    stream = TritonModel.at(repo, plan.stream_name, *plan.stream_tensors(), plan.pairs) if skipped is None else None
-    return TritonRepository(repo, TritonModel.at(repo, plan.name, plan.model_inputs, plan.outs), stream, skipped, repo / KSERVE_FILE)
+    model = sanitise(name if name is not None else folder.path.resolve().name)
+    return _write({model: {VERSION: folder}}, Path(repo), settings, overwrite, kserve_name, storage_uri)[0]
 
 
-def _move_in(stage: Path, repo: Path, names: Sequence[str]) -> None:
-    """Move the staged model folders into ``repo``; an old folder of the same name is replaced
-    and restored if any move fails."""
-    old = stage / "old"
-    old.mkdir()
-    moved: List[str] = []
-    try:
-        for n in names:
-            if (repo / n).exists():
-                os.replace(repo / n, old / n)
-            os.replace(stage / n, repo / n)
-            moved.append(n)
-    except OSError as e:
-        for n in moved:
-            os.replace(repo / n, stage / n)
-        for n in names:
-            if (old / n).exists():
-                os.replace(old / n, repo / n)
-        raise ArtifactError(f"cannot move the models into {repo}: {e}") from e
+def write_model_repository(
+    source: str | os.PathLike,
+    repo: str | os.PathLike,
+    *,
+    max_batch: int = 32,
+    max_queue_delay_us: int = 2000,
+    sequence_idle_us: int = 60_000_000,
+    instances: int = 1,
+    storage_uri: Optional[str] = None,
+    kserve_name: Optional[str] = None,
+    overwrite: bool = False,
+) -> List[TritonRepository]:
+    """:func:`write_repository` for every model and version of a repository of export folders.
+
+    ``source`` is laid out as ``deploy-lstm serve`` reads a repository: ``source/NAME/`` an
+    export folder (version 1), or ``source/NAME/1``, ``source/NAME/2``, ... (its versions).
+    Each model NAME (sanitised) gets ``<repo>/NAME/config.pbtxt`` and one version folder per
+    version, ``<repo>/NAME/<version>/model.onnx`` (and the same for ``NAME_stream``, written
+    only when every version can stream), each version's graphs exported from that version's
+    eager model and checked against it.  The versions of a model must have the same tensors
+    (one ``config.pbtxt``); with several, the config says ``version_policy { all {} }``.
+    One ``kserve.yaml`` for the whole repository.  Nothing is moved into ``repo`` unless every
+    model and version was written and checked; the other arguments are :func:`write_repository`'s.
+
+    Returns:
+        One :class:`TritonRepository` per model, in name order.
+
+    Raises:
+        ArtifactError: ``source`` holds no model, a model folder holds neither an export
+            folder nor versions, a folder is broken or has no onnx artifact, two names
+            collide, or any reason of :func:`write_repository`.
+        ConfigError: bad settings; versions of one model with different tensors.
+        ExportError: as :func:`write_repository`.
+    """
+    models = {name: {v: load(path) for v, path in versions.items()} for name, versions in source_models(Path(source)).items()}
+    settings = _Settings(max_batch, max_queue_delay_us, sequence_idle_us, instances)
+    return _write(models, Path(repo), settings, overwrite, kserve_name, storage_uri)

@@ -31,7 +31,7 @@ __all__ = [
     "data_type", "tensors_of", "to_text", "to_json", "parse_text",
 ]
 
-VERSION = "1"  # the one model version a repository holds and the server serves
+VERSION = "1"  # the version of a model without versions (an export folder on its own)
 
 #: numpy dtype name -> Triton data type
 TRITON_DTYPES: Dict[str, str] = {
@@ -145,6 +145,7 @@ class TritonConfig:
     queue_delay_us: Optional[int] = None  # dynamic batching's max_queue_delay_microseconds
     sequence: Optional[SequenceBatching] = None
     parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    all_versions: bool = False  # version_policy { all {} }: every version folder loads (Triton's default: the latest)
 
     def proto(self) -> pb.ModelConfig:
         assert self.queue_delay_us is None or self.sequence is None, "dynamic or sequence batching, not both"
@@ -160,6 +161,8 @@ class TritonConfig:
             config.sequence_batching.CopyFrom(self.sequence.proto())
         for key, value in self.parameters.items():
             config.parameters[key].string_value = value
+        if self.all_versions:
+            config.version_policy.all.SetInParent()
         return config
 
 

@@ -180,7 +180,8 @@ class InProcessServer:
     can make one fail), stopped like SIGTERM stops it."""
 
     def __init__(self, path: Path) -> None:
-        self.address = ServerAddress(port=_free_port(), grpc_port=_free_port(), grace_s=2.0)
+        self.address = ServerAddress(port=_free_port(), grpc_port=_free_port(), grace_s=2.0,
+                                     model_control_mode="explicit", load_models=("*",))
         self.url, self.grpc_url = f"127.0.0.1:{self.address.port}", f"127.0.0.1:{self.address.grpc_port}"
         self.loop = asyncio.new_event_loop()
         self.started = threading.Event()
@@ -374,3 +375,18 @@ def test_stats_of_an_unknown_model_over_the_wire(server: InProcessServer, client
     assert status == 200 and [(m["name"], m["version"]) for m in body["model_stats"]] == [("a", "1")]
     assert all(type(v) is int for v in body["model_stats"][0]["inference_stats"]["success"].values())
     assert "statistics" in clients["http"].get_server_metadata()["extensions"]
+
+
+@pytest.mark.slow
+def test_unloaded_is_not_available_and_a_reload_starts_from_zero(server: InProcessServer, clients: Dict[str, Any]) -> None:
+    """As tritonserver: an unloaded model's statistics are its error, a loaded one's start at zero."""
+    _send(clients, "http", "b", _x(1), "1")
+    assert _stats(clients, "b", "1")["inference_count"] > 0
+    clients["http"].unload_model("b")
+    for protocol in ("http", "grpc"):
+        with pytest.raises(InferenceServerException, match="requested model 'b' is not available"):
+            clients[protocol].get_inference_statistics("b")
+    assert [m["name"] for m in clients["http"].get_inference_statistics()["model_stats"]] == ["a", "a", "a_stream", "a_stream"]
+    clients["grpc"].load_model("b")
+    s = _stats(clients, "b", "1")
+    assert (s["inference_count"], s["execution_count"], s["batch_stats"]) == (0, 0, [])

@@ -14,6 +14,11 @@ The same seeded requests (batch 1, sequence length T uniform in ``--t-min..--t-m
    KServe is not a project dependency: ``pip install kserve`` (~425 MB) to include it.
 4. ``ours-h11``: ``deploy-lstm serve`` with httptools hidden, so uvicorn parses HTTP with
    h11, as it does where httptools is not installed (the ``serve`` extra installs it).
+5. ``.pt2``: ``raw-aoti``, the folder's AOTInductor package in this process, one call at a
+   time (the floor of that engine), and ``ours-aoti``, ``deploy-lstm serve --artifact aoti``.
+6. A repository: ``ours-repo`` serves ``--repo-models`` copies of the folder as models
+   ``m0``, ``m1``, ... (``deploy-lstm serve REPO``), request i going to model i mod n (mixed
+   traffic); its floor ``raw-repo`` is one onnxruntime session per model in this process.
 
 Every server is a subprocess on loopback.  One client for all of them: asyncio tasks, each
 with one keep-alive HTTP/1.1 connection, sending pre-encoded v2 requests (binary tensors
@@ -58,8 +63,13 @@ LABELS = {
     "ours-h11": "deploy-lstm serve, h11 (no httptools)",
     "ours-nospin": "deploy-lstm serve, onnxruntime spinning off (experiment)",
     "kserve": "KServe ModelServer",
+    "raw-aoti": "raw .pt2 AOTInductor package (in-process)",
+    "ours-aoti": "deploy-lstm serve --artifact aoti (.pt2)",
+    "raw-repo": "raw onnxruntime, one session per model (in-process, mixed traffic)",
+    "ours-repo": "deploy-lstm serve REPO (copies of the model, mixed traffic)",
 }
-SERVERS = ("ours", "ours-nobatch", "ours-h11", "ours-nospin", "kserve")
+SERVERS = ("ours", "ours-nobatch", "ours-aoti", "ours-repo", "ours-h11", "ours-nospin", "kserve")
+IN_PROCESS = ("raw", "raw-aoti", "raw-repo")  # one call at a time in this process: the floors
 
 
 @dataclasses.dataclass
@@ -84,6 +94,8 @@ class Settings:
     kserve: bool = True
     h11: bool = True  # also measure ours with uvicorn's h11 parser
     nospin: bool = True  # also measure ours with onnxruntime's intra-op spinning off (an experiment)
+    aoti: bool = True  # also measure the folder's .pt2 (AOTInductor): in-process and served
+    repo_models: int = 3  # models of the repository run (copies of the folder); 0: no repository run
     max_batch: int = 32  # the server's defaults, recorded
     max_delay_ms: float = 2.0
     max_padding: float = 0.5
@@ -284,6 +296,10 @@ def aims(res: Mapping[str, Any]) -> List[Dict[str, Any]]:
             verdict(f"ours throughput at {s['clients']} clients > KServe's", oursN, ksN, "throughput_rps", 1.0, True),
             verdict(f"ours p50 at {s['clients']} clients < KServe's", oursN, ksN, "p50_ms", 1.0, False),
             verdict("ours p50 at 1 client < KServe's", ours1, ks1, "p50_ms", 1.0, False),
+            verdict(f"ours .pt2 p50 at 1 client <= {AIM_LOW_LOAD:g}x raw .pt2 p50", find(res, "ours-aoti", wire, 1),
+                    find(res, "raw-aoti", wire, 1), "p50_ms", AIM_LOW_LOAD, False),
+            verdict(f"ours repository p50 at 1 client <= {AIM_LOW_LOAD:g}x raw sessions p50", find(res, "ours-repo", wire, 1),
+                    find(res, "raw-repo", wire, 1), "p50_ms", AIM_LOW_LOAD, False),
         ]
     for a in out:  # "> 1" and "< 1" are strict
         if a["met"] is not None and a["limit"] == 1.0 and a["ratio"] == 1.0:
@@ -305,11 +321,14 @@ def parse_prometheus(text: str) -> Dict[str, float]:
     return out
 
 
-def batch_stats(before: Mapping[str, float], after: Mapping[str, float], model: str = MODEL) -> Dict[str, float]:
-    """What ``deploy-lstm serve``'s batcher did between two scrapes of /metrics."""
+def batch_stats(before: Mapping[str, float], after: Mapping[str, float], model: Optional[str] = MODEL) -> Dict[str, float]:
+    """What ``deploy-lstm serve``'s batchers did between two scrapes of /metrics: those of
+    ``model`` (every version), or of every model (None)."""
+    def total(scrape: Mapping[str, float], metric: str) -> float:
+        return sum(v for k, v in scrape.items() if k.startswith(metric + "{") and (model is None or f'model="{model}"' in k))
+
     def delta(metric: str) -> float:
-        key = f'{metric}{{model="{model}"}}'
-        return after.get(key, 0.0) - before.get(key, 0.0)
+        return total(after, metric) - total(before, metric)
 
     batches = delta("deploy_lstm_batch_requests_count")
     if batches <= 0:
@@ -344,7 +363,10 @@ def to_markdown(res: Mapping[str, Any]) -> str:
         f"Other processes used {_fmt(100 * res['interference']['other_share'], 1)}% of the CPU during the timed blocks "
         f"(worst block {_fmt(100 * res['interference']['worst_share'], 1)}%).",
         f"Model: deploy_lstm.LSTM(input_size={s['input_size']}, hidden_size={s['hidden_size']}, num_layers={s['num_layers']}), "
-        "float32, exported to ONNX with a `lengths` input (`export_folder(..., artifacts=['onnx'], lengths=True)`).",
+        f"float32, exported with a `lengths` input (`export_folder(..., artifacts={['onnx'] + (['aoti'] if s.get('aoti') else [])}, "
+        "lengths=True)`)."
+        + (f" Repository run: {s['repo_models']} copies of the folder as models m0, m1, ..., request i to model i mod "
+           f"{s['repo_models']}." if s.get("repo_models") else ""),
         f"Requests: {req['count']} seeded (seed {s['seed']}), batch 1, T uniform in {s['t_min']}..{s['t_max']} "
         f"(mean {_fmt(req['t_mean'], 1)}); every server is asked for all outputs ({', '.join(OUTPUTS)}).",
         f"Servers: subprocesses on 127.0.0.1, onnxruntime intra-op threads {s['threads']} everywhere; `deploy-lstm serve` "
@@ -545,8 +567,10 @@ def server_command(backend: str, folder: Path, port: int, s: Settings) -> List[s
     threads = str(s.threads)
     if backend == "kserve":
         return [sys.executable, str(Path(__file__).resolve()), "--kserve-worker", str(folder), "--port", str(port), "--threads", threads]
-    serve = ["serve", str(folder), "--name", MODEL, "--port", str(port), "--grpc-port", "0", "--threads", threads,
-             "--max-delay-ms", f"{s.max_delay_ms:g}", "--max-padding", f"{s.max_padding:g}"]
+    serve = ["serve", str(folder)] + ([] if backend == "ours-repo" else ["--name", MODEL])  # a repository's models keep their names
+    serve += ["--port", str(port), "--grpc-port", "0", "--threads", threads,
+              "--max-delay-ms", f"{s.max_delay_ms:g}", "--max-padding", f"{s.max_padding:g}"]
+    serve += ["--artifact", "aoti"] if backend == "ours-aoti" else []
     serve += ["--max-batch", "1" if backend == "ours-nobatch" else str(s.max_batch)]
     if backend == "ours-h11":
         return [sys.executable, "-c", H11_LAUNCHER] + serve
@@ -651,15 +675,15 @@ async def run_http_block(port: int, requests: Sequence[bytes], clients: int, pau
     return Block(latencies, wall, errors, *_cpu_delta(cpu0, cpu1), statuses=statuses)
 
 
-def run_raw_block(session: Any, feeds: Sequence[Mapping[str, np.ndarray]], pause_s: float, pids: Sequence[int]) -> Block:
-    """One session call at a time, each timed."""
+def run_raw_block(call: Any, feeds: Sequence[Tuple[int, Mapping[str, np.ndarray]]], pause_s: float, pids: Sequence[int]) -> Block:
+    """One call at a time (``call(i, feeds)`` for each request i: a session's or a runner's), each timed."""
     latencies = []
     time.sleep(pause_s)
     cpu0 = _cpu_snapshot(pids, None)
     t0 = time.perf_counter()
-    for f in feeds:
+    for i, f in feeds:
         t = time.perf_counter()
-        session.run(None, f)
+        call(i, f)
         latencies.append(1000 * (time.perf_counter() - t))
     wall = time.perf_counter() - t0
     cpu1 = _cpu_snapshot(pids, None)
@@ -738,7 +762,7 @@ async def check_outputs(port: int, bodies: Sequence[bytes], expected: Sequence[M
 
 
 def export_model(s: Settings, out: Path, exporter: str = "dynamo") -> Path:
-    """A bare LSTM with ``lengths``, exported to ``out`` (ONNX only)."""
+    """A bare LSTM with ``lengths``, exported to ``out`` (ONNX, and the .pt2 unless ``s.aoti`` is off)."""
     import torch
 
     import deploy_lstm
@@ -746,8 +770,52 @@ def export_model(s: Settings, out: Path, exporter: str = "dynamo") -> Path:
 
     torch.manual_seed(s.seed)
     export_folder(deploy_lstm.LSTM(s.input_size, s.hidden_size, num_layers=s.num_layers), out,
-                  artifacts=["onnx"], lengths=True, exporter=exporter, devices=("cpu",))
+                  artifacts=["onnx"] + (["aoti"] if s.aoti else []), lengths=True, exporter=exporter, devices=("cpu",))
     return out
+
+
+def make_repository(folder: Path, root: Path, models: int) -> Path:
+    """A repository of ``models`` copies of ``folder``: ``root/m0``, ``root/m1``, ... (as ``deploy-lstm serve`` reads one)."""
+    import shutil
+
+    for k in range(models):
+        shutil.copytree(folder, root / f"m{k}")
+    return root
+
+
+def repo_model(i: int, s: Settings) -> str:
+    """The model of the repository run that request i goes to (mixed traffic: round robin)."""
+    return f"m{i % s.repo_models}"
+
+
+def floors(s: Settings, folder: Path, raw: Any, feeds: Sequence[Mapping[str, np.ndarray]], res: Dict[str, Any]) -> Dict[str, Any]:
+    """The in-process backends, ``call(i, feeds)``: the raw session, the .pt2 package (when the
+    folder has one and it answers as the session does) and one session per repository model;
+    what is left out gets its reason in ``res["backends"]``."""
+    from deploy_lstm.runtime.onnx import OnnxLSTM
+
+    calls: Dict[str, Any] = {"raw": lambda i, f: raw.session.run(None, f)}
+    if s.aoti:
+        if not (folder / "model.pt2").is_file():
+            res["backends"]["raw-aoti"] = {"reason": "the folder has no model.pt2 (export it with the aoti artifact)"}
+        else:
+            from deploy_lstm.runtime.aoti import AotiPackage
+
+            package = AotiPackage(folder / "model.pt2")
+            worst = max(float(np.max(np.abs(package.run(f)[k] - v)))
+                        for f in feeds[:4] for k, v in zip(raw.output_names, raw.session.run(None, f)))
+            if worst > ATOL:
+                res["backends"]["raw-aoti"] = {"reason": f".pt2 outputs differ from the raw session by {worst:.2e}; not timed"}
+            else:
+                calls["raw-aoti"] = lambda i, f: package.run(f)
+                res["backends"]["raw-aoti"] = {"label": LABELS["raw-aoti"], "command": "AotiPackage(model.pt2).run(feeds)",
+                                               "max_abs_diff": worst}
+    if s.repo_models:
+        sessions = [OnnxLSTM(folder / "model.onnx", intra_op_num_threads=s.threads) for _ in range(s.repo_models)]
+        calls["raw-repo"] = lambda i, f: sessions[i % len(sessions)].session.run(None, f)
+        res["backends"]["raw-repo"] = {"label": LABELS["raw-repo"], "command": f"{s.repo_models} x OnnxLSTM(model.onnx), "
+                                       "request i on session i mod n"}
+    return calls
 
 
 async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print) -> Dict[str, Any]:
@@ -781,8 +849,14 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
         },
         "configs": [], "notes": [],
     }
-    wanted = ["ours", "ours-nobatch"] + (["ours-h11"] if s.h11 else []) + (["ours-nospin"] if s.nospin else [])
-    wanted += ["kserve"] if s.kserve else []
+    calls = floors(s, folder, raw, feeds, res)
+    repo = make_repository(folder, logdir.parent / "repo", s.repo_models) if s.repo_models else None
+    wanted = ["ours", "ours-nobatch"] + (["ours-aoti"] if "raw-aoti" in calls else []) + (["ours-repo"] if repo else [])
+    wanted += (["ours-h11"] if s.h11 else []) + (["ours-nospin"] if s.nospin else []) + (["kserve"] if s.kserve else [])
+    served = {b: repo if b == "ours-repo" else folder for b in wanted}
+
+    def target(b: str, i: int) -> str:
+        return f"/v2/models/{repo_model(i, s) if b == 'ours-repo' else MODEL}/infer"
     servers: Dict[str, Server] = {}
     try:
         for b in wanted:
@@ -794,11 +868,11 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
                     continue
             progress(f"starting {b} ...")
             try:
-                servers[b] = await start_server(b, folder, s, logdir)
+                servers[b] = await start_server(b, served[b], s, logdir)
             except RuntimeError as e:
                 res["backends"][b] = {"reason": str(e)}
                 continue
-            res["backends"][b] = {"label": LABELS[b], "command": " ".join(server_command(b, folder, 0, s)).replace(" --port 0", " --port PORT"),
+            res["backends"][b] = {"label": LABELS[b], "command": " ".join(server_command(b, served[b], 0, s)).replace(" --port 0", " --port PORT"),
                                   "startup_s": servers[b].startup_s}
         pids = [sv.proc.pid for sv in servers.values()]
         # outputs must match the raw session before anything is timed
@@ -807,7 +881,7 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
             worst = 0.0
             try:
                 for wire in s.wires:
-                    reqs = [http_request("POST", f"/v2/models/{MODEL}/infer", "127.0.0.1", sv.port, *bodies[wire][i]) for i in range(4)]
+                    reqs = [http_request("POST", target(b, i), "127.0.0.1", sv.port, *bodies[wire][i]) for i in range(4)]
                     worst = max(worst, await check_outputs(sv.port, reqs, expected))
             except (RuntimeError, OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, KeyError) as e:
                 res["backends"][b] = {"reason": f"wrong or failed answer, not timed: {type(e).__name__}: {e}"}
@@ -818,11 +892,11 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
                 res["backends"][b] = {"reason": f"outputs differ from the raw session by {worst:.2e} (atol {ATOL:g}); not timed"}
                 stop_server(servers.pop(b))
         pids = [sv.proc.pid for sv in servers.values()]
-        prepared = {b: {w: [http_request("POST", f"/v2/models/{MODEL}/infer", "127.0.0.1", sv.port, *bw) for bw in bodies[w]]
+        prepared = {b: {w: [http_request("POST", target(b, i), "127.0.0.1", sv.port, *bw) for i, bw in enumerate(bodies[w])]
                         for w in s.wires} for b, sv in servers.items()}
 
         # (backend, wire, clients) -> blocks
-        plan: List[Tuple[str, str, int]] = [("raw", "-", 1), ("engine", "-", 1), ("engine", "-", s.clients)]
+        plan: List[Tuple[str, str, int]] = [(k, "-", 1) for k in calls] + [("engine", "-", 1), ("engine", "-", s.clients)]
         for wire in s.wires:
             plan += [(b, wire, 1) for b in servers]
             plan += [(b, wire, s.clients) for b in servers]
@@ -836,8 +910,8 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
         async def block(key: Tuple[str, str, int], idx: List[int], timed: bool) -> None:
             b, wire, clients = key
             pause = s.pause_ms / 1000
-            if b == "raw":
-                blk = run_raw_block(raw.session, [feeds[i] for i in idx], pause, pids)
+            if b in calls:
+                blk = run_raw_block(calls[b], [(i, feeds[i]) for i in idx], pause, pids)
             elif b == "engine":
                 blk = run_engine_block(engine, [inputs[i] for i in idx], clients, pause, pids)
             else:
@@ -845,7 +919,7 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
                 before = await scrape(sv.port) if b.startswith("ours") and timed else None
                 blk = await run_http_block(sv.port, [prepared[b][wire][i] for i in idx], clients, pause, pids, sv.proc.pid, s.timeout_s)
                 if before is not None:
-                    batching[key].append(batch_stats(before, await scrape(sv.port)))
+                    batching[key].append(batch_stats(before, await scrape(sv.port), None if b == "ours-repo" else MODEL))
             if timed:
                 blocks[key].append(blk)
 
@@ -878,7 +952,7 @@ async def measure(s: Settings, folder: Path, logdir: Path, progress: Any = print
         entry["round_p50_ms"] = [percentile(blk.latencies_ms, 50) for blk in got]
         entry["round_throughput_rps"] = [len(blk.latencies_ms) / blk.wall_s for blk in got]
         reqs = max(entry["requests"], 1)
-        if b != "raw":
+        if b not in IN_PROCESS:
             entry["server_cpu_ms_per_request"] = 1000 * sum(blk.server_cpu_s for blk in got) / reqs
         entry["client_cpu_ms_per_request"] = 1000 * sum(blk.client_cpu_s for blk in got) / reqs
         entry["statuses"] = {str(k): sum(blk.statuses.get(k, 0) for blk in got) for k in {k for blk in got for k in blk.statuses}}
@@ -956,6 +1030,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--no-kserve", action="store_true", help="leave KServe out")
     p.add_argument("--no-h11", action="store_true", help="leave out the h11 variant of deploy-lstm serve")
     p.add_argument("--no-nospin", action="store_true", help="leave out the experiment: deploy-lstm serve with onnxruntime spinning off")
+    p.add_argument("--no-aoti", action="store_true", help="leave out the .pt2 (AOTInductor) engine (its export takes ~1 min)")
+    p.add_argument("--repo-models", type=int, help="models in the repository run (copies of the folder; default 3; 0: none)")
     p.add_argument("--max-load", type=float, default=1.5, help="wait while the 1-min load average is above this (default 1.5)")
     p.add_argument("--load-retries", type=int, default=5, help="how many times to wait 30 s for the load to drop (default 5)")
     defaults = Settings()
@@ -976,6 +1052,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     changes["kserve"] = not args.no_kserve
     changes["h11"] = not args.no_h11
     changes["nospin"] = not args.no_nospin
+    changes["aoti"] = not args.no_aoti
     return dataclasses.replace(s, **changes)
 
 

@@ -30,7 +30,7 @@ def _load():
 
 serve = _load()
 
-TINY = ["--input-size", "4", "--hidden-size", "8", "--num-layers", "1", "--t-min", "2", "--t-max", "6"]
+TINY = ["--input-size", "4", "--hidden-size", "8", "--num-layers", "1", "--t-min", "2", "--t-max", "6", "--no-aoti"]
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -121,6 +121,21 @@ def test_batch_stats_from_two_metric_scrapes():
     assert serve.batch_stats(after, after) == {"batches": 0}
 
 
+def test_batch_stats_sum_versions_and_models():
+    """Series with a version label count for their model; model None sums every model (the repository run)."""
+    after = serve.parse_prometheus("\n".join([
+        'deploy_lstm_batch_requests_count{model="m0",version="1"} 2.0',
+        'deploy_lstm_batch_requests_count{model="m0",version="2"} 1.0',
+        'deploy_lstm_batch_requests_count{model="m1",version="1"} 3.0',
+        'deploy_lstm_batch_requests_count{model="m0_stream",version="1"} 50.0',
+        'deploy_lstm_batch_requests_sum{model="m0",version="1"} 6.0',
+        'deploy_lstm_batch_requests_sum{model="m1",version="1"} 6.0',
+    ]))
+    assert serve.batch_stats({}, after, "m0")["batches"] == 3.0  # not m0_stream's
+    everything = serve.batch_stats({}, after, None)
+    assert everything["batches"] == 56.0 and everything["requests_per_batch"] == pytest.approx(12 / 56)
+
+
 # --- verdicts and report ----------------------------------------------------------------------------
 
 
@@ -182,6 +197,11 @@ def test_server_commands():
     assert "httptools" in serve.server_command("ours-h11", Path("/m"), 9000, s)[2]
     assert "allow_spinning" in serve.server_command("ours-nospin", Path("/m"), 9000, s)[2]
     assert "--kserve-worker" in serve.server_command("kserve", Path("/m"), 9000, s)
+    aoti = serve.server_command("ours-aoti", Path("/m"), 9000, s)
+    assert aoti[aoti.index("--artifact") + 1] == "aoti" and aoti[aoti.index("--name") + 1] == serve.MODEL
+    repo = serve.server_command("ours-repo", Path("/r"), 9000, s)
+    assert "--name" not in repo and repo[repo.index("serve") + 1] == "/r"  # a repository's models keep their names
+    assert [serve.repo_model(i, serve.Settings(repo_models=3)) for i in range(4)] == ["m0", "m1", "m2", "m0"]
 
 
 # --- a tiny real run ------------------------------------------------------------------------------------
@@ -202,10 +222,14 @@ def test_tiny_end_to_end_run(tiny_folder, tmp_path):
     assert serve.main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     measured = {(c["backend"], c["clients"]) for c in res["configs"]}
-    assert measured == {("raw", 1), ("engine", 1), ("engine", 4), ("ours", 1), ("ours-nobatch", 1), ("ours", 4), ("ours-nobatch", 4)}
+    assert measured == {("raw", 1), ("raw-repo", 1), ("engine", 1), ("engine", 4), ("ours", 1), ("ours-nobatch", 1),
+                        ("ours-repo", 1), ("ours", 4), ("ours-nobatch", 4), ("ours-repo", 4)}
     for c in res["configs"]:
         assert c["errors"] == 0 and c["requests"] == (4 if c["clients"] == 1 else 8), c
     assert res["backends"]["ours"]["max_abs_diff"] <= serve.ATOL
+    assert res["backends"]["ours-repo"]["max_abs_diff"] <= serve.ATOL  # requests to m0, m1, m2, m0
+    repo = next(c for c in res["configs"] if c["backend"] == "ours-repo" and c["clients"] == 4)
+    assert repo["batching"]["batches"] >= 1  # the metrics of every repository model were read
     assert "kserve" not in res["backends"] or "reason" in res["backends"]["kserve"]
     assert {a["met"] for a in res["aims"] if "KServe" in a["aim"]} == {None}
     assert (out / "results.md").read_text().startswith("# deploy-lstm serving benchmark")

@@ -141,6 +141,12 @@ def test_unknown_model_or_version_is_tritons_error(models: Dict[str, Dict[str, s
     assert status_of(e.value) == (400, "INVALID_ARGUMENT", message)
 
 
+def test_a_huge_unknown_name_is_not_echoed_back(models: Dict[str, Dict[str, st.VersionStatistics]]) -> None:
+    with pytest.raises(InvalidRequest) as e:
+        st.select(models, "x" * 1_000_000)
+    assert len(str(e.value)) < 200
+
+
 def test_grpc_response_carries_the_http_figures() -> None:
     s = st.VersionStatistics("m", "3")
     s.record_execution([(2, 5 * NS), (4, 9 * NS)], 20 * NS, 90 * NS, st.BatchTimes(3 * NS, 40 * NS, 7 * NS))

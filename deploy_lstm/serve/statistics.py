@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 from tritonclient.grpc import service_pb2
 
 from deploy_lstm.errors import InvalidRequest
+from deploy_lstm.serve.protocol import show
 
 __all__ = ["DURATIONS", "VersionStatistics", "BatchTimes", "record_batch", "collect", "loaded", "select", "http_json", "grpc_response", "not_available"]
 
@@ -157,8 +158,8 @@ def loaded(registry: Any) -> Dict[str, Dict[str, VersionStatistics]]:
 def not_available(name: str, version: Optional[str] = None) -> InvalidRequest:
     """Triton's error for statistics of a model or version it does not have (HTTP 400, gRPC INVALID_ARGUMENT)."""
     if version:
-        return InvalidRequest(f"requested model version is not available for model {name!r}")
-    return InvalidRequest(f"requested model {name!r} is not available")
+        return InvalidRequest(f"requested model version is not available for model {show(name)}")
+    return InvalidRequest(f"requested model {show(name)} is not available")  # show: a client's name, cut short
 
 
 def select(models: Mapping[str, Mapping[str, VersionStatistics]], name: str = "",

@@ -8,6 +8,8 @@
 * ``onnx``, ``torchscript``, ``aoti``: ``export_onnx``, ``export_torchscript``,
   ``export_aoti``; each writes its file atomically with its metadata
   (:class:`deploy_lstm.formats.metadata.ArtifactMetadata`);
+* ``bf16``: the copy a bf16 export scripts or traces (``precision="bf16"`` of ``export_aoti`` and
+  ``export_torchscript``): each LSTM in bfloat16 behind a float32 boundary;
 * ``int8``: the int8 transform of an ONNX export (its tolerance and advice are
   ``deploy_lstm.check``'s);
 * ``common``: quiet exporter logging and one error family for export failures.

@@ -2,7 +2,7 @@
 
 One repository: ``en`` (versions 1 and 2, different weights), ``de`` (an unversioned folder with
 an ONNX model and an AOTInductor ``.pt2``; the repository's config file serves the ``.pt2``),
-``fr`` (not loaded at start).  Every answer is compared with torch.nn.LSTM holding the same
+``fr`` (not loaded at start; served from its TorchScript file).  Every answer is compared with torch.nn.LSTM holding the same
 weights.  An explicit-mode server is loaded, unloaded, reloaded and given a new folder while
 traffic runs; a none-mode server refuses load/unload with tritonserver's answers.
 """
@@ -47,8 +47,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _export(root / "en" / "1", 1)
     _export(root / "en" / "2", 2)
     _export(root / "de", 3, ("onnx", "aoti"))
-    _export(root / "fr", 4)
-    (root / CONFIG_FILE).write_text(json.dumps({"artifact": "onnx", "models": {"de": {"artifact": "aoti", "max_batch": 16}}}))
+    _export(root / "fr", 4, ("onnx", "torchscript"))
+    (root / CONFIG_FILE).write_text(json.dumps(
+        {"artifact": "onnx", "models": {"de": {"artifact": "aoti", "max_batch": 16}, "fr": {"artifact": "torchscript"}}}))
     return root
 
 
@@ -184,6 +185,7 @@ def test_load_unload_reload_and_add_under_traffic(server: Server, repo: Path, or
     x = x_of(rng)
     with Traffic(server, oracles, [("en", "", "http"), ("en", "1", "grpc"), ("de", "", "http")]) as traffic:
         c.load_model("fr")
+        assert c.get_model_metadata("fr")["platform"] == "pytorch_libtorch"  # TorchScript, from the config file
         check(c.infer("fr", [http_input("input", x)]).as_numpy("output"), oracles[("fr", "1")], x)
         c.infer("fr_stream", [http_input("input", x)], sequence_id=5, sequence_start=True)
         g.unload_model("fr")

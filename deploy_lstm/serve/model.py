@@ -133,6 +133,10 @@ class ServedModel:
         self.stream_name = self.name + STREAM_SUFFIX if self.stream_refusal is None else None
         self.layout = Layout({t.name: batch_axis(t) for t in tensors}, {t.name: sequence_axis(t) for t in tensors})
         self.batchable = all(a is not None for a in self.layout.batch_axes.values())
+        # an ExecuTorch program runs the batch size it was exported with (--pte-batch): no batching
+        self.fixed_batch: Optional[int] = getattr(self.runner, "batch", None) if self.artifact == "executorch" else None
+        if self.fixed_batch is not None:
+            self.batchable = False
         if self._lengths_spec() is not None and self.batchable and self._probe_padding():
             self.layout = dataclasses.replace(self.layout, pads=True)
         self.batcher: Optional[Batcher] = None
@@ -148,7 +152,10 @@ class ServedModel:
     def limits(self) -> List[str]:
         """What this artifact cannot do here, said at load time (log, config parameters)."""
         said = []
-        if not self.batchable:
+        if self.fixed_batch is not None:
+            said.append(f"no dynamic batching: the {self.artifact} program runs batch {self.fixed_batch} (exported so); "
+                        f"requests of {self.fixed_batch} row(s) run one at a time")
+        elif not self.batchable:
             said.append(f"no dynamic batching: the {self.artifact} artifact has a fixed batch size; requests run one at a time")
         if self.stream_refusal is not None:
             said.append(f"no streaming: {self.stream_refusal}")
@@ -332,6 +339,11 @@ class ServedModel:
         if unknown:
             raise InvalidRequest(f"unknown input(s) {unknown}; model {name!r} takes {allowed}")
         rows_, steps = self._extent(feeds, name)
+        if self.fixed_batch is not None and rows_ != self.fixed_batch:
+            raise InvalidRequest(
+                f"model {name!r} serves an {self.artifact} program of batch {self.fixed_batch} (exported with --pte-batch "
+                f"{self.fixed_batch}); this request has batch {rows_}"
+            )
         if rows is not None and rows_ != rows:
             raise InvalidRequest(f"a sequence keeps the batch size of its first chunk ({rows}); this chunk has {rows_}")
         self._fill(feeds, rows_, steps, state if stream else None)

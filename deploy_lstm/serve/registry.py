@@ -253,7 +253,8 @@ class Registry:
             try:
                 await self.load(name, control=False)
             except ControlError as e:
-                log.error("%s", e)
+                if not self.single:  # a single folder's error is the command's (raised below)
+                    log.error("%s", e)
         if self.single and not self.ready_versions():
             raise next(iter(self.models.values()))["1"].error  # type: ignore[misc]  # as `serve FOLDER` always did
 
@@ -391,7 +392,8 @@ class Registry:
         except Exception as e:  # a broken folder is a state, not a crash: the others keep serving
             mv.error = e
             mv.state, mv.reason = "UNAVAILABLE", f"{type(e).__name__}: {e}" if not isinstance(e, DeployLSTMError) else str(e)
-            log.error("model %r version %s failed to load: %s", mv.name, mv.version, mv.reason)
+            if not self.single:
+                log.error("model %r version %s failed to load: %s", mv.name, mv.version, mv.reason)
             return
         served.start()
         keys, why = self._ended.pop(mv.name, ([], ""))

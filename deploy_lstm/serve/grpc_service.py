@@ -30,6 +30,7 @@ from deploy_lstm.serve import statistics
 from deploy_lstm.serve.metrics import ServerMetrics, model_label
 from deploy_lstm.serve.protocol import (
     EXTENSIONS,
+    INLINE_BYTES,
     MAX_RANK,
     MAX_REQUEST_BYTES,
     InferRequest,
@@ -218,9 +219,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             served = self.registry.resolve(name, request.model_version)
             version = served.version
             with served.taking():
-                infer_request = await loop.run_in_executor(self.worker, decode_grpc, request, self.max_request_bytes)
+                # small messages are decoded and encoded here: cheaper than a hop to a worker (protocol.INLINE_BYTES)
+                if request.ByteSize() <= INLINE_BYTES:
+                    infer_request = decode_grpc(request, self.max_request_bytes)
+                else:
+                    infer_request = await loop.run_in_executor(self.worker, decode_grpc, request, self.max_request_bytes)
                 outputs = await served.infer(infer_request, name)
-                response = await loop.run_in_executor(self.worker, encode_grpc, name, infer_request, outputs, version)
+                if sum(v.nbytes for v in outputs.values()) <= INLINE_BYTES:
+                    response = encode_grpc(name, infer_request, outputs, version)
+                else:
+                    response = await loop.run_in_executor(self.worker, encode_grpc, name, infer_request, outputs, version)
         except Exception as e:
             self.metrics.requests.labels(self.label(name), "grpc", "error", version).inc()
             e.served_version = version  # type: ignore[attr-defined]  # the errors metric's version label

@@ -30,7 +30,9 @@ from deploy_lstm.serve.protocol import (
     HEADER_LENGTH,
     RequestTooLarge,
     decode_http_body,
+    decode_inline,
     encode_http_body,
+    encode_inline,
     show,
     status_of,
 )
@@ -137,12 +139,19 @@ class HTTPFrontEnd:
             version = served.version
             with served.taking():
                 body = await read_body(request, self.max_request_bytes)
-                infer_request = await self.offload(
-                    decode_http_body, body, headers.get("content-encoding"), headers.get(HEADER_LENGTH), self.max_request_bytes)
+                decoding = (body, headers.get("content-encoding"), headers.get(HEADER_LENGTH), self.max_request_bytes)
+                if decode_inline(len(body), decoding[1]):  # a small body: cheaper here than a hop to a worker
+                    infer_request = decode_http_body(*decoding)
+                else:
+                    infer_request = await self.offload(decode_http_body, *decoding)
+                del decoding
                 del body
                 outputs = await served.infer(infer_request, name)
-                payload, header_length, encoding = await self.offload(
-                    encode_http_body, name, version, infer_request, outputs, headers.get("accept-encoding"))
+                encoding_args = (name, version, infer_request, outputs, headers.get("accept-encoding"))
+                if encode_inline(infer_request, outputs, encoding_args[-1]):
+                    payload, header_length, encoding = encode_http_body(*encoding_args)
+                else:
+                    payload, header_length, encoding = await self.offload(encode_http_body, *encoding_args)
         except Exception as e:
             self.metrics.requests.labels(label, "http", "error", version).inc()
             return self.error(e, name, version)

@@ -211,6 +211,8 @@ class Registry:
             raise ConfigError(f"{self.path} is not a directory: give an export folder or a repository of them")
         self.single = is_folder(self.path)
         options.check()
+        if not self.single and options.name:
+            raise ConfigError(f"--name applies to an export folder; the models of the repository {self.path} are named by their folders")
         if not self.single and not scan(self.path):
             raise ConfigError(
                 f"{self.path} has no {MANIFEST} and no model folders: give an export folder (deploy-lstm export) "
@@ -430,8 +432,8 @@ class Registry:
         keys = list(served.sequences.live)
         if successor is not None and successor.served is not None:
             successor.served.sequences.remember(keys, why)
-        else:
-            self._ended[mv.name] = (keys, why)
+        else:  # told by the model's next load (every version's sequences, the last reason)
+            self._ended[mv.name] = (self._ended.get(mv.name, ([], ""))[0] + keys, why)
         self.metrics.model_loaded.labels(mv.name, mv.version).set(0)
         self.metrics.model_memory.labels(mv.name, mv.version).set(0)
         if self.models.get(mv.name, {}).get(mv.version) is mv:

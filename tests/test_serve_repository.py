@@ -239,19 +239,22 @@ def test_a_broken_folder_is_unavailable_and_the_others_serve(server: Server, rep
     check(c.infer("en", [http_input("input", x)]).as_numpy("output"), oracles[("en", "2")], x)
 
 
-def test_none_mode_refuses_load_and_unload(repo: Path, oracles: Dict[Tuple[str, str], nn.LSTM], tmp_path: Path) -> None:
+def test_none_mode_refuses_load_and_unload_and_artifact_aoti(repo: Path, oracles: Dict[Tuple[str, str], nn.LSTM],
+                                                             tmp_path: Path) -> None:
     small = tmp_path / "repo"
-    shutil.copytree(repo / "fr", small / "fr")
-    s = Server(small)
+    shutil.copytree(repo / "de", small / "de")
+    (small / CONFIG_FILE).write_text(json.dumps({"models": {"de": {"artifact": "onnx"}}}))  # --artifact wins over it
+    s = Server(small, "--artifact", "aoti")
     try:
         c = s.http()
         with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed if polling is enabled") as e:
-            c.unload_model("fr")
+            c.unload_model("de")
         assert e.value.status() == "503"
         with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed") as e:
-            s.grpc().load_model("fr")
+            s.grpc().load_model("de")
         assert e.value.status() == "StatusCode.UNAVAILABLE"
-        x = x_of(np.random.default_rng(4))
-        check(c.infer("fr", [http_input("input", x)]).as_numpy("output"), oracles[("fr", "1")], x)
+        assert c.get_model_metadata("de")["platform"] == "pytorch_aoti"
+        x = x_of(np.random.default_rng(4), 9, 3)
+        check(c.infer("de", [http_input("input", x)]).as_numpy("output"), oracles[("de", "1")], x)
     finally:
         assert s.stop() == 0

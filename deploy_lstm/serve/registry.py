@@ -76,7 +76,8 @@ class RepositoryConfig:
         changes: Dict[str, Any] = {"name": name}
         if base.artifact is None and self.artifact is not None:
             changes["artifact"] = self.artifact
-        changes.update(self.models.get(name, {}))
+        own = self.models.get(name, {})
+        changes.update({k: v for k, v in own.items() if k != "artifact" or base.artifact is None})  # --artifact wins
         return dataclasses.replace(base, **changes)
 
 

@@ -304,8 +304,15 @@ ArtifactChoice choose_cpp_artifact(const ExportFolder& folder, const std::option
     why_not = "deploy-lstm bench recommended " + printable(rec->artifact) + ", which " +
               (runnable(rec->artifact) ? "the folder does not hold" : "the C++ runner does not run");
   }
-  for (const std::string& kind : kCppArtifacts)
+  for (const std::string& kind : kCppDefaultArtifacts)
     if (folder.has(kind)) return {kind, folder.verified_file(kind), why_not + "; the folder's " + kind + " artifact"};
+  for (const std::string& kind : kCppArtifacts) {
+    if (folder.has(kind)) {
+      throw ModelLoadError("'" + folder.path() + "' holds only reduced-precision artifacts for C++ (" + kind +
+                           "): " + why_not + "; run one with --artifact " + kind +
+                           " or let deploy-lstm bench --allow-bf16 recommend it");
+    }
+  }
   throw ModelLoadError("'" + folder.path() + "' has no artifact the C++ runner runs (" + join(kCppArtifacts, " or ") +
                        "; it has: " + kinds_list(folder.kinds()) +
                        "); re-export with e.g. deploy-lstm export ... --artifacts onnx,torchscript");

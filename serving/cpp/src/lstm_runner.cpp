@@ -36,6 +36,20 @@ bool bool_constant(const torch::jit::Module& m, const std::string& name, const s
   return v.toBool();
 }
 
+// Where the configuration constants are: the module itself (a scripted deploy_lstm.LSTM), or
+// the "lstm" submodule of a bf16 artifact's boundary (deploy_lstm.exporters.bf16.Bf16Boundary:
+// a bfloat16 LSTM called with float32 in and out, the same forward as the LSTM's).
+torch::jit::Module config_module(const torch::jit::Module& m) {
+  if (!m.hasattr("input_size") && m.hasattr("lstm") && m.attr("lstm").isModule()) return m.attr("lstm").toModule();
+  return m;
+}
+
+bool has_constants(const torch::jit::Module& m) {
+  for (const char* name : kConstants)
+    if (!m.hasattr(name)) return false;
+  return m.hasattr("weight_ih_l0");
+}
+
 }  // namespace
 
 std::string LstmConfig::to_string() const {
@@ -49,23 +63,29 @@ std::string LstmConfig::to_string() const {
 LstmRunner::LstmRunner(const std::string& path) : LstmRunner(load_torchscript(path).module, path) {}
 
 bool LstmRunner::is_lstm(const torch::jit::Module& module) {
-  for (const char* name : kConstants)
-    if (!module.hasattr(name)) return false;
-  return module.hasattr("weight_ih_l0");
+  if (has_constants(module)) return true;
+  const torch::jit::Module inner = config_module(module);
+  // a bf16 boundary: bfloat16 weights inside, float32 at the boundary
+  return has_constants(inner) && inner.attr("weight_ih_l0").isTensor() &&
+         inner.attr("weight_ih_l0").toTensor().scalar_type() == c10::ScalarType::BFloat16;
 }
 
 LstmRunner::LstmRunner(torch::jit::Module module, const std::string& path) : path_(path), module_(std::move(module)) {
   module_.eval();
-  config_.input_size = int_constant(module_, "input_size", path);
-  config_.hidden_size = int_constant(module_, "hidden_size", path);
-  config_.num_layers = int_constant(module_, "num_layers", path);
-  config_.bias = bool_constant(module_, "bias", path);
-  config_.batch_first = bool_constant(module_, "batch_first", path);
-  config_.bidirectional = bool_constant(module_, "bidirectional", path);
-  config_.proj_size = int_constant(module_, "proj_size", path);
-  const c10::IValue w = constant(module_, "weight_ih_l0", path);
+  const torch::jit::Module cm = config_module(module_);
+  config_.input_size = int_constant(cm, "input_size", path);
+  config_.hidden_size = int_constant(cm, "hidden_size", path);
+  config_.num_layers = int_constant(cm, "num_layers", path);
+  config_.bias = bool_constant(cm, "bias", path);
+  config_.batch_first = bool_constant(cm, "batch_first", path);
+  config_.bidirectional = bool_constant(cm, "bidirectional", path);
+  config_.proj_size = int_constant(cm, "proj_size", path);
+  const c10::IValue w = constant(cm, "weight_ih_l0", path);
   if (!w.isTensor()) throw ModelLoadError("'" + path + "': weight_ih_l0 is not a tensor");
   config_.dtype = w.toTensor().scalar_type();
+  // A bf16 artifact (model.bf16.ts): bfloat16 weights behind a float32 boundary; it is fed float32.
+  if (!has_constants(module_) && config_.dtype == c10::ScalarType::BFloat16)
+    config_.dtype = c10::ScalarType::Float;
   if (config_.dtype != c10::ScalarType::Float && config_.dtype != c10::ScalarType::Double) {
     throw ModelLoadError("'" + path + "' has " + dtype_name(config_.dtype) +
                          " weights; only float32 and float64 models are supported");

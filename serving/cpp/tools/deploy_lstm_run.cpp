@@ -4,7 +4,8 @@
 // MODEL is one of:
 //   * an export folder (deploy-lstm export): the artifact `deploy-lstm bench DIR` recommended
 //     for C++ (manifest "recommendation.targets.cpp"), else its model.ts, else its model.pt2;
-//     --artifact torchscript|aoti chooses.  The file is checked against the manifest's size and
+//     --artifact torchscript|aoti|torchscript-bf16|aoti-bf16 chooses (the bf16 ones run their
+//     LSTMs in bfloat16 behind a float32 boundary: same inputs and outputs).  The file is checked against the manifest's size and
 //     SHA-256 first, and one line on stderr says which artifact runs and why;
 //   * a TorchScript archive (.ts, .pt, ...), told apart by the module itself:
 //     - a scripted deploy_lstm.LSTM (it has the configuration constants): one INPUT.npy,
@@ -43,7 +44,7 @@ using deploy_lstm::UsageError;
 
 constexpr const char* kUsage =
     "usage: deploy_lstm_run MODEL.pt INPUT.npy [--h0 H0.npy --c0 C0.npy] [--lengths LENGTHS.npy]\n"
-    "                       [--chunk K] [--out DIR] [--threads N] [--artifact torchscript|aoti]\n"
+    "                       [--chunk K] [--out DIR] [--threads N] [--artifact KIND]\n"
     "       deploy_lstm_run MODEL.pt INPUT.npy [INPUT.npy ...] [--out DIR] [--threads N] [--artifact ...]\n"
     "  MODEL.pt   a TorchScript archive (torch.jit.save): a scripted deploy_lstm.LSTM (first form),\n"
     "             or a whole model whose forward takes Tensors and (nested) Tuples of Tensors (second form);\n"
@@ -63,7 +64,8 @@ constexpr const char* kUsage =
     "             output, named as in the archive's I/O contract or output_0.npy, output_1.npy, ...\n"
     "             (default: current directory)\n"
     "  --threads N  intra-op threads (default: torch's choice)\n"
-    "  --artifact torchscript|aoti  with an export folder: run this artifact, not the recommended one\n";
+    "  --artifact KIND  with an export folder: run this artifact, not the recommended one: torchscript, aoti,\n"
+    "             torchscript-bf16 or aoti-bf16 (LSTMs in bfloat16, float32 in and out)\n";
 
 struct Args {
   std::string model, out = ".";
@@ -327,7 +329,7 @@ int run(const Args& given) {
     throw UsageError("--artifact chooses among an export folder's artifacts; '" + args.model +
                      "' is not a folder (give the folder, or drop --artifact)");
   }
-  return kind == "aoti" ? run_aoti(args) : run_torchscript(args);
+  return deploy_lstm::is_aoti_kind(kind) ? run_aoti(args) : run_torchscript(args);
 }
 
 }  // namespace

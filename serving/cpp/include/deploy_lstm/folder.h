@@ -22,8 +22,15 @@ inline constexpr const char* kManifestFile = "manifest.json";    // folder.MANIF
 inline constexpr const char* kFolderFormat = "deploy-lstm-export";  // folder.FORMAT
 inline constexpr int64_t kFolderFormatVersion = 1;                // folder.FORMAT_VERSION
 
-// The artifact kinds the C++ runner runs, in the order it prefers them without a recommendation.
-inline const std::vector<std::string> kCppArtifacts = {"torchscript", "aoti"};
+// The artifact kinds the C++ runner runs: the float32 ones, then their bf16 siblings (LSTMs in
+// bfloat16 behind a float32 boundary: the same inputs and outputs, run the same way).
+inline const std::vector<std::string> kCppArtifacts = {"torchscript", "aoti", "torchscript-bf16", "aoti-bf16"};
+// The kinds it falls back to without a recommendation, in this order: float32 only (a bf16
+// artifact runs when deploy-lstm bench --allow-bf16 recommended it, or with --artifact).
+inline const std::vector<std::string> kCppDefaultArtifacts = {"torchscript", "aoti"};
+
+// True for the kinds that are AOTInductor packages ("aoti", "aoti-bf16").
+inline bool is_aoti_kind(const std::string& kind) { return kind == "aoti" || kind == "aoti-bf16"; }
 
 // One entry of manifest "artifacts".
 struct FolderArtifact {
@@ -78,14 +85,14 @@ class ExportFolder {
 
 // Which artifact of a folder the C++ runner runs, and why.
 struct ArtifactChoice {
-  std::string kind;    // "torchscript" or "aoti"
+  std::string kind;    // one of kCppArtifacts
   std::string file;    // its path, checked against the manifest (ExportFolder::verified_file)
   std::string reason;  // "recommended by deploy-lstm bench on <time> at ratio 1.01", ...
 };
 
 // `asked` (--artifact) when given; else the folder's "cpp" recommendation when the folder holds
 // that artifact (as folder.py's ExportFolder.recommended); else its torchscript artifact; else
-// its aoti one.  Throws ModelLoadError when the asked kind is not one of kCppArtifacts or not in
+// its aoti one (kCppDefaultArtifacts: never a bf16 one unless recommended or asked).  Throws ModelLoadError when the asked kind is not one of kCppArtifacts or not in
 // the folder, the folder holds nothing the runner runs, or the chosen file fails verified_file.
 ArtifactChoice choose_cpp_artifact(const ExportFolder& folder, const std::optional<std::string>& asked);
 

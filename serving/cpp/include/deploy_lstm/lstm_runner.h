@@ -54,7 +54,9 @@ class LstmRunner {
   LstmRunner(torch::jit::Module module, const std::string& path);
 
   // Whether `module` is a scripted deploy_lstm.LSTM: it has every configuration
-  // constant and weight_ih_l0.  Anything else is a whole model (ModelRunner).
+  // constant and weight_ih_l0; or a bf16 artifact of one (model.bf16.ts: a boundary whose
+  // "lstm" submodule is such an LSTM with bfloat16 weights, fed and returning float32).
+  // Anything else is a whole model (ModelRunner).
   static bool is_lstm(const torch::jit::Module& module);
 
   const LstmConfig& config() const { return config_; }

@@ -16,6 +16,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from deploy_lstm.check.harness import EAGER, TORCH, FeedsFn, module_fn, random_inputs, reference_models
 from deploy_lstm.exporters.signature import Signature
@@ -82,6 +83,7 @@ def _best_of(fn: FeedsFn, feeds: Dict[str, np.ndarray], calls: int) -> float:
 def bf16_speed(
     sig: Signature, bf16: FeedsFn, float32: Optional[FeedsFn] = None, *,
     shapes: Sequence[Tuple[int, int]] = SPEED_SHAPES, rounds: int = 5, calls: int = 3, seed: int = 0,
+    threads: int = 1,
 ) -> Dict[str, Any]:
     """A short timing of a bf16 artifact against float32, interleaved, one round after the other.
 
@@ -94,23 +96,29 @@ def bf16_speed(
         rounds: paired rounds per shape (the ratio is their median).
         calls: calls per round (the fastest counts).
         seed: input generator seed.
+        threads: torch's intra-op threads while timing (restored after): 1 by default, because on a
+            busy machine two threads' barriers wait on each other's preemption and both timings turn
+            to noise, while bf16 against float32 at one thread keeps its ratio.
 
     Returns:
-        ``{"shapes": [{"batch", "sequence", "ratio"}], "slower_at": [batch, ...]}``: ``ratio`` is the
+        ``{"shapes": [{"batch", "sequence", "ratio"}], "slower_at": [batch, ...], "threads": threads}``: ``ratio`` is the
         bf16 time / the float32 time (< 1: bf16 is faster); ``slower_at`` the batch sizes where it is > 1.
     """
     rng = np.random.default_rng(seed)
     reference = float32 if float32 is not None else _float32_reference(sig)
     rows = []
-    for N, T in shapes:
-        feeds = random_inputs(sig.io, N, T, rng, lengths="omit" if sig.bare is not None else "full")
-        for _ in range(3):  # warm up: first calls allocate, TorchScript profiles its first runs
-            bf16(feeds), reference(feeds)
-        ratios = []
-        for _ in range(rounds):
-            ratios.append(_best_of(bf16, feeds, calls) / _best_of(reference, feeds, calls))
-        rows.append({"batch": N, "sequence": T, "ratio": statistics.median(ratios)})
-    return {"shapes": rows, "slower_at": [r["batch"] for r in rows if r["ratio"] > 1.0]}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for N, T in shapes:
+            feeds = random_inputs(sig.io, N, T, rng, lengths="omit" if sig.bare is not None else "full")
+            for _ in range(3):  # warm up: first calls allocate, TorchScript profiles its first runs
+                bf16(feeds), reference(feeds)
+            ratios = [_best_of(bf16, feeds, calls) / _best_of(reference, feeds, calls) for _ in range(rounds)]
+            rows.append({"batch": N, "sequence": T, "ratio": statistics.median(ratios)})
+    finally:
+        torch.set_num_threads(before)
+    return {"shapes": rows, "slower_at": [r["batch"] for r in rows if r["ratio"] > 1.0], "threads": threads}
 
 
 def speed_verdict(speed: Dict[str, Any], baseline: str) -> str:

@@ -4,7 +4,8 @@
     python benchmarks/run.py --full           # 8 configurations x 4 shapes (about 10 minutes on 2 cores)
     python benchmarks/run.py --config input_size=64,hidden_size=256,num_layers=2
 
-Measuring and reporting is ``deploy_lstm.bench`` (what ``deploy-lstm bench`` runs);
+Measuring and reporting is ``deploy_lstm.bench`` (what ``deploy-lstm bench`` runs; with the
+bf16 artifacts' columns, their error against float32 and a verdict: ``deploy_lstm.bench.bf16``);
 this script adds the verdicts of ``benchmarks/targets.py`` to ``results.json``
 (``"verdicts"``) and to ``results.md``, and, after the timings, the memory of the
 smallest and the largest configuration (``deploy_lstm.bench.memory``: each exported to

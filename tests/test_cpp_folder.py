@@ -218,7 +218,7 @@ def test_artifact_option_outside_a_folder_is_a_usage_error(binary: Path, exporte
     assert "--artifact chooses among an export folder's artifacts" in proc.stderr
     proc = run_cli(binary, src, tmp_path / "x.npy", "--artifact", "onnx")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "--artifact expects torchscript or aoti, got 'onnx'" in proc.stderr
+    assert "--artifact expects torchscript or aoti or torchscript-bf16 or aoti-bf16, got 'onnx'" in proc.stderr
 
 
 def _truncate_manifest(folder: Path) -> None:

@@ -219,3 +219,18 @@ def test_manifest_refuses_a_malformed_bf16_entry(bf16_folder: Path, tmp_path: Pa
     (copy_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=f"artifacts.aoti-bf16.details.*{key}"):
         deploy_lstm.load(copy_dir, verify=False)
+
+
+@pytest.mark.parametrize("kind", BF16_KINDS)
+def test_bf16_stream_of_chunks_equals_the_whole_sequence(bf16_folder: Path, lstm_state: Dict[str, Any], kind: str) -> None:
+    """The state crosses the float32 boundary between chunks: bf16 -> float32 -> bf16 is exact, so chunks equal the whole."""
+    runner = deploy_lstm.load(bf16_folder).runner(kind)
+    g = torch.Generator().manual_seed(2)
+    x, h0, c0 = torch.randn(9, 3, 8, generator=g), torch.randn(2, 3, 16, generator=g), torch.randn(2, 3, 16, generator=g)
+    stream = runner.stream(batch=3, h0=h0, c0=c0)
+    pieces = np.concatenate([stream.push(x[:4].numpy()), stream.push(x[4:].numpy())], axis=0)
+    whole = runner(x.numpy(), h0.numpy(), c0.numpy())
+    np.testing.assert_array_equal(pieces, whole[0])
+    with torch.no_grad():
+        want = lstm_state["ref"](x, (h0, c0))[0].numpy()
+    assert np.abs(pieces - want).max() <= deploy_lstm.load(bf16_folder).artifacts[kind].details["atol"]

@@ -175,6 +175,20 @@ def test_aims_met_missed_and_not_measured():
     assert "## Not measured" in md and "kserve is not installed" in md
 
 
+def test_no_aim_is_judged_on_a_busy_machine():
+    """Other processes' CPU over MAX_OTHER_SHARE: ratios recorded, no verdict, a warning on top."""
+    res = _results([_config("raw", 1, 1.0, 1000), _config("ours", 1, 1.2, 800)])
+    res["interference"] = {"other_share": 0.73, "worst_share": 0.9}
+    low = {a["aim"]: a for a in serve.aims(res)}["ours p50 at 1 client <= 1.3x raw session p50"]
+    assert low["met"] is None and low["ratio"] == pytest.approx(1.2) and "not judged: other processes used 73%" in low["reason"]
+    res["aims"] = serve.aims(res)
+    md = serve.to_markdown(res)
+    assert "**Not evidence of speed:** other processes used 73% of the CPU" in md
+    assert "| 1.20 vs 1.00 ms | 1.20x | not judged: other processes used 73% of the CPU" in md and "| yes |" not in md
+    res["interference"]["other_share"] = serve.MAX_OTHER_SHARE
+    assert {a["aim"]: a for a in serve.aims(res)}["ours p50 at 1 client <= 1.3x raw session p50"]["met"] is True
+
+
 def test_aims_strictly_ahead_of_kserve():
     res = _results([_config("ours", 32, 10.0, 500), _config("kserve", 32, 10.0, 500)])
     got = {a["aim"]: a for a in serve.aims(res)}

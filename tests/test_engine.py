@@ -6,6 +6,7 @@ The server tests (test_server.py) drive the same engine through HTTP and gRPC.
 from __future__ import annotations
 
 import asyncio
+import threading
 import tracemalloc
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -261,3 +262,31 @@ def test_a_variant_cell_serves_batches_and_streams(tmp_path: Path, cell: str) ->
         want = eager(torch.from_numpy(xs[0]))[0].numpy()
     parts = _run_stream(ServedModel(folder, ServeOptions(name="demo")), [xs[0][:4], xs[0][4:]])
     np.testing.assert_allclose(np.concatenate(parts), want, rtol=0, atol=1e-5)
+
+
+def test_a_torch_backed_model_runs_its_probe_and_batches_on_the_one_torch_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's kernels stay fast only on the thread that first ran one (serve.batching.torch_thread):
+    a TorchScript (or AOTInductor) model's start-up probe and every batch run there, not on the
+    loader's thread or a batcher thread of its own.  Answers still equal nn.LSTM."""
+    torch.manual_seed(3)
+    lstm = deploy_lstm.LSTM(3, 5)
+    export_folder(lstm, tmp_path / "ts", artifacts=["torchscript"], lengths=True)
+    threads: List[str] = []
+    runner_type = type(deploy_lstm.load(tmp_path / "ts").runner("torchscript"))
+    run = runner_type.run
+
+    def recording(self: Any, feeds: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return run(self, feeds)
+
+    monkeypatch.setattr(runner_type, "run", recording)
+    model = ServedModel(deploy_lstm.load(tmp_path / "ts"), ServeOptions(name="ts", artifact="torchscript"))
+    assert model.pads and threads, "the padding probe ran through the runner"
+    x = np.random.default_rng(0).standard_normal((7, 1, 3)).astype(np.float32)
+    [out] = _run(model, [(InferRequest({"input": x}), "ts")])
+    with torch.no_grad():
+        want = torch.nn.LSTM(3, 5).eval()
+        want.load_state_dict(lstm.state_dict())
+        np.testing.assert_allclose(out["output"], want(torch.from_numpy(x))[0].numpy(), rtol=0, atol=1e-5)
+    assert len(threads) >= 3 and set(t.rsplit("_", 1)[0] for t in threads) == {"deploy-lstm-torch"}, threads

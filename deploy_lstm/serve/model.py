@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from deploy_lstm.formats.folder import ExportFolder
 from deploy_lstm.formats.metadata import read_onnx_metadata
 from deploy_lstm.runtime.feeds import check_feeds
 from deploy_lstm.runtime.folder import RUNNER_KINDS, RunnableFolder
-from deploy_lstm.serve.batching import Batcher, Item, Layout
+from deploy_lstm.serve.batching import Batcher, Item, Layout, torch_thread
 from deploy_lstm.serve.metrics import ServerMetrics
 from deploy_lstm.serve.protocol import InferRequest, datatype_of, show
 from deploy_lstm.serve.sequences import Sequences, Stream
@@ -44,6 +44,7 @@ __all__ = ["ServeOptions", "ServedModel", "choose_artifact", "STREAM_SUFFIX", "V
 
 STREAM_SUFFIX = "_stream"  # the stateful model's name: "<name>_stream", as in the Triton repository
 SERVABLE = RUNNER_KINDS  # the artifact kinds the server runs, each through its runner (folder.runner(kind))
+TORCH_KINDS = ("torchscript", "aoti", "torchscript-bf16", "aoti-bf16")  # run on serve.batching.torch_thread()
 #: Triton's platform name of each kind (the metadata's "platform"); kinds Triton has no backend for get their own name
 PLATFORMS = {"onnx": "onnxruntime_onnx", "onnx-int8": "onnxruntime_onnx", "torchscript": "pytorch_libtorch",
              "aoti": "pytorch_aoti", "executorch": "executorch"}
@@ -137,7 +138,7 @@ class ServedModel:
         self.fixed_batch: Optional[int] = getattr(self.runner, "batch", None) if self.artifact == "executorch" else None
         if self.fixed_batch is not None:
             self.batchable = False
-        if self._lengths_spec() is not None and self.batchable and self._probe_padding():
+        if self._lengths_spec() is not None and self.batchable and self._on_runner_thread(self._probe_padding):
             self.layout = dataclasses.replace(self.layout, pads=True)
         self.batcher: Optional[Batcher] = None
         self.inflight = 0  # requests taken and not yet answered (the registry drains them before unloading)
@@ -234,7 +235,8 @@ class ServedModel:
     def start(self) -> None:
         """Start the batcher, and the sweep that drops idle sequences, on the running event loop."""
         opts = self.options
-        self.batcher = Batcher(self.run_batch, opts.max_batch, opts.max_delay_ms, opts.max_padding)
+        self.batcher = Batcher(self.run_batch, opts.max_batch, opts.max_delay_ms, opts.max_padding,
+                               executor=torch_thread() if self.artifact in TORCH_KINDS else None)
         self.batcher.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="deploy-lstm-sequence-sweep")
 
@@ -454,6 +456,11 @@ class ServedModel:
         if any(c.bidirectional for c in configs):
             return "it is bidirectional: the reverse direction of a chunk needs the steps after it"
         return None
+
+    def _on_runner_thread(self, probe: Callable[[], bool]) -> bool:
+        """Run a start-up probe where the batches will run: a torch-backed runner on
+        :func:`~deploy_lstm.serve.batching.torch_thread` (the thread torch first runs on stays the fast one)."""
+        return torch_thread().submit(probe).result() if self.artifact in TORCH_KINDS else probe()
 
     def _probe_padding(self) -> bool:
         """Do padded rows give the outputs of the same rows alone?  (Run once, at start-up.)"""

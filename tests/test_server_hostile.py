@@ -360,3 +360,16 @@ def test_load_valid_traffic_with_hostile_traffic_mixed_in_gets_every_answer_righ
     assert tally.valid > 100 and tally.hostile > 100, tally
     assert hostile.server_memory(server.proc.pid)[0] - rss_before < 2 * 64 * MiB
     still_right(server, oracle)
+
+
+@pytest.mark.parametrize("shape", [[0, 3, 1753380096, 1753446017], [1753380096, 0, 1753446017]])
+def test_an_empty_tensor_with_impossible_dimensions_is_a_413_not_a_500(shape: List[int]) -> None:
+    """Found by the gRPC decoder fuzz: numpy cannot shape an empty array as (0, 3, 2**31, 2**31)
+    and raised ValueError (an INTERNAL error) instead of refusing the request."""
+    request = service_pb2.ModelInferRequest(model_name="lstm")
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = "input", "BOOL"
+    tensor.shape.extend(shape)
+    with pytest.raises(InvalidRequest, match="although it holds no value") as e:
+        decode_grpc(request, max_bytes=1 << 16)
+    assert status_of(e.value)[0] == 413

@@ -272,6 +272,13 @@ def check_size(shape: Tuple[int, ...], dtype: np.dtype, max_bytes: int, what: st
         RequestTooLarge: the tensor would be larger than the body limit.
     """
     count = math.prod(shape)
+    # an empty tensor is refused too when its other dimensions could not fit: numpy cannot even
+    # shape an empty array as (0, 3, 2**31, 2**31) ("array is too big"), a ValueError, not a 400
+    if math.prod(d for d in shape if d) * dtype.itemsize > max_bytes:
+        raise RequestTooLarge(
+            f"{what}: shape {list(shape)} of {datatype_of(dtype)} has dimensions whose product is over this "
+            f"server's limit of {max_bytes} bytes (--max-request-bytes), although it holds no value"
+        )
     if count * dtype.itemsize > max_bytes:
         raise RequestTooLarge(
             f"{what}: shape {list(shape)} of {datatype_of(dtype)} is {count * dtype.itemsize} bytes, over this "

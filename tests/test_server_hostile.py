@@ -23,7 +23,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from torch import nn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -329,6 +329,9 @@ def test_fuzz_the_grpc_decoder_refuses_with_invalid_request_only(request: Any) -
 @given(http_bodies(), grpc_requests())
 def test_fuzz_live_requests_over_both_transports_are_never_a_500(server: Server, http: Tuple[bytes, Optional[str]], rpc: Any) -> None:
     body, length = http
+    # a header value with a bare CR or LF cannot be sent at all (http.client refuses it before any
+    # byte leaves): not a request the server can see
+    assume(length is None or not any(c in length for c in "\r\n"))
     status, message = hostile.post(server.url, "/v2/models/lstm/infer", body, {} if length is None else {
         "Inference-Header-Content-Length": length.encode("utf-8").decode("latin-1")})
     assert status < 500, message

@@ -223,7 +223,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 if request.ByteSize() <= INLINE_BYTES:
                     infer_request = decode_grpc(request, self.max_request_bytes)
                 else:
-                    infer_request = await loop.run_in_executor(self.worker, decode_grpc, request, self.max_request_bytes)
+                    infer_request = await loop.run_in_executor(self.worker, decode_and_release, decode_grpc, request, self.max_request_bytes)
                 outputs = await served.infer(infer_request, name)
                 if sum(v.nbytes for v in outputs.values()) <= INLINE_BYTES:
                     response = encode_grpc(name, infer_request, outputs, version)

@@ -30,6 +30,7 @@ from deploy_lstm.serve.protocol import (
     HEADER_LENGTH,
     RequestTooLarge,
     decode_http_body,
+    decode_and_release,
     decode_inline,
     encode_http_body,
     encode_inline,
@@ -143,7 +144,7 @@ class HTTPFrontEnd:
                 if decode_inline(len(body), decoding[1]):  # a small body: cheaper here than a hop to a worker
                     infer_request = decode_http_body(*decoding)
                 else:
-                    infer_request = await self.offload(decode_http_body, *decoding)
+                    infer_request = await self.offload(decode_and_release, decode_http_body, *decoding)
                 del decoding
                 del body
                 outputs = await served.infer(infer_request, name)
